@@ -1,0 +1,1 @@
+//! exptrack-mlflow: work in progress.

@@ -1,0 +1,1 @@
+//! exptrack-tensorboard: work in progress.

@@ -1,0 +1,1 @@
+//! exptrack-wandb: work in progress.

@@ -1,0 +1,1 @@
+//! exptrack-checkpoint: work in progress.

@@ -1,0 +1,4 @@
+//! The `exptrack` command line (work in progress).
+fn main() {
+    println!("exptrack: nothing here yet");
+}

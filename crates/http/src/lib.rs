@@ -1,0 +1,1 @@
+//! exptrack-http: work in progress.

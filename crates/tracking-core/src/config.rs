@@ -1,0 +1,468 @@
+//! The experiment configuration file and its identity hash.
+//!
+//! ```toml
+//! [experiment]
+//! name = "transformer_classification"
+//! description = "..."
+//! tags = ["nlp", "transformer"]
+//! # hash_exclude = ["tracking"]      # the default: switching a backend on keeps the experiment id
+//!
+//! [tracking]
+//! use_tensorboard = true
+//! tensorboard_log_dir = "runs"
+//! use_mlflow = false
+//! mlflow_tracking_uri = "http://127.0.0.1:5000"
+//! use_wandb = false
+//! wandb_project = "deep-learning-project"
+//!
+//! [checkpointing]   # passed through to the checkpointer
+//! [training]        # passed through to the trainer
+//! ```
+//!
+//! Sections other than these four are kept (and hashed) but not interpreted here. Unknown keys inside
+//! `[experiment]` and `[tracking]` are errors naming the key, file, line and column.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::metadata::derive_experiment_id;
+
+/// `[experiment]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSection {
+    /// Experiment name (required).
+    pub name: String,
+    /// Free-text description.
+    #[serde(default)]
+    pub description: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Version of the user's code or model.
+    #[serde(default)]
+    pub version: String,
+    /// Overrides the derived experiment id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Dotted keys left out of the config hash (default `["tracking"]`). `experiment.hash_exclude`
+    /// itself is always left out.
+    #[serde(default = "default_hash_exclude")]
+    pub hash_exclude: Vec<String>,
+}
+
+fn default_hash_exclude() -> Vec<String> {
+    vec!["tracking".to_owned()]
+}
+
+/// `[tracking]`: which backends to open and where the local store lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingSection {
+    /// Root of the local run store (`<runs_dir>/<experiment_id>/<run_id>/`).
+    pub runs_dir: PathBuf,
+    /// Write TensorBoard event files.
+    pub use_tensorboard: bool,
+    /// Root for TensorBoard files (`<dir>/<experiment_id>/<run_id>/`); defaults to `runs_dir`.
+    pub tensorboard_log_dir: Option<PathBuf>,
+    /// Log to an MLflow server.
+    pub use_mlflow: bool,
+    /// MLflow tracking URI (`MLFLOW_TRACKING_URI` overrides when set).
+    pub mlflow_tracking_uri: Option<String>,
+    /// MLflow experiment name (defaults to the experiment name).
+    pub mlflow_experiment_name: Option<String>,
+    /// Log to Weights & Biases.
+    pub use_wandb: bool,
+    /// W&B project.
+    pub wandb_project: Option<String>,
+    /// W&B entity.
+    pub wandb_entity: Option<String>,
+    /// `offline`, `online` or `auto` (online when an API key is configured).
+    pub wandb_mode: Option<String>,
+    /// Directory for W&B offline runs (`WANDB_DIR` overrides).
+    pub wandb_dir: Option<PathBuf>,
+    /// Sample `system/*` metrics every this many seconds (off when absent or 0).
+    pub system_metrics_interval_secs: Option<f64>,
+    /// Capacity of the caller → dispatcher queue, in messages.
+    pub queue_capacity: usize,
+    /// How long `finish` waits for slow backends before leaving their events in the spool.
+    pub finish_timeout_secs: f64,
+}
+
+impl Default for TrackingSection {
+    fn default() -> Self {
+        TrackingSection {
+            runs_dir: PathBuf::from("runs"),
+            use_tensorboard: true,
+            tensorboard_log_dir: None,
+            use_mlflow: false,
+            mlflow_tracking_uri: None,
+            mlflow_experiment_name: None,
+            use_wandb: false,
+            wandb_project: None,
+            wandb_entity: None,
+            wandb_mode: None,
+            wandb_dir: None,
+            system_metrics_interval_secs: None,
+            queue_capacity: 65_536,
+            finish_timeout_secs: 30.0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct KnownSections {
+    experiment: ExperimentSection,
+    #[serde(default)]
+    tracking: TrackingSection,
+}
+
+/// A parsed configuration document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentConfig {
+    /// `[experiment]`.
+    pub experiment: ExperimentSection,
+    /// `[tracking]`.
+    pub tracking: TrackingSection,
+    /// The whole document as written (every section, including `[checkpointing]`, `[training]` and
+    /// any of the user's own).
+    pub document: toml::Table,
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl ExperimentConfig {
+    /// Reads and parses a TOML file. Errors name the file, line and column.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).ctx("reading config file", path)?;
+        let mut cfg = Self::parse(&text, path)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// Parses a TOML document; `origin` is used in error messages.
+    pub fn parse(text: &str, origin: impl AsRef<Path>) -> Result<Self> {
+        let origin = origin.as_ref();
+        let document: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
+        let known: KnownSections = toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
+        let cfg = ExperimentConfig {
+            experiment: known.experiment,
+            tracking: known.tracking,
+            document,
+            source: None,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// A minimal config in code: just an experiment name, defaults everywhere else.
+    pub fn named(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let mut experiment = toml::Table::new();
+        experiment.insert("name".into(), toml::Value::String(name.clone()));
+        let mut document = toml::Table::new();
+        document.insert("experiment".into(), toml::Value::Table(experiment));
+        ExperimentConfig {
+            experiment: ExperimentSection {
+                name,
+                description: String::new(),
+                tags: Vec::new(),
+                version: String::new(),
+                id: None,
+                hash_exclude: default_hash_exclude(),
+            },
+            tracking: TrackingSection::default(),
+            document,
+            source: None,
+        }
+    }
+
+    /// Sets (or replaces) a whole section of the document, e.g. `training`, so it is hashed and
+    /// passed to the trackers. `experiment` and `tracking` are re-parsed and validated.
+    pub fn set_section(&mut self, name: &str, table: toml::Table) -> Result<()> {
+        self.document
+            .insert(name.to_owned(), toml::Value::Table(table.clone()));
+        match name {
+            "experiment" => {
+                self.experiment = toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| Error::Config(e.message().to_owned()))?
+            }
+            "tracking" => {
+                self.tracking = toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| Error::Config(e.message().to_owned()))?
+            }
+            _ => {}
+        }
+        self.validate()
+    }
+
+    /// A section of the document (e.g. `training`), if present.
+    pub fn section(&self, name: &str) -> Option<&toml::Table> {
+        self.document.get(name).and_then(|v| v.as_table())
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.experiment.name.trim().is_empty() {
+            return Err(Error::Config(
+                "[experiment].name must not be empty".to_owned(),
+            ));
+        }
+        if self.tracking.queue_capacity == 0 {
+            return Err(Error::Config(
+                "[tracking].queue_capacity must be at least 1".to_owned(),
+            ));
+        }
+        if !(self.tracking.finish_timeout_secs >= 0.0) {
+            return Err(Error::Config(
+                "[tracking].finish_timeout_secs must be >= 0".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config hash (see [`config_hash`]) with this document's exclusions.
+    pub fn hash(&self) -> String {
+        let mut exclude = self.experiment.hash_exclude.clone();
+        exclude.push("experiment.hash_exclude".to_owned());
+        config_hash(&self.document, &exclude)
+    }
+
+    /// The experiment id: `[experiment].id` when set, else `{name}-{first 12 hex of hash}`.
+    pub fn experiment_id(&self) -> String {
+        match &self.experiment.id {
+            Some(id) if !id.is_empty() => crate::metadata::sanitize_component(id),
+            _ => derive_experiment_id(&self.experiment.name, &self.hash()),
+        }
+    }
+
+    /// The document serialized back to TOML (written as the run's `config.toml`).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(&self.document).unwrap_or_default()
+    }
+}
+
+fn parse_error(text: &str, origin: &Path, e: &toml::de::Error) -> Error {
+    let (line, column) = match e.span() {
+        Some(span) => line_col(text, span.start),
+        None => (1, 1),
+    };
+    Error::ConfigParse {
+        path: origin.to_path_buf(),
+        line,
+        column,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// sha256 (hex) of the canonical form of `doc` without the dotted keys in `exclude`.
+///
+/// The canonical form sorts table keys, writes integers in decimal, writes floats with an integral
+/// value below 2^53 as integers (so `1` and `1.0` hash alike) and others in shortest round-trip form,
+/// and does not depend on TOML layout (inline vs standard tables, quoting, whitespace, comments).
+pub fn config_hash(doc: &toml::Table, exclude: &[String]) -> String {
+    let mut doc = doc.clone();
+    for key in exclude {
+        remove_dotted(&mut doc, key);
+    }
+    let canonical = canonical_string(&toml::Value::Table(doc));
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn remove_dotted(table: &mut toml::Table, dotted: &str) {
+    let mut parts = dotted.split('.').peekable();
+    let mut cur = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            cur.remove(part);
+            return;
+        }
+        match cur.get_mut(part).and_then(|v| v.as_table_mut()) {
+            Some(t) => cur = t,
+            None => return,
+        }
+    }
+}
+
+/// The canonical serialization hashed by [`config_hash`].
+pub fn canonical_string(v: &toml::Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &toml::Value, out: &mut String) {
+    match v {
+        toml::Value::String(s) => write_json_str(s, out),
+        toml::Value::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        toml::Value::Float(f) => write_float(*f, out),
+        toml::Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        toml::Value::Datetime(d) => {
+            out.push_str("dt:");
+            write_json_str(&d.to_string(), out);
+        }
+        toml::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        toml::Value::Table(t) => {
+            let mut keys: Vec<&String> = t.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_str(k, out);
+                out.push(':');
+                if let Some(x) = t.get(*k) {
+                    write_canonical(x, out);
+                }
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_float(f: f64, out: &mut String) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if f.is_nan() {
+        out.push_str("nan");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 { "inf" } else { "-inf" });
+    } else if f == 0.0 {
+        out.push('0'); // -0.0 and 0.0 alike
+    } else if f.fract() == 0.0 && f.abs() < EXACT {
+        let _ = write!(out, "{}", f as i64);
+    } else {
+        let _ = write!(out, "{f:?}");
+    }
+}
+
+fn write_json_str(s: &str, out: &mut String) {
+    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("abc\ndef", 5), (2, 2));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+
+    #[test]
+    fn malformed_toml_reports_line_and_column() {
+        let text = "[experiment]\nname = \"x\"\nlr = = 3\n";
+        let err = ExperimentConfig::parse(text, "exp.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("exp.toml:3:"), "{msg}");
+        match err {
+            Error::ConfigParse { line, column, .. } => {
+                assert_eq!(line, 3);
+                assert!(column >= 5, "column {column}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_known_section_is_named() {
+        let text = "[experiment]\nname = \"x\"\n\n[tracking]\nuse_tensorbaord = true\n";
+        let err = ExperimentConfig::parse(text, "exp.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("use_tensorbaord"), "{msg}");
+        assert!(msg.starts_with("exp.toml:5:"), "{msg}");
+    }
+
+    #[test]
+    fn missing_name_is_an_error() {
+        let err = ExperimentConfig::parse("[experiment]\ntags=[]\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("name"), "{err}");
+    }
+
+    #[test]
+    fn unknown_sections_are_kept_and_hashed() {
+        let a = ExperimentConfig::parse("[experiment]\nname=\"x\"\n[model]\nd=1\n", "a").unwrap();
+        let b = ExperimentConfig::parse("[experiment]\nname=\"x\"\n[model]\nd=2\n", "b").unwrap();
+        assert!(a.section("model").is_some());
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn tracking_is_excluded_by_default_and_exclusions_are_configurable() {
+        let a = ExperimentConfig::parse(
+            "[experiment]\nname=\"x\"\n[tracking]\nuse_mlflow=false\n",
+            "a",
+        )
+        .unwrap();
+        let b = ExperimentConfig::parse(
+            "[experiment]\nname=\"x\"\n[tracking]\nuse_mlflow=true\n",
+            "b",
+        )
+        .unwrap();
+        assert_eq!(a.hash(), b.hash());
+        assert_eq!(a.experiment_id(), b.experiment_id());
+        let c = ExperimentConfig::parse(
+            "[experiment]\nname=\"x\"\nhash_exclude=[\"training.log_frequency\"]\n[training]\nlog_frequency=1\nlr=0.1\n",
+            "c",
+        )
+        .unwrap();
+        let d = ExperimentConfig::parse(
+            "[experiment]\nname=\"x\"\nhash_exclude=[\"training.log_frequency\"]\n[training]\nlog_frequency=50\nlr=0.1\n",
+            "d",
+        )
+        .unwrap();
+        assert_eq!(c.hash(), d.hash());
+        let e = ExperimentConfig::parse(
+            "[experiment]\nname=\"x\"\nhash_exclude=[\"training.log_frequency\"]\n[training]\nlog_frequency=50\nlr=0.2\n",
+            "e",
+        )
+        .unwrap();
+        assert_ne!(d.hash(), e.hash());
+    }
+
+    #[test]
+    fn layout_and_number_form_do_not_change_the_hash() {
+        let a = ExperimentConfig::parse(
+            "[experiment]\nname = \"x\"\n[training]\nlr = 1.0\nsizes = [1, 2]\n",
+            "a",
+        )
+        .unwrap();
+        let b = ExperimentConfig::parse(
+            "# comment\ntraining = { sizes = [1,2], lr = 1 }\n[experiment]\n'name'=\"x\"\n",
+            "b",
+        )
+        .unwrap();
+        assert_eq!(a.hash(), b.hash());
+        assert!(a.experiment_id().starts_with("x-"));
+        assert_eq!(a.experiment_id().len(), "x-".len() + 12);
+    }
+}

@@ -1,0 +1,31 @@
+//! # exptrack-core
+//!
+//! The stable core that every exptrack backend builds on:
+//!
+//! - [`Event`]: everything a run records (metrics, params, tags, text, images, histograms,
+//!   artifacts, status);
+//! - [`Tracker`]: the small trait a backend implements (`open`, `write` a batch, `flush`, `close`);
+//! - [`ExperimentConfig`] and [`config_hash`]: the TOML config and the experiment identity derived
+//!   from it;
+//! - [`ExperimentMetadata`]: who and what a run is;
+//! - [`ExperimentTracker`]: the user's handle; calls never wait on I/O, one dispatcher thread fans
+//!   events out to every tracker, each isolated on its own thread;
+//! - [`store`]: the local run store (`runs/<experiment_id>/<run_id>/`), which is both the embedded
+//!   default backend and the write-ahead log from which remote backends are replayed.
+//!
+//! # Feature flags
+//! - `signals` (default): Ctrl-C / SIGTERM mark open runs `Killed` before the process exits.
+//! - `system-metrics` (default): the optional `system/*` sampler and richer [`SystemInfo`].
+//! - `conformance`: the [`conformance`] test suite for backend authors.
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod metadata;
+pub mod tracker;
+
+pub use config::{ExperimentConfig, ExperimentSection, TrackingSection, config_hash};
+pub use error::{Error, Result};
+pub use event::{ArtifactKind, Event, EventKind, Metric, ParamValue, TimestampMs, now_ms};
+pub use metadata::{ExperimentMetadata, GitInfo, RunStatus, SystemInfo};
+pub use tracker::{Batch, ErrorClass, RunContext, Tracker, TrackerError};

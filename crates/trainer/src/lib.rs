@@ -1,0 +1,1 @@
+//! exptrack-trainer: work in progress.

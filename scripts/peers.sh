@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates (or reuses) a cached virtualenv with the pinned Python peers the interop tests talk to,
+# and prints the path of its interpreter on the last line of stdout.
+set -euo pipefail
+PEERS_VERSION="mlflow==3.17.2 tensorboard==2.21.0 wandb==0.31.0 tbparse==0.0.9 tensorboardX==2.6.5"
+VENV="${EXPTRACK_PEER_VENV:-$HOME/.cache/exptrack-peers/venv}"
+STAMP="$VENV/.exptrack-peers"
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$PEERS_VERSION" ]; then
+  echo "$VENV/bin/python"
+  exit 0
+fi
+PY="${PYTHON:-python3}"
+mkdir -p "$(dirname "$VENV")"
+rm -rf "$VENV"
+"$PY" -m venv "$VENV" >&2
+"$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pip install --quiet $PEERS_VERSION >&2
+echo "$PEERS_VERSION" > "$STAMP"
+echo "$VENV/bin/python"
