@@ -19,9 +19,13 @@
 //! - `conformance`: the [`conformance`] test suite for backend authors.
 
 pub mod config;
+mod dispatch;
 pub mod error;
 pub mod event;
+mod handle;
 pub mod metadata;
+pub mod store;
+mod sysmetrics;
 pub mod tracker;
 
 pub use config::{ExperimentConfig, ExperimentSection, TrackingSection, config_hash};
@@ -29,3 +33,6 @@ pub use error::{Error, Result};
 pub use event::{ArtifactKind, Event, EventKind, Metric, ParamValue, TimestampMs, now_ms};
 pub use metadata::{ExperimentMetadata, GitInfo, RunStatus, SystemInfo};
 pub use tracker::{Batch, ErrorClass, RunContext, Tracker, TrackerError};
+pub use dispatch::{BackendReport, FinishReport};
+pub use handle::{ExperimentTracker, ExperimentTrackerBuilder, Resume, png_dimensions};
+pub use store::sync_run;

@@ -1,0 +1,656 @@
+//! [`ExperimentTracker`]: the user's handle.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, bounded, unbounded};
+
+use crate::config::ExperimentConfig;
+use crate::dispatch::{DispatchSettings, Dispatcher, FinishReport, Msg, spawn_worker};
+use crate::error::{Error, Result};
+use crate::event::{ArtifactKind, Event, Metric, ParamValue, now_ms};
+use crate::metadata::{ExperimentMetadata, RunStatus, SystemInfo, new_run_id, sanitize_component};
+use crate::store::{RunWriter, list_runs, read_cursors, run_dir};
+use crate::tracker::{RunContext, Tracker};
+
+/// Which run a new tracker writes to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// A new run with a fresh id (the default).
+    #[default]
+    Never,
+    /// Continue the newest run of this experiment that did not complete (status running, failed
+    /// or killed); start a new one when there is none.
+    LatestUnfinished,
+    /// Continue the run with this id (created when absent).
+    RunId(String),
+}
+
+/// Builds an [`ExperimentTracker`].
+///
+/// ```no_run
+/// use exptrack_core::{ExperimentConfig, ExperimentTracker, RunStatus};
+/// # fn main() -> exptrack_core::Result<()> {
+/// let tracker = ExperimentTracker::builder(ExperimentConfig::named("demo"))
+///     .runs_dir("runs")
+///     .build()?;
+/// tracker.log_metrics(1, &[("train/loss", 0.5)])?;
+/// let report = tracker.finish(RunStatus::Completed)?;
+/// println!("{report}");
+/// # Ok(()) }
+/// ```
+#[must_use = "call build() to start the tracker"]
+pub struct ExperimentTrackerBuilder {
+    config: ExperimentConfig,
+    trackers: Vec<Box<dyn Tracker>>,
+    runs_dir: Option<PathBuf>,
+    resume: Resume,
+    queue_capacity: Option<usize>,
+    finish_timeout: Option<Duration>,
+    flush_interval: Duration,
+    handle_signals: bool,
+    system_metrics: Option<Duration>,
+    crate_versions: BTreeMap<String, String>,
+    collect_system_info: bool,
+}
+
+impl std::fmt::Debug for ExperimentTrackerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExperimentTrackerBuilder")
+            .field("experiment", &self.config.experiment.name)
+            .field(
+                "trackers",
+                &self.trackers.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            )
+            .field("runs_dir", &self.runs_dir)
+            .field("resume", &self.resume)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExperimentTrackerBuilder {
+    /// Adds a tracker (backend). The local store is always present and needs no tracker.
+    pub fn with_tracker(mut self, tracker: Box<dyn Tracker>) -> Self {
+        self.trackers.push(tracker);
+        self
+    }
+
+    /// Root of the local run store (overrides `[tracking].runs_dir`).
+    pub fn runs_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runs_dir = Some(dir.into());
+        self
+    }
+
+    /// Which run to write to (default: a new run).
+    pub fn resume(mut self, resume: Resume) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Capacity of the caller → dispatcher queue in messages (overrides
+    /// `[tracking].queue_capacity`). When it is full, logging calls wait (backpressure): nothing
+    /// is ever dropped.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = Some(n.max(1));
+        self
+    }
+
+    /// How long `finish` waits for slow backends (overrides `[tracking].finish_timeout_secs`).
+    pub fn finish_timeout(mut self, d: Duration) -> Self {
+        self.finish_timeout = Some(d);
+        self
+    }
+
+    /// How often trackers are flushed while events arrive (default 2 s).
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.flush_interval = d;
+        self
+    }
+
+    /// Whether Ctrl-C / SIGTERM finish the run as `Killed` and exit the process with status 130
+    /// (default true when the `signals` feature is on). The handler is process-wide and installed
+    /// once; it does nothing if the application installed its own first.
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.handle_signals = on;
+        self
+    }
+
+    /// Samples `system/cpu_percent`, `system/memory_percent` and `system/process_rss_mb` every
+    /// `interval` (needs the `system-metrics` feature; overrides
+    /// `[tracking].system_metrics_interval_secs`).
+    pub fn system_metrics(mut self, interval: Duration) -> Self {
+        self.system_metrics = Some(interval);
+        self
+    }
+
+    /// Records a crate version in the run's system info (e.g. `("burn", "0.22.1")`).
+    pub fn crate_version(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.crate_versions.insert(name.into(), version.into());
+        self
+    }
+
+    /// Skip collecting host/git information (faster start in tests).
+    pub fn collect_system_info(mut self, on: bool) -> Self {
+        self.collect_system_info = on;
+        self
+    }
+
+    /// Creates the run directory, opens every tracker on its own thread and starts the
+    /// dispatcher.
+    pub fn build(self) -> Result<ExperimentTracker> {
+        let cfg = self.config;
+        let runs_root = self
+            .runs_dir
+            .clone()
+            .unwrap_or_else(|| cfg.tracking.runs_dir.clone());
+        let experiment_id = cfg.experiment_id();
+        let hash = cfg.hash();
+        let exp_dir = runs_root.join(&experiment_id);
+
+        let (run_id, resumed_meta) = match &self.resume {
+            Resume::Never => (new_run_id(), None),
+            Resume::RunId(id) => {
+                let id = sanitize_component(id);
+                let dir = exp_dir.join(&id);
+                let meta = crate::store::RunReader::open(&dir)
+                    .and_then(|r| r.metadata())
+                    .ok();
+                (id, meta)
+            }
+            Resume::LatestUnfinished => {
+                let latest = list_runs(&runs_root)?
+                    .into_iter()
+                    .filter(|r| r.metadata.experiment_id == experiment_id)
+                    .filter(|r| r.metadata.status != RunStatus::Completed)
+                    .next_back();
+                match latest {
+                    Some(r) => (r.metadata.run_id.clone(), Some(r.metadata)),
+                    None => (new_run_id(), None),
+                }
+            }
+        };
+        let resumed = resumed_meta.is_some();
+        let dir = run_dir(&runs_root, &experiment_id, &run_id);
+
+        let mut metadata = match resumed_meta {
+            Some(mut m) => {
+                m.status = RunStatus::Running;
+                m.end_time = None;
+                m
+            }
+            None => {
+                let mut m = ExperimentMetadata::new(cfg.experiment.name.clone(), hash.clone());
+                m.experiment_id = experiment_id.clone();
+                m.run_id = run_id.clone();
+                m.description = cfg.experiment.description.clone();
+                m.tags = cfg.experiment.tags.clone();
+                m.version = cfg.experiment.version.clone();
+                m
+            }
+        };
+        if self.collect_system_info {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            metadata.system = SystemInfo::collect(&cwd);
+        }
+        metadata
+            .system
+            .crate_versions
+            .extend(self.crate_versions.clone());
+
+        let ctx = RunContext {
+            metadata: metadata.clone(),
+            config: cfg.document.clone(),
+            run_dir: dir.clone(),
+            resumed,
+        };
+        let writer = RunWriter::open(&ctx, &cfg.to_toml_string())?;
+        let cursors = if resumed {
+            read_cursors(&dir)?
+        } else {
+            BTreeMap::new()
+        };
+
+        let flush_interval = self.flush_interval;
+        let mut names = std::collections::BTreeSet::new();
+        let mut workers = Vec::new();
+        for t in self.trackers {
+            let name = t.name().to_owned();
+            if name == "local" || !names.insert(name.clone()) {
+                return Err(Error::Config(format!(
+                    "two trackers are named {name:?} (names must be unique and not \"local\")"
+                )));
+            }
+            let start = cursors.get(&name).copied().unwrap_or(0);
+            let w = spawn_worker(t, ctx.clone(), start, &writer, flush_interval).map_err(
+                |source| Error::Io {
+                    context: "spawning tracker thread",
+                    path: dir.clone(),
+                    source,
+                },
+            )?;
+            workers.push(w);
+        }
+        let n_trackers = workers.len();
+
+        let capacity = self
+            .queue_capacity
+            .unwrap_or(cfg.tracking.queue_capacity)
+            .max(1);
+        let (tx, rx) = bounded(capacity);
+        let finished = Arc::new(AtomicBool::new(false));
+        let finish_timeout = self
+            .finish_timeout
+            .unwrap_or_else(|| Duration::from_secs_f64(cfg.tracking.finish_timeout_secs.max(0.0)));
+        let dispatcher = Dispatcher {
+            rx,
+            writer,
+            workers,
+            metadata: metadata.clone(),
+            config: cfg.document.clone(),
+            settings: DispatchSettings { finish_timeout },
+            store_errors: Vec::new(),
+            warned: [false; 8],
+            results_extra: BTreeMap::new(),
+            finished: Arc::clone(&finished),
+            last_cursors: cursors,
+        };
+        let join = std::thread::Builder::new()
+            .name("exptrack-dispatch".to_owned())
+            .spawn(move || dispatcher.run())
+            .map_err(|source| Error::Io {
+                context: "spawning dispatcher thread",
+                path: dir.clone(),
+                source,
+            })?;
+
+        let interval = self.system_metrics.or_else(|| {
+            cfg.tracking
+                .system_metrics_interval_secs
+                .filter(|s| *s > 0.0)
+                .map(Duration::from_secs_f64)
+        });
+        let sampler = match interval {
+            Some(i) => crate::sysmetrics::spawn(tx.clone(), i),
+            None => None,
+        };
+
+        let inner = Arc::new(Inner {
+            tx,
+            finished: AtomicBool::new(false),
+            finish_lock: Mutex::new(None),
+            dispatcher: Mutex::new(Some(join)),
+            sampler: Mutex::new(sampler),
+            run_dir: dir,
+            metadata,
+            n_trackers,
+            finish_timeout,
+        });
+        if self.handle_signals {
+            signals::register(&inner);
+        }
+        Ok(ExperimentTracker { inner })
+    }
+}
+
+pub(crate) struct Sampler {
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) join: JoinHandle<()>,
+}
+
+struct Inner {
+    tx: Sender<Msg>,
+    finished: AtomicBool,
+    finish_lock: Mutex<Option<FinishReport>>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    sampler: Mutex<Option<Sampler>>,
+    run_dir: PathBuf,
+    metadata: ExperimentMetadata,
+    n_trackers: usize,
+    finish_timeout: Duration,
+}
+
+impl Inner {
+    fn send(&self, msg: Msg) -> Result<()> {
+        if self.finished.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        self.tx.send(msg).map_err(|_| Error::Closed)
+    }
+
+    fn finish(&self, status: RunStatus) -> Result<FinishReport> {
+        let mut guard = self.finish_lock.lock().map_err(|_| Error::Closed)?;
+        if let Some(r) = guard.as_ref() {
+            return Ok(r.clone());
+        }
+        if let Ok(mut s) = self.sampler.lock()
+            && let Some(s) = s.take()
+        {
+            s.stop.store(true, Ordering::SeqCst);
+            let _ = s.join.join();
+        }
+        self.finished.store(true, Ordering::SeqCst);
+        let (rtx, rrx) = bounded(1);
+        self.tx
+            .send(Msg::Finish(status, rtx))
+            .map_err(|_| Error::Closed)?;
+        let wait = self.finish_timeout + Duration::from_secs(5);
+        let report = rrx
+            .recv_timeout(wait)
+            .map_err(|_| Error::Timeout(wait, "the dispatcher to finish"))?;
+        if let Ok(mut d) = self.dispatcher.lock()
+            && let Some(j) = d.take()
+        {
+            let _ = j.join();
+        }
+        *guard = Some(report.clone());
+        Ok(report)
+    }
+}
+
+/// The user's handle on a run: every call enqueues and returns; one dispatcher thread writes the
+/// local store and fans out to every tracker.
+///
+/// - **The caller never waits on I/O.** Calls put the event into a bounded queue (capacity
+///   `[tracking].queue_capacity`, default 65 536). Only under sustained overload, when the queue is
+///   full, does a call wait for room (backpressure); events are never dropped.
+/// - **Backends are isolated.** Each tracker has its own thread; an error, a hang or a panic in
+///   one never delays or drops events for the others or for the caller. A failing backend is
+///   retried with backoff and replayed from the local store's `events.jsonl`, in order, exactly
+///   once.
+/// - **Run guard.** Dropping the handle without [`finish`](Self::finish) (an early return or a
+///   panic) finishes the run as [`RunStatus::Failed`]; Ctrl-C / SIGTERM finish it as
+///   [`RunStatus::Killed`].
+///
+/// The handle is `Send + Sync`: share it by reference or in an `Arc`.
+pub struct ExperimentTracker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ExperimentTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExperimentTracker")
+            .field("experiment_id", &self.inner.metadata.experiment_id)
+            .field("run_id", &self.inner.metadata.run_id)
+            .field("run_dir", &self.inner.run_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExperimentTracker {
+    /// Starts building a tracker for `config`.
+    pub fn builder(config: ExperimentConfig) -> ExperimentTrackerBuilder {
+        ExperimentTrackerBuilder {
+            config,
+            trackers: Vec::new(),
+            runs_dir: None,
+            resume: Resume::Never,
+            queue_capacity: None,
+            finish_timeout: None,
+            flush_interval: Duration::from_secs(2),
+            handle_signals: cfg!(feature = "signals"),
+            system_metrics: None,
+            crate_versions: BTreeMap::new(),
+            collect_system_info: true,
+        }
+    }
+
+    /// The run directory (`<runs>/<experiment_id>/<run_id>`).
+    pub fn run_dir(&self) -> &Path {
+        &self.inner.run_dir
+    }
+
+    /// The run's metadata as of its start.
+    pub fn metadata(&self) -> &ExperimentMetadata {
+        &self.inner.metadata
+    }
+
+    /// Number of trackers besides the local store.
+    pub fn tracker_count(&self) -> usize {
+        self.inner.n_trackers
+    }
+
+    /// Logs scalar metrics at `step`.
+    pub fn log_metrics<K: AsRef<str>>(&self, step: u64, values: &[(K, f64)]) -> Result<()> {
+        let values = values
+            .iter()
+            .map(|(k, v)| Metric {
+                key: k.as_ref().to_owned(),
+                value: *v,
+            })
+            .collect();
+        self.inner.send(Msg::Event(Event::Metrics {
+            step,
+            timestamp_ms: now_ms(),
+            values,
+        }))
+    }
+
+    /// Logs one scalar.
+    pub fn log_metric(&self, step: u64, key: &str, value: f64) -> Result<()> {
+        self.log_metrics(step, &[(key, value)])
+    }
+
+    /// Logs hyperparameters.
+    pub fn log_hyperparameters<K, V>(&self, params: &[(K, V)]) -> Result<()>
+    where
+        K: AsRef<str>,
+        V: Into<ParamValue> + Clone,
+    {
+        let params = params
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.clone().into()))
+            .collect();
+        self.inner.send(Msg::Event(Event::Params { params }))
+    }
+
+    /// Sets run tags.
+    pub fn set_tags<K: AsRef<str>, V: AsRef<str>>(&self, tags: &[(K, V)]) -> Result<()> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        self.inner.send(Msg::Event(Event::Tags { tags }))
+    }
+
+    /// Logs text (markdown) at `step`.
+    pub fn log_text(&self, step: u64, tag: &str, text: &str) -> Result<()> {
+        self.inner.send(Msg::Event(Event::Text {
+            step,
+            timestamp_ms: now_ms(),
+            tag: tag.to_owned(),
+            text: text.to_owned(),
+        }))
+    }
+
+    /// Logs a PNG image at `step`. Width, height and channels are read from the PNG header; bytes
+    /// that are not a PNG are an error.
+    pub fn log_image(&self, step: u64, tag: &str, png: Vec<u8>) -> Result<()> {
+        let (width, height, channels) = png_dimensions(&png)
+            .ok_or_else(|| Error::Config(format!("log_image({tag:?}): not a PNG file")))?;
+        self.inner.send(Msg::Event(Event::Image {
+            step,
+            timestamp_ms: now_ms(),
+            tag: tag.to_owned(),
+            width,
+            height,
+            channels,
+            png,
+        }))
+    }
+
+    /// Logs a histogram of raw values at `step`.
+    pub fn log_histogram(&self, step: u64, tag: &str, values: &[f64]) -> Result<()> {
+        self.inner.send(Msg::Event(Event::Histogram {
+            step,
+            timestamp_ms: now_ms(),
+            tag: tag.to_owned(),
+            values: values.to_vec(),
+        }))
+    }
+
+    /// Attaches a file to the run under `name`. The file is referenced, not copied: keep it until
+    /// the run is finished (and synced).
+    pub fn log_artifact(&self, path: impl AsRef<Path>, name: &str) -> Result<()> {
+        self.artifact(path.as_ref(), name, ArtifactKind::File, None)
+    }
+
+    /// Attaches a model file (e.g. a checkpoint's weights) produced at `step`; registries can
+    /// register it.
+    pub fn log_model(&self, path: impl AsRef<Path>, name: &str, step: Option<u64>) -> Result<()> {
+        self.artifact(path.as_ref(), name, ArtifactKind::Model, step)
+    }
+
+    fn artifact(&self, path: &Path, name: &str, kind: ArtifactKind, step: Option<u64>) -> Result<()> {
+        let path = std::fs::canonicalize(path).map_err(|source| Error::Io {
+            context: "resolving artifact",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.inner.send(Msg::Event(Event::Artifact {
+            path,
+            name: name.to_owned(),
+            artifact_kind: kind,
+            step,
+        }))
+    }
+
+    /// Adds a value to the run's `results.json` (written when the run completes), e.g.
+    /// `set_result("best_epoch", 7.into())`.
+    pub fn set_result(&self, key: &str, value: serde_json::Value) -> Result<()> {
+        self.inner.send(Msg::SetResult(key.to_owned(), value))
+    }
+
+    /// Sends an already-built event.
+    pub fn log_event(&self, event: Event) -> Result<()> {
+        self.inner.send(Msg::Event(event))
+    }
+
+    /// A barrier: returns once the local store is fsynced and every tracker has received and
+    /// flushed everything logged before the call, or fails after `timeout` naming the trackers
+    /// that did not confirm (their events stay queued; nothing is lost).
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<()> {
+        let (tx, rx) = unbounded();
+        self.inner.send(Msg::Flush(tx))?;
+        let deadline = Instant::now() + timeout;
+        let mut acked = Vec::new();
+        let mut errors = Vec::new();
+        while acked.len() < self.inner.n_trackers + 1 {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(a) => {
+                    if let Some(e) = a.error {
+                        errors.push(format!("{}: {e}", a.name));
+                    }
+                    acked.push(a.name);
+                }
+                Err(_) => {
+                    return Err(Error::Backend {
+                        backend: "flush".to_owned(),
+                        message: format!(
+                            "only {:?} confirmed within {timeout:?}",
+                            acked
+                        ),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Backend {
+                backend: "flush".to_owned(),
+                message: errors.join("; "),
+            })
+        }
+    }
+
+    /// [`flush_timeout`](Self::flush_timeout) with the finish timeout.
+    pub fn flush(&self) -> Result<()> {
+        self.flush_timeout(self.inner.finish_timeout)
+    }
+
+    /// Ends the run: records `status`, writes `summary.json` (and `results.json` when completed),
+    /// closes every tracker, waiting at most the finish timeout for slow ones (their remaining
+    /// events stay in the local store; the report says how to sync them).
+    pub fn finish(self, status: RunStatus) -> Result<FinishReport> {
+        self.inner.finish(status)
+    }
+}
+
+impl Drop for ExperimentTracker {
+    fn drop(&mut self) {
+        if !self.inner.finished.load(Ordering::SeqCst) {
+            let panicking = std::thread::panicking();
+            match self.inner.finish(RunStatus::Failed) {
+                Ok(r) => tracing::warn!(
+                    panicking,
+                    "experiment tracker dropped without finish(): run marked failed ({})",
+                    r.run_dir.display()
+                ),
+                Err(e) => tracing::error!("could not mark the run failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Reads width, height and channel count from a PNG's IHDR chunk.
+pub fn png_dimensions(png: &[u8]) -> Option<(u32, u32, u8)> {
+    const SIG: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    if png.len() < 26 || png[..8] != SIG || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let h = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    let channels = match png[25] {
+        0 => 1, // grey
+        2 => 3, // RGB
+        3 => 3, // palette, shown as RGB
+        4 => 2, // grey + alpha
+        6 => 4, // RGBA
+        _ => return None,
+    };
+    Some((w, h, channels))
+}
+
+mod signals {
+    use super::*;
+
+    static REGISTRY: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+    pub(super) fn register(inner: &Arc<Inner>) {
+        if let Ok(mut r) = REGISTRY.lock() {
+            r.retain(|w| w.strong_count() > 0);
+            r.push(Arc::downgrade(inner));
+        }
+        install();
+    }
+
+    #[cfg(feature = "signals")]
+    fn install() {
+        use std::sync::Once;
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let res = ctrlc::set_handler(|| {
+                let live: Vec<Arc<Inner>> = REGISTRY
+                    .lock()
+                    .map(|r| r.iter().filter_map(|w| w.upgrade()).collect())
+                    .unwrap_or_default();
+                for inner in live {
+                    if let Ok(r) = inner.finish(RunStatus::Killed) {
+                        eprintln!("exptrack: interrupted; run marked killed: {}", r.run_dir.display());
+                    }
+                }
+                std::process::exit(130);
+            });
+            if let Err(e) = res {
+                tracing::debug!("not installing exptrack's signal handler: {e}");
+            }
+        });
+    }
+
+    #[cfg(not(feature = "signals"))]
+    fn install() {}
+}

@@ -1,0 +1,896 @@
+//! The local run store: `runs/<experiment_id>/<run_id>/`.
+//!
+//! | file | contents |
+//! |---|---|
+//! | `metadata.json` | [`ExperimentMetadata`], rewritten atomically at open and close |
+//! | `config.toml` | the whole configuration document |
+//! | `events.jsonl` | every [`Event`], one JSON object per line with its sequence number `seq` (1, 2, …); append-only, flushed to the OS after each batch and fsynced on `flush` and `finish` |
+//! | `summary.json` | last, min, max, count per metric |
+//! | `cursors.json` | per backend, the last `seq` it has acknowledged |
+//! | `results.json` | on success: config, metric histories, best and final values, `completed: true`, timestamps |
+//!
+//! `events.jsonl` is the write-ahead log for every other backend: a backend that fails is replayed
+//! from its cursor, in order, when it recovers, and [`sync_run`] replays a finished run later.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::event::{Event, finite_or_string};
+use crate::metadata::{ExperimentMetadata, RunStatus};
+use crate::tracker::{Batch, RunContext, Tracker};
+
+/// File names inside a run directory.
+pub mod files {
+    /// Run metadata.
+    pub const METADATA: &str = "metadata.json";
+    /// Configuration document.
+    pub const CONFIG: &str = "config.toml";
+    /// Event log.
+    pub const EVENTS: &str = "events.jsonl";
+    /// Per-metric summary.
+    pub const SUMMARY: &str = "summary.json";
+    /// Per-backend delivered offsets.
+    pub const CURSORS: &str = "cursors.json";
+    /// Results of a completed run.
+    pub const RESULTS: &str = "results.json";
+}
+
+/// Statistics of one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSummary {
+    /// Last value logged.
+    #[serde(with = "finite_or_string")]
+    pub last: f64,
+    /// Smallest value (NaN ignored).
+    #[serde(with = "finite_or_string")]
+    pub min: f64,
+    /// Largest value (NaN ignored).
+    #[serde(with = "finite_or_string")]
+    pub max: f64,
+    /// Number of values.
+    pub count: u64,
+    /// Step of the last value.
+    pub last_step: u64,
+    /// Step at which `min` was reached.
+    pub min_step: u64,
+    /// Step at which `max` was reached.
+    pub max_step: u64,
+}
+
+impl MetricSummary {
+    fn new(step: u64, v: f64) -> Self {
+        let (min, max) = if v.is_nan() {
+            (f64::INFINITY, f64::NEG_INFINITY)
+        } else {
+            (v, v)
+        };
+        MetricSummary {
+            last: v,
+            min,
+            max,
+            count: 1,
+            last_step: step,
+            min_step: step,
+            max_step: step,
+        }
+    }
+
+    fn update(&mut self, step: u64, v: f64) {
+        self.last = v;
+        self.count += 1;
+        self.last_step = step;
+        if v < self.min {
+            self.min = v;
+            self.min_step = step;
+        }
+        if v > self.max {
+            self.max = v;
+            self.max_step = step;
+        }
+    }
+}
+
+/// `summary.json`: per-metric statistics, by metric key.
+pub type Summary = BTreeMap<String, MetricSummary>;
+
+/// One metric's history as kept for `results.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricHistory {
+    /// Steps, in logging order.
+    pub steps: Vec<u64>,
+    /// Values (non-finite as strings).
+    #[serde(with = "vec_f64")]
+    pub values: Vec<f64>,
+    /// True when the history was longer than the in-memory cap and only its beginning is kept
+    /// (the full history is always in `events.jsonl`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+mod vec_f64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct W(#[serde(with = "crate::event::finite_or_string")] f64);
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| W(*x)))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<W>::deserialize(d)?.into_iter().map(|w| w.0).collect())
+    }
+}
+
+/// `results.json`, written when a run finishes with [`RunStatus::Completed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// Experiment id.
+    pub experiment_id: String,
+    /// Run id.
+    pub run_id: String,
+    /// Always true in a written file (the file exists only for completed runs).
+    pub completed: bool,
+    /// The configuration document.
+    pub config: serde_json::Value,
+    /// Run start.
+    pub start_time: DateTime<Utc>,
+    /// Run end.
+    pub end_time: DateTime<Utc>,
+    /// Duration in seconds.
+    pub duration_secs: f64,
+    /// Final (last) value of every metric.
+    pub final_metrics: BTreeMap<String, serde_json::Value>,
+    /// Per metric, min and max with their steps and the last value.
+    pub summary: Summary,
+    /// Metric histories (each capped at [`HISTORY_CAP`] points).
+    pub history: BTreeMap<String, MetricHistory>,
+    /// Values the caller added with `ExperimentTracker::set_result` (e.g. best epoch, test
+    /// accuracy).
+    #[serde(default)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// How many points of one metric's history are kept in memory for `results.json`.
+pub const HISTORY_CAP: usize = 100_000;
+
+/// Writes a file atomically: temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_owned());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = File::create(&tmp).ctx("creating temporary file", &tmp)?;
+        f.write_all(bytes).ctx("writing temporary file", &tmp)?;
+        f.sync_all().ctx("syncing temporary file", &tmp)?;
+    }
+    fs::rename(&tmp, path).ctx("renaming temporary file into place", path)?;
+    sync_dir(dir)
+}
+
+/// fsyncs a directory (no-op where directories cannot be opened, e.g. on Windows).
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let d = File::open(dir).ctx("opening directory to sync", dir)?;
+        d.sync_all().ctx("syncing directory", dir)?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// The run directory for an experiment and run under a runs root.
+pub fn run_dir(runs_root: &Path, experiment_id: &str, run_id: &str) -> PathBuf {
+    runs_root.join(experiment_id).join(run_id)
+}
+
+/// The writing side of a run directory, owned by the dispatcher thread.
+pub(crate) struct RunWriter {
+    dir: PathBuf,
+    events_path: PathBuf,
+    events: BufWriter<File>,
+    /// Byte length of `events.jsonl` (offset of the next line).
+    len: u64,
+    next_seq: u64,
+    index: Arc<Mutex<SeqIndex>>,
+    summary: HashMap<String, MetricSummary>,
+    history: HashMap<String, MetricHistory>,
+    summary_dirty: bool,
+    line: Vec<u8>,
+}
+
+/// Sparse index from sequence number to byte offset in `events.jsonl`, shared with the workers so
+/// they can replay from the log.
+#[derive(Debug, Default)]
+pub(crate) struct SeqIndex {
+    /// (first seq of a batch, byte offset of its first line), increasing.
+    entries: Vec<(u64, u64)>,
+}
+
+impl SeqIndex {
+    /// Offset of a line at or before `seq`.
+    pub(crate) fn offset_for(&self, seq: u64) -> u64 {
+        match self.entries.binary_search_by(|(s, _)| s.cmp(&seq)) {
+            Ok(i) => self.entries[i].1,
+            Err(0) => 0,
+            Err(i) => self.entries[i - 1].1,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SeqLine {
+    seq: u64,
+    #[serde(flatten)]
+    event: Event,
+}
+
+impl RunWriter {
+    /// Creates (or, when `resume`, continues) a run directory.
+    pub(crate) fn open(ctx: &RunContext, config_toml: &str) -> Result<Self> {
+        let dir = ctx.run_dir.clone();
+        fs::create_dir_all(&dir).ctx("creating run directory", &dir)?;
+        let events_path = dir.join(files::EVENTS);
+        let mut next_seq = 1;
+        let mut len = 0;
+        let mut summary = HashMap::new();
+        let mut history = HashMap::new();
+        if ctx.resumed && events_path.exists() {
+            // Scan the existing log: last seq, valid length (a torn last line is cut off), summary.
+            let (last, valid_len) = scan_log(&events_path, |seq_event| {
+                if let Event::Metrics { step, values, .. } = &seq_event {
+                    for m in values {
+                        update_stats(&mut summary, &mut history, &m.key, *step, m.value);
+                    }
+                }
+            })?;
+            next_seq = last + 1;
+            len = valid_len;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&events_path)
+                .ctx("opening event log", &events_path)?;
+            f.set_len(valid_len)
+                .ctx("truncating torn tail of event log", &events_path)?;
+        } else if events_path.exists() && !ctx.resumed {
+            return Err(Error::Config(format!(
+                "run directory {} already holds events; resume it or use a new run id",
+                dir.display()
+            )));
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&events_path)
+            .ctx("opening event log", &events_path)?;
+        write_atomic(
+            &dir.join(files::METADATA),
+            &serde_json::to_vec_pretty(&ctx.metadata)?,
+        )?;
+        write_atomic(&dir.join(files::CONFIG), config_toml.as_bytes())?;
+        let mut index = SeqIndex::default();
+        if len > 0 {
+            index.entries.push((1, 0));
+        }
+        Ok(RunWriter {
+            dir,
+            events_path,
+            events: BufWriter::with_capacity(1 << 20, file),
+            len,
+            next_seq,
+            index: Arc::new(Mutex::new(index)),
+            summary,
+            history,
+            summary_dirty: true,
+            line: Vec::with_capacity(512),
+        })
+    }
+
+    pub(crate) fn index(&self) -> Arc<Mutex<SeqIndex>> {
+        Arc::clone(&self.index)
+    }
+
+    pub(crate) fn events_path(&self) -> &Path {
+        &self.events_path
+    }
+
+    /// Sequence number of the last event written (0 when none).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Appends a batch, flushes it to the OS, and returns the first sequence number.
+    pub(crate) fn append(&mut self, events: &[Event]) -> Result<u64> {
+        let first = self.next_seq;
+        let start_len = self.len;
+        for ev in events {
+            self.line.clear();
+            self.line.extend_from_slice(b"{\"seq\":");
+            self.line
+                .extend_from_slice(itoa_u64(self.next_seq, &mut [0u8; 20]));
+            self.line.push(b',');
+            let body_start = self.line.len();
+            serde_json::to_writer(&mut self.line, ev)?;
+            // `ev` serialized as `{"kind":...}`: drop its opening brace so `seq` joins the object.
+            self.line.remove(body_start);
+            self.line.push(b'\n');
+            self.events
+                .write_all(&self.line)
+                .ctx("appending to event log", &self.events_path)?;
+            self.len += self.line.len() as u64;
+            self.next_seq += 1;
+            if let Event::Metrics { step, values, .. } = ev {
+                for m in values {
+                    update_stats(
+                        &mut self.summary,
+                        &mut self.history,
+                        &m.key,
+                        *step,
+                        m.value,
+                    );
+                }
+                self.summary_dirty = true;
+            }
+        }
+        self.events
+            .flush()
+            .ctx("writing event log", &self.events_path)?;
+        if !events.is_empty()
+            && let Ok(mut idx) = self.index.lock()
+        {
+            idx.entries.push((first, start_len));
+        }
+        Ok(first)
+    }
+
+    /// fsyncs the event log.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.events
+            .flush()
+            .ctx("writing event log", &self.events_path)?;
+        self.events
+            .get_ref()
+            .sync_data()
+            .ctx("syncing event log", &self.events_path)
+    }
+
+    /// Rewrites `summary.json` if metrics changed since the last call.
+    pub(crate) fn write_summary(&mut self) -> Result<()> {
+        if !self.summary_dirty {
+            return Ok(());
+        }
+        let sorted: Summary = self
+            .summary
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        write_atomic(
+            &self.dir.join(files::SUMMARY),
+            &serde_json::to_vec_pretty(&sorted)?,
+        )?;
+        self.summary_dirty = false;
+        Ok(())
+    }
+
+    pub(crate) fn write_metadata(&self, meta: &ExperimentMetadata) -> Result<()> {
+        write_atomic(
+            &self.dir.join(files::METADATA),
+            &serde_json::to_vec_pretty(meta)?,
+        )
+    }
+
+    pub(crate) fn write_results(
+        &self,
+        meta: &ExperimentMetadata,
+        config: &toml::Table,
+        extra: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<()> {
+        let end = meta.end_time.unwrap_or_else(Utc::now);
+        let summary: Summary = self
+            .summary
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let results = RunResults {
+            experiment_id: meta.experiment_id.clone(),
+            run_id: meta.run_id.clone(),
+            completed: true,
+            config: serde_json::to_value(config)?,
+            start_time: meta.start_time,
+            end_time: end,
+            duration_secs: (end - meta.start_time).num_milliseconds() as f64 / 1000.0,
+            final_metrics: summary
+                .iter()
+                .map(|(k, s)| (k.clone(), json_f64(s.last)))
+                .collect(),
+            summary,
+            history: self
+                .history
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            extra: extra.clone(),
+        };
+        write_atomic(
+            &self.dir.join(files::RESULTS),
+            &serde_json::to_vec_pretty(&results)?,
+        )
+    }
+}
+
+fn json_f64(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v)
+        .map(serde_json::Value::Number)
+        .unwrap_or_else(|| serde_json::Value::String(crate::event::float_to_string(v)))
+}
+
+fn update_stats(
+    summary: &mut HashMap<String, MetricSummary>,
+    history: &mut HashMap<String, MetricHistory>,
+    key: &str,
+    step: u64,
+    v: f64,
+) {
+    match summary.get_mut(key) {
+        Some(s) => s.update(step, v),
+        None => {
+            summary.insert(key.to_owned(), MetricSummary::new(step, v));
+        }
+    }
+    let h = match history.get_mut(key) {
+        Some(h) => h,
+        None => history.entry(key.to_owned()).or_default(),
+    };
+    if h.steps.len() < HISTORY_CAP {
+        h.steps.push(step);
+        h.values.push(v);
+    } else {
+        h.truncated = true;
+    }
+}
+
+fn itoa_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Reads a log, calling `f` for every event; returns (last seq, byte length of the valid prefix).
+/// A torn (unterminated or unparsable) final line is ignored; a bad line elsewhere is an error.
+fn scan_log(path: &Path, mut f: impl FnMut(Event)) -> Result<(u64, u64)> {
+    let file = File::open(path).ctx("opening event log", path)?;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut valid = 0u64;
+    let mut last = 0u64;
+    let mut lineno = 0usize;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .ctx("reading event log", path)?;
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        let complete = line.last() == Some(&b'\n');
+        match serde_json::from_slice::<SeqLine>(&line) {
+            Ok(l) if complete => {
+                if l.seq != last + 1 {
+                    return Err(Error::Corrupt {
+                        what: "event log",
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "line {lineno}: expected seq {}, found {}",
+                            last + 1,
+                            l.seq
+                        ),
+                    });
+                }
+                last = l.seq;
+                valid += n as u64;
+                f(l.event);
+            }
+            _ => {
+                // Only the final line may be torn.
+                let mut rest = Vec::new();
+                reader
+                    .read_to_end(&mut rest)
+                    .ctx("reading event log", path)?;
+                if !rest.is_empty() {
+                    return Err(Error::Corrupt {
+                        what: "event log",
+                        path: path.to_path_buf(),
+                        message: format!("line {lineno} is not a valid event"),
+                    });
+                }
+                break;
+            }
+        }
+    }
+    Ok((last, valid))
+}
+
+/// A sequential reader over `events.jsonl` that can be resumed as the log grows.
+pub(crate) struct LogTail {
+    path: PathBuf,
+    reader: BufReader<File>,
+    /// Byte offset of the next unread line.
+    offset: u64,
+    /// Seq of the next unread line, once known.
+    next_seq: Option<u64>,
+    line: Vec<u8>,
+}
+
+impl LogTail {
+    /// Opens the log positioned at `offset`, which must be the start of a line.
+    pub(crate) fn open(path: &Path, offset: u64) -> Result<Self> {
+        let mut file = File::open(path).ctx("opening event log", path)?;
+        file.seek(SeekFrom::Start(offset))
+            .ctx("seeking in event log", path)?;
+        Ok(LogTail {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 16, file),
+            offset,
+            next_seq: None,
+            line: Vec::with_capacity(512),
+        })
+    }
+
+    /// Reads up to `max` events with `from <= seq <= until`, skipping earlier ones. Returns fewer
+    /// (possibly none) at the current end of the log; a torn last line is left for a later call.
+    pub(crate) fn read(&mut self, from: u64, until: u64, max: usize) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            if self.next_seq.is_some_and(|s| s > until) {
+                break;
+            }
+            self.line.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .ctx("reading event log", &self.path)?;
+            if n == 0 {
+                break;
+            }
+            if self.line.last() != Some(&b'\n') {
+                // Torn or still being written: rewind to its start for the next call.
+                self.reader
+                    .seek(SeekFrom::Start(self.offset))
+                    .ctx("seeking in event log", &self.path)?;
+                break;
+            }
+            let l: SeqLine = serde_json::from_slice(&self.line).map_err(|e| Error::Corrupt {
+                what: "event log",
+                path: self.path.clone(),
+                message: format!("line at byte {}: {e}", self.offset),
+            })?;
+            if let Some(expected) = self.next_seq
+                && l.seq != expected
+            {
+                return Err(Error::Corrupt {
+                    what: "event log",
+                    path: self.path.clone(),
+                    message: format!(
+                        "line at byte {}: expected seq {expected}, found {}",
+                        self.offset, l.seq
+                    ),
+                });
+            }
+            if l.seq > until {
+                // Leave it unread.
+                self.reader
+                    .seek(SeekFrom::Start(self.offset))
+                    .ctx("seeking in event log", &self.path)?;
+                self.next_seq = Some(l.seq);
+                break;
+            }
+            self.offset += n as u64;
+            self.next_seq = Some(l.seq + 1);
+            if l.seq >= from {
+                if out.is_empty() && l.seq != from {
+                    return Err(Error::Corrupt {
+                        what: "event log",
+                        path: self.path.clone(),
+                        message: format!("event {from} is missing (found {})", l.seq),
+                    });
+                }
+                out.push(l.event);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Per-backend acknowledged sequence numbers (`cursors.json`).
+pub type Cursors = BTreeMap<String, u64>;
+
+/// Reads `cursors.json` (empty when absent).
+pub fn read_cursors(run_dir: &Path) -> Result<Cursors> {
+    let p = run_dir.join(files::CURSORS);
+    match fs::read(&p) {
+        Ok(b) => Ok(serde_json::from_slice(&b)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cursors::new()),
+        Err(e) => Err(Error::Io {
+            context: "reading cursors",
+            path: p,
+            source: e,
+        }),
+    }
+}
+
+/// Writes `cursors.json` atomically.
+pub fn write_cursors(run_dir: &Path, cursors: &Cursors) -> Result<()> {
+    write_atomic(
+        &run_dir.join(files::CURSORS),
+        &serde_json::to_vec_pretty(cursors)?,
+    )
+}
+
+/// Read access to one stored run.
+#[derive(Debug, Clone)]
+pub struct RunReader {
+    dir: PathBuf,
+}
+
+impl RunReader {
+    /// Opens a run directory (it must contain `metadata.json`).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        if !dir.join(files::METADATA).is_file() {
+            return Err(Error::RunNotFound(dir.display().to_string()));
+        }
+        Ok(RunReader { dir })
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `metadata.json`.
+    pub fn metadata(&self) -> Result<ExperimentMetadata> {
+        let p = self.dir.join(files::METADATA);
+        let b = fs::read(&p).ctx("reading run metadata", &p)?;
+        Ok(serde_json::from_slice(&b)?)
+    }
+
+    /// `config.toml` as a table (empty when absent).
+    pub fn config(&self) -> Result<toml::Table> {
+        let p = self.dir.join(files::CONFIG);
+        match fs::read_to_string(&p) {
+            Ok(s) => toml::from_str(&s).map_err(|e| Error::Corrupt {
+                what: "config",
+                path: p,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
+            Err(e) => Err(Error::Io {
+                context: "reading run config",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// `summary.json` (empty when absent).
+    pub fn summary(&self) -> Result<Summary> {
+        let p = self.dir.join(files::SUMMARY);
+        match fs::read(&p) {
+            Ok(b) => Ok(serde_json::from_slice(&b)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Summary::new()),
+            Err(e) => Err(Error::Io {
+                context: "reading summary",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// `results.json`, if the run completed.
+    pub fn results(&self) -> Result<Option<RunResults>> {
+        let p = self.dir.join(files::RESULTS);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io {
+                context: "reading results",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// Per-backend cursors.
+    pub fn cursors(&self) -> Result<Cursors> {
+        read_cursors(&self.dir)
+    }
+
+    /// Every event with its sequence number, in order (a torn final line is ignored).
+    pub fn events(&self) -> Result<Vec<(u64, Event)>> {
+        let mut out = Vec::new();
+        let mut seq = 0;
+        scan_log(&self.dir.join(files::EVENTS), |e| {
+            seq += 1;
+            out.push((seq, e));
+        })?;
+        Ok(out)
+    }
+
+    /// The last sequence number in the log (0 when empty).
+    pub fn last_seq(&self) -> Result<u64> {
+        let p = self.dir.join(files::EVENTS);
+        if !p.exists() {
+            return Ok(0);
+        }
+        Ok(scan_log(&p, |_| {})?.0)
+    }
+}
+
+/// A run found by [`list_runs`].
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub metadata: ExperimentMetadata,
+}
+
+/// Lists every run under a runs root (`<root>/<experiment_id>/<run_id>/metadata.json`), oldest
+/// first. Directories without metadata are ignored.
+pub fn list_runs(runs_root: &Path) -> Result<Vec<RunEntry>> {
+    let mut out = Vec::new();
+    let exps = match fs::read_dir(runs_root) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(Error::Io {
+                context: "listing runs",
+                path: runs_root.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    for exp in exps.flatten() {
+        let Ok(runs) = fs::read_dir(exp.path()) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let dir = run.path();
+            if let Ok(reader) = RunReader::open(&dir)
+                && let Ok(metadata) = reader.metadata()
+            {
+                out.push(RunEntry { dir, metadata });
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        a.metadata
+            .start_time
+            .cmp(&b.metadata.start_time)
+            .then_with(|| a.metadata.run_id.cmp(&b.metadata.run_id))
+    });
+    Ok(out)
+}
+
+/// Finds a run by id (or unique prefix of `experiment_id/run_id` or run id) under a runs root.
+pub fn find_run(runs_root: &Path, id: &str) -> Result<RunEntry> {
+    let p = Path::new(id);
+    if p.join(files::METADATA).is_file() {
+        let reader = RunReader::open(p)?;
+        return Ok(RunEntry {
+            dir: p.to_path_buf(),
+            metadata: reader.metadata()?,
+        });
+    }
+    let runs = list_runs(runs_root)?;
+    let matches: Vec<_> = runs
+        .into_iter()
+        .filter(|r| {
+            r.metadata.run_id == id
+                || format!("{}/{}", r.metadata.experiment_id, r.metadata.run_id) == id
+                || r.metadata.run_id.starts_with(id)
+        })
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().ok_or_else(|| Error::RunNotFound(id.to_owned()))?),
+        0 => Err(Error::RunNotFound(id.to_owned())),
+        n => Err(Error::Config(format!(
+            "run id {id:?} is ambiguous ({n} runs match); give more characters"
+        ))),
+    }
+}
+
+/// What [`sync_run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The tracker's name.
+    pub backend: String,
+    /// Cursor before the sync.
+    pub from_seq: u64,
+    /// Cursor after the sync (the last seq in the log when complete).
+    pub to_seq: u64,
+    /// Events delivered by this sync.
+    pub delivered: u64,
+    /// Whether the run had ended and `close` was called.
+    pub closed: bool,
+}
+
+/// Replays a stored run into `tracker` from its cursor in `cursors.json`, in order, in batches,
+/// advancing the cursor after each delivered batch; closes the tracker with the run's final status
+/// if the run has ended. Running it again after success delivers nothing.
+pub fn sync_run(run_dir: &Path, tracker: &mut dyn Tracker) -> Result<SyncReport> {
+    let reader = RunReader::open(run_dir)?;
+    let metadata = reader.metadata()?;
+    let config = reader.config()?;
+    let name = tracker.name().to_owned();
+    let mut cursors = reader.cursors()?;
+    let from = cursors.get(&name).copied().unwrap_or(0);
+    let ctx = RunContext {
+        metadata: metadata.clone(),
+        config,
+        run_dir: run_dir.to_path_buf(),
+        resumed: from > 0,
+    };
+    let backend_err = |e: crate::tracker::TrackerError| Error::Backend {
+        backend: name.clone(),
+        message: e.to_string(),
+    };
+    tracker.open(&ctx).map_err(backend_err)?;
+    let path = run_dir.join(files::EVENTS);
+    let mut cursor = from;
+    const CHUNK: usize = 1000;
+    let mut tail = if path.exists() {
+        Some(LogTail::open(&path, 0)?)
+    } else {
+        None
+    };
+    while let Some(tail) = tail.as_mut() {
+        let events = tail.read(cursor + 1, u64::MAX, CHUNK)?;
+        if events.is_empty() {
+            break;
+        }
+        let batch = Batch {
+            first_seq: cursor + 1,
+            events: &events,
+        };
+        tracker.write(&batch).map_err(backend_err)?;
+        cursor = batch.last_seq();
+        cursors.insert(name.clone(), cursor);
+        write_cursors(run_dir, &cursors)?;
+    }
+    tracker.flush().map_err(backend_err)?;
+    let closed = metadata.status.is_terminal();
+    if closed {
+        tracker.close(metadata.status).map_err(backend_err)?;
+    }
+    Ok(SyncReport {
+        backend: name,
+        from_seq: from,
+        to_seq: cursor,
+        delivered: cursor - from,
+        closed,
+    })
+}
+
+/// Whether a run's status (as stored) is terminal.
+pub fn run_status(run_dir: &Path) -> Result<RunStatus> {
+    Ok(RunReader::open(run_dir)?.metadata()?.status)
+}

@@ -1,0 +1,77 @@
+//! The optional system-metrics sampler (`system/cpu_percent`, `system/memory_percent`,
+//! `system/process_rss_mb`).
+
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::dispatch::Msg;
+use crate::handle::Sampler;
+
+#[cfg(feature = "system-metrics")]
+pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration) -> Option<Sampler> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+    use crate::event::{Event, Metric, now_ms};
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let join = std::thread::Builder::new()
+        .name("exptrack-sysmetrics".to_owned())
+        .spawn(move || {
+            let mut sys = System::new();
+            let pid = Pid::from_u32(std::process::id());
+            sys.refresh_cpu_usage();
+            let mut step = 0u64;
+            let mut next = Instant::now() + interval;
+            while !stop2.load(Ordering::SeqCst) {
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(50).min(interval));
+                    continue;
+                }
+                next += interval;
+                sys.refresh_cpu_usage();
+                sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+                sys.refresh_processes_specifics(
+                    ProcessesToUpdate::Some(&[pid]),
+                    true,
+                    ProcessRefreshKind::nothing().with_memory(),
+                );
+                let total = sys.total_memory().max(1) as f64;
+                let mut values = vec![
+                    Metric::new("system/cpu_percent", f64::from(sys.global_cpu_usage())),
+                    Metric::new(
+                        "system/memory_percent",
+                        sys.used_memory() as f64 / total * 100.0,
+                    ),
+                ];
+                if let Some(p) = sys.process(pid) {
+                    values.push(Metric::new(
+                        "system/process_rss_mb",
+                        p.memory() as f64 / (1024.0 * 1024.0),
+                    ));
+                }
+                let ev = Event::Metrics {
+                    step,
+                    timestamp_ms: now_ms(),
+                    values,
+                };
+                step += 1;
+                if tx.send(Msg::Event(ev)).is_err() {
+                    return;
+                }
+            }
+        })
+        .ok()?;
+    Some(Sampler { stop, join })
+}
+
+#[cfg(not(feature = "system-metrics"))]
+pub(crate) fn spawn(_tx: Sender<Msg>, _interval: Duration) -> Option<Sampler> {
+    tracing::warn!("system metrics requested but exptrack-core was built without `system-metrics`");
+    None
+}

@@ -1,0 +1,327 @@
+//! The dispatcher: isolation, ordering, completeness, spool replay and the run guard.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Behaviour, TestTracker, metric_points};
+use exptrack_core::store::RunReader;
+use exptrack_core::{Event, EventKind, ExperimentConfig, ExperimentTracker, RunStatus};
+
+fn builder(dir: &std::path::Path) -> exptrack_core::ExperimentTrackerBuilder {
+    ExperimentTracker::builder(ExperimentConfig::named("dispatch-test"))
+        .runs_dir(dir)
+        .handle_signals(false)
+        .collect_system_info(false)
+}
+
+#[test]
+fn every_backend_gets_every_event_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, seen_a) = TestTracker::new("a", Behaviour::default());
+    let (b, seen_b) = TestTracker::new("b", Behaviour::default());
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(a))
+        .with_tracker(Box::new(b))
+        .build()
+        .unwrap();
+    for step in 0..1000u64 {
+        t.log_metrics(step, &[("loss", step as f64), ("acc", 1.0 / (step + 1) as f64)])
+            .unwrap();
+    }
+    let run_dir = t.run_dir().to_path_buf();
+    let report = t.finish(RunStatus::Completed).unwrap();
+    assert!(report.is_complete(), "{report}");
+    for seen in [&seen_a, &seen_b] {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.opened, 1);
+        assert_eq!(s.closed, Some(RunStatus::Completed));
+        let pts = metric_points(&s.events);
+        assert_eq!(pts.len(), 2000);
+        for (i, (step, key, v)) in pts.iter().enumerate() {
+            let expected_step = (i / 2) as u64;
+            assert_eq!(*step, expected_step);
+            if i % 2 == 0 {
+                assert_eq!(key, "loss");
+                assert_eq!(*v, expected_step as f64);
+            }
+        }
+        // Sequence numbers are consecutive from 1.
+        for (i, (seq, _)) in s.events.iter().enumerate() {
+            assert_eq!(*seq, i as u64 + 1);
+        }
+    }
+    let reader = RunReader::open(&run_dir).unwrap();
+    assert_eq!(reader.metadata().unwrap().status, RunStatus::Completed);
+    let cursors = reader.cursors().unwrap();
+    assert_eq!(cursors.get("a"), Some(&1001));
+    assert_eq!(cursors.get("b"), Some(&1001));
+    let summary = reader.summary().unwrap();
+    assert_eq!(summary["loss"].last, 999.0);
+    assert_eq!(summary["loss"].min, 0.0);
+    assert_eq!(summary["loss"].max, 999.0);
+    assert_eq!(summary["loss"].count, 1000);
+    let results = reader.results().unwrap().expect("results.json for a completed run");
+    assert!(results.completed);
+    assert_eq!(results.history["loss"].values.len(), 1000);
+    assert_eq!(results.final_metrics["loss"], serde_json::json!(999.0));
+}
+
+#[test]
+fn slow_or_panicking_backend_does_not_delay_others_or_the_caller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fast, seen_fast) = TestTracker::new("fast", Behaviour::default());
+    let (slow, seen_slow) = TestTracker::new(
+        "slow",
+        Behaviour {
+            sleep_each: Some(Duration::from_secs(5)),
+            ..Default::default()
+        },
+    );
+    let (bad, seen_bad) = TestTracker::new(
+        "panicky",
+        Behaviour {
+            panic: true,
+            ..Default::default()
+        },
+    );
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(slow))
+        .with_tracker(Box::new(bad))
+        .with_tracker(Box::new(fast))
+        .finish_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut worst = Duration::ZERO;
+    for step in 0..200u64 {
+        let t0 = Instant::now();
+        t.log_metrics(step, &[("x", step as f64)]).unwrap();
+        worst = worst.max(t0.elapsed());
+        if step % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The caller never waited for the 5 s backend (a generous bound for a loaded CI machine).
+    assert!(worst < Duration::from_millis(500), "a call took {worst:?}");
+    // The fast backend has everything long before the slow one could have.
+    let t0 = Instant::now();
+    loop {
+        if metric_points(&seen_fast.lock().unwrap().events).len() == 200 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "fast backend starved by the slow one"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report = t.finish(RunStatus::Completed).unwrap();
+    let fast_r = report.backends.iter().find(|b| b.name == "fast").unwrap();
+    assert!(fast_r.complete, "{report}");
+    assert_eq!(seen_fast.lock().unwrap().closed, Some(RunStatus::Completed));
+    let bad_r = report.backends.iter().find(|b| b.name == "panicky").unwrap();
+    assert!(!bad_r.complete);
+    assert!(
+        bad_r.errors.iter().any(|e| e.contains("panicked")),
+        "{report}"
+    );
+    assert!(seen_bad.lock().unwrap().events.is_empty());
+    let slow_r = report.backends.iter().find(|b| b.name == "slow").unwrap();
+    assert!(!slow_r.complete, "the slow backend cannot have caught up: {report}");
+    assert!(seen_slow.lock().unwrap().events.len() < 200);
+    // The report tells the user how to sync what is left.
+    assert!(report.to_string().contains("exptrack sync"), "{report}");
+}
+
+#[test]
+fn failing_and_hanging_backend_is_replayed_exactly_once_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (flaky, seen) = TestTracker::new(
+        "flaky",
+        Behaviour {
+            fail_first: 4,
+            hang_on_call: Some((6, Duration::from_millis(1500))),
+            fail_open: 2,
+            ..Default::default()
+        },
+    );
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(flaky))
+        .finish_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let n = 20_000u64;
+    for step in 0..n {
+        t.log_metrics(step, &[("v", step as f64)]).unwrap();
+        if step % 2000 == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    let report = t.finish(RunStatus::Completed).unwrap();
+    assert!(report.is_complete(), "{report}");
+    let s = seen.lock().unwrap();
+    assert!(s.write_calls > 6, "the failures and the hang were exercised");
+    let pts = metric_points(&s.events);
+    assert_eq!(pts.len() as u64, n, "every metric exactly once");
+    for (i, (step, _, v)) in pts.iter().enumerate() {
+        assert_eq!(*step, i as u64);
+        assert_eq!(*v, i as f64);
+    }
+    let seqs: Vec<u64> = s.events.iter().map(|(q, _)| *q).collect();
+    let expected: Vec<u64> = (1..=n + 1).collect();
+    assert_eq!(seqs, expected, "events in order, none twice, status last");
+    assert!(matches!(
+        s.events.last(),
+        Some((_, Event::Status { status: RunStatus::Completed, .. }))
+    ));
+}
+
+#[test]
+fn a_burst_of_a_million_events_arrives_complete_and_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, seen) = TestTracker::new("count", Behaviour::default());
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(a))
+        .queue_capacity(8192)
+        .finish_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let run_dir = t.run_dir().to_path_buf();
+    let n = 1_000_000u64;
+    for step in 0..n {
+        t.log_metrics(step, &[("m", step as f64)]).unwrap();
+    }
+    let report = t.finish(RunStatus::Completed).unwrap();
+    assert!(report.is_complete(), "{report}");
+    assert_eq!(report.last_seq, n + 1);
+    let s = seen.lock().unwrap();
+    assert_eq!(s.events.len() as u64, n + 1);
+    for (i, (seq, e)) in s.events.iter().take(n as usize).enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        match e {
+            Event::Metrics { step, values, .. } => {
+                assert_eq!(*step, i as u64);
+                assert_eq!(values[0].value, i as f64);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(s);
+    // The local store has them all too.
+    let events = RunReader::open(&run_dir).unwrap().events().unwrap();
+    assert_eq!(events.len() as u64, n + 1);
+    assert_eq!(events[n as usize - 1].0, n);
+}
+
+#[test]
+fn dropping_without_finish_marks_the_run_failed_even_on_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, seen) = TestTracker::new("a", Behaviour::default());
+    let t = builder(tmp.path()).with_tracker(Box::new(a)).build().unwrap();
+    let run_dir = t.run_dir().to_path_buf();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        t.log_metrics(1, &[("loss", 1.0)]).unwrap();
+        panic!("training blew up");
+    }));
+    assert!(res.is_err());
+    let meta = RunReader::open(&run_dir).unwrap().metadata().unwrap();
+    assert_eq!(meta.status, RunStatus::Failed);
+    assert!(meta.end_time.is_some());
+    let s = seen.lock().unwrap();
+    assert_eq!(s.closed, Some(RunStatus::Failed));
+    assert_eq!(metric_points(&s.events).len(), 1, "flushed before closing");
+    // No results.json for a failed run.
+    assert!(RunReader::open(&run_dir).unwrap().results().unwrap().is_none());
+}
+
+#[test]
+fn unsupported_kinds_are_skipped_and_the_run_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, seen) = TestTracker::new(
+        "metrics-only",
+        Behaviour {
+            kinds: Some(vec![EventKind::Metrics, EventKind::Status]),
+            ..Default::default()
+        },
+    );
+    let t = builder(tmp.path()).with_tracker(Box::new(a)).build().unwrap();
+    for i in 0..10 {
+        t.log_text(i, "note", "hello").unwrap();
+        t.log_metrics(i, &[("x", 1.0)]).unwrap();
+    }
+    let report = t.finish(RunStatus::Completed).unwrap();
+    assert!(report.is_complete(), "{report}");
+    let s = seen.lock().unwrap();
+    assert_eq!(metric_points(&s.events).len(), 10);
+    assert!(s.events.iter().all(|(_, e)| e.kind() != EventKind::Text));
+}
+
+#[test]
+fn flush_is_a_barrier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, seen) = TestTracker::new(
+        "a",
+        Behaviour {
+            sleep_each: Some(Duration::from_millis(20)),
+            ..Default::default()
+        },
+    );
+    let t = builder(tmp.path()).with_tracker(Box::new(a)).build().unwrap();
+    for i in 0..100 {
+        t.log_metrics(i, &[("x", i as f64)]).unwrap();
+    }
+    t.flush().unwrap();
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(metric_points(&s.events).len(), 100);
+        assert!(s.flushes >= 1);
+    }
+    t.finish(RunStatus::Completed).unwrap();
+}
+
+#[test]
+fn resume_continues_the_same_run_and_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = builder(tmp.path()).build().unwrap();
+    let first_dir = t.run_dir().to_path_buf();
+    t.log_metrics(0, &[("x", 0.0)]).unwrap();
+    drop(t); // marked failed
+    let t = builder(tmp.path())
+        .resume(exptrack_core::Resume::LatestUnfinished)
+        .build()
+        .unwrap();
+    assert_eq!(t.run_dir(), first_dir);
+    t.log_metrics(1, &[("x", 1.0)]).unwrap();
+    t.finish(RunStatus::Completed).unwrap();
+    let events = RunReader::open(&first_dir).unwrap().events().unwrap();
+    let seqs: Vec<u64> = events.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4], "metric, failed status, metric, completed status");
+    // A completed run is not resumed by LatestUnfinished: a new run starts.
+    let t = builder(tmp.path())
+        .resume(exptrack_core::Resume::LatestUnfinished)
+        .build()
+        .unwrap();
+    assert_ne!(t.run_dir(), first_dir);
+    t.finish(RunStatus::Completed).unwrap();
+}
+
+#[test]
+fn sync_run_replays_from_the_cursor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = builder(tmp.path()).build().unwrap();
+    for i in 0..2500 {
+        t.log_metrics(i, &[("x", i as f64)]).unwrap();
+    }
+    let dir = t.run_dir().to_path_buf();
+    t.finish(RunStatus::Completed).unwrap();
+    let (mut late, seen) = TestTracker::new("late", Behaviour::default());
+    let r = exptrack_core::sync_run(&dir, &mut late).unwrap();
+    assert_eq!(r.delivered, 2501);
+    assert!(r.closed);
+    assert_eq!(metric_points(&seen.lock().unwrap().events).len(), 2500);
+    // Nothing more to send the second time.
+    let (mut again, seen2) = TestTracker::new("late", Behaviour::default());
+    let r = exptrack_core::sync_run(&dir, &mut again).unwrap();
+    assert_eq!(r.delivered, 0);
+    assert!(seen2.lock().unwrap().events.is_empty());
+}
