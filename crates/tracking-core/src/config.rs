@@ -150,7 +150,8 @@ impl ExperimentConfig {
         let origin = origin.as_ref();
         let document: toml::Table =
             toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
-        let known: KnownSections = toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
+        let known: KnownSections =
+            toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
         let cfg = ExperimentConfig {
             experiment: known.experiment,
             tracking: known.tracking,
@@ -220,7 +221,7 @@ impl ExperimentConfig {
                 "[tracking].queue_capacity must be at least 1".to_owned(),
             ));
         }
-        if !(self.tracking.finish_timeout_secs >= 0.0) {
+        if self.tracking.finish_timeout_secs.is_nan() || self.tracking.finish_timeout_secs < 0.0 {
             return Err(Error::Config(
                 "[tracking].finish_timeout_secs must be >= 0".to_owned(),
             ));
@@ -268,7 +269,11 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 

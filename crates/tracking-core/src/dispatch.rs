@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select, unbounded};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select, unbounded,
+};
 
 use crate::event::{Event, EventKind, now_ms};
 use crate::metadata::{ExperimentMetadata, RunStatus};
@@ -315,10 +317,9 @@ impl Worker {
                 let caught_up = self.catch_up(upto).is_ok();
                 let error = match self.call_flush() {
                     Err(e) => Some(e),
-                    Ok(()) if !caught_up => Some(format!(
-                        "delivered {} of {upto} events",
-                        self.delivered
-                    )),
+                    Ok(()) if !caught_up => {
+                        Some(format!("delivered {} of {upto} events", self.delivered))
+                    }
                     Ok(()) => None,
                 };
                 let _ = reply.send(FlushAck {
@@ -378,7 +379,10 @@ impl Worker {
             if now >= until {
                 return Ok(());
             }
-            match self.ctrl_rx.recv_timeout(wake.saturating_duration_since(now)) {
+            match self
+                .ctrl_rx
+                .recv_timeout(wake.saturating_duration_since(now))
+            {
                 Ok(c) => {
                     if let Ctrl::Close { deadline, .. } = &c {
                         self.deadline = Some(self.deadline.map_or(*deadline, |x| x.min(*deadline)));
@@ -431,7 +435,7 @@ impl Worker {
 
     fn log_transient(&self, what: &str, e: &TrackerError) {
         // First failure and then every 10th, so an outage does not flood the log.
-        if self.failures % 10 == 0 {
+        if self.failures.is_multiple_of(10) {
             tracing::warn!(
                 backend = %self.name,
                 error = %e,
@@ -782,7 +786,12 @@ impl Dispatcher {
                     backends.push(r);
                 }
                 None => {
-                    let mut errors = w.shared.errors.lock().map(|v| v.clone()).unwrap_or_default();
+                    let mut errors = w
+                        .shared
+                        .errors
+                        .lock()
+                        .map(|v| v.clone())
+                        .unwrap_or_default();
                     errors.push(format!(
                         "did not finish within {:?} (hung?); left running in the background",
                         self.settings.finish_timeout

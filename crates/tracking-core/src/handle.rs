@@ -162,11 +162,10 @@ impl ExperimentTrackerBuilder {
                 (id, meta)
             }
             Resume::LatestUnfinished => {
-                let latest = list_runs(&runs_root)?
-                    .into_iter()
-                    .filter(|r| r.metadata.experiment_id == experiment_id)
-                    .filter(|r| r.metadata.status != RunStatus::Completed)
-                    .next_back();
+                let latest = list_runs(&runs_root)?.into_iter().rfind(|r| {
+                    r.metadata.experiment_id == experiment_id
+                        && r.metadata.status != RunStatus::Completed
+                });
                 match latest {
                     Some(r) => (r.metadata.run_id.clone(), Some(r.metadata)),
                     None => (new_run_id(), None),
@@ -225,13 +224,14 @@ impl ExperimentTrackerBuilder {
                 )));
             }
             let start = cursors.get(&name).copied().unwrap_or(0);
-            let w = spawn_worker(t, ctx.clone(), start, &writer, flush_interval).map_err(
-                |source| Error::Io {
-                    context: "spawning tracker thread",
-                    path: dir.clone(),
-                    source,
-                },
-            )?;
+            let w =
+                spawn_worker(t, ctx.clone(), start, &writer, flush_interval).map_err(|source| {
+                    Error::Io {
+                        context: "spawning tracker thread",
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
             workers.push(w);
         }
         let n_trackers = workers.len();
@@ -504,7 +504,13 @@ impl ExperimentTracker {
         self.artifact(path.as_ref(), name, ArtifactKind::Model, step)
     }
 
-    fn artifact(&self, path: &Path, name: &str, kind: ArtifactKind, step: Option<u64>) -> Result<()> {
+    fn artifact(
+        &self,
+        path: &Path,
+        name: &str,
+        kind: ArtifactKind,
+        step: Option<u64>,
+    ) -> Result<()> {
         let path = std::fs::canonicalize(path).map_err(|source| Error::Io {
             context: "resolving artifact",
             path: path.to_path_buf(),
@@ -549,10 +555,7 @@ impl ExperimentTracker {
                 Err(_) => {
                     return Err(Error::Backend {
                         backend: "flush".to_owned(),
-                        message: format!(
-                            "only {:?} confirmed within {timeout:?}",
-                            acked
-                        ),
+                        message: format!("only {:?} confirmed within {timeout:?}", acked),
                     });
                 }
             }
@@ -640,7 +643,10 @@ mod signals {
                     .unwrap_or_default();
                 for inner in live {
                     if let Ok(r) = inner.finish(RunStatus::Killed) {
-                        eprintln!("exptrack: interrupted; run marked killed: {}", r.run_dir.display());
+                        eprintln!(
+                            "exptrack: interrupted; run marked killed: {}",
+                            r.run_dir.display()
+                        );
                     }
                 }
                 std::process::exit(130);

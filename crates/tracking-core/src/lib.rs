@@ -29,10 +29,10 @@ mod sysmetrics;
 pub mod tracker;
 
 pub use config::{ExperimentConfig, ExperimentSection, TrackingSection, config_hash};
+pub use dispatch::{BackendReport, FinishReport};
 pub use error::{Error, Result};
 pub use event::{ArtifactKind, Event, EventKind, Metric, ParamValue, TimestampMs, now_ms};
-pub use metadata::{ExperimentMetadata, GitInfo, RunStatus, SystemInfo};
-pub use tracker::{Batch, ErrorClass, RunContext, Tracker, TrackerError};
-pub use dispatch::{BackendReport, FinishReport};
 pub use handle::{ExperimentTracker, ExperimentTrackerBuilder, Resume, png_dimensions};
+pub use metadata::{ExperimentMetadata, GitInfo, RunStatus, SystemInfo};
 pub use store::sync_run;
+pub use tracker::{Batch, ErrorClass, RunContext, Tracker, TrackerError};

@@ -331,13 +331,7 @@ impl RunWriter {
             self.next_seq += 1;
             if let Event::Metrics { step, values, .. } = ev {
                 for m in values {
-                    update_stats(
-                        &mut self.summary,
-                        &mut self.history,
-                        &m.key,
-                        *step,
-                        m.value,
-                    );
+                    update_stats(&mut self.summary, &mut self.history, &m.key, *step, m.value);
                 }
                 self.summary_dirty = true;
             }
@@ -810,7 +804,10 @@ pub fn find_run(runs_root: &Path, id: &str) -> Result<RunEntry> {
         })
         .collect();
     match matches.len() {
-        1 => Ok(matches.into_iter().next().ok_or_else(|| Error::RunNotFound(id.to_owned()))?),
+        1 => Ok(matches
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::RunNotFound(id.to_owned()))?),
         0 => Err(Error::RunNotFound(id.to_owned())),
         n => Err(Error::Config(format!(
             "run id {id:?} is ambiguous ({n} runs match); give more characters"

@@ -26,8 +26,11 @@ fn every_backend_gets_every_event_in_order() {
         .build()
         .unwrap();
     for step in 0..1000u64 {
-        t.log_metrics(step, &[("loss", step as f64), ("acc", 1.0 / (step + 1) as f64)])
-            .unwrap();
+        t.log_metrics(
+            step,
+            &[("loss", step as f64), ("acc", 1.0 / (step + 1) as f64)],
+        )
+        .unwrap();
     }
     let run_dir = t.run_dir().to_path_buf();
     let report = t.finish(RunStatus::Completed).unwrap();
@@ -61,7 +64,10 @@ fn every_backend_gets_every_event_in_order() {
     assert_eq!(summary["loss"].min, 0.0);
     assert_eq!(summary["loss"].max, 999.0);
     assert_eq!(summary["loss"].count, 1000);
-    let results = reader.results().unwrap().expect("results.json for a completed run");
+    let results = reader
+        .results()
+        .unwrap()
+        .expect("results.json for a completed run");
     assert!(results.completed);
     assert_eq!(results.history["loss"].values.len(), 1000);
     assert_eq!(results.final_metrics["loss"], serde_json::json!(999.0));
@@ -119,7 +125,11 @@ fn slow_or_panicking_backend_does_not_delay_others_or_the_caller() {
     let fast_r = report.backends.iter().find(|b| b.name == "fast").unwrap();
     assert!(fast_r.complete, "{report}");
     assert_eq!(seen_fast.lock().unwrap().closed, Some(RunStatus::Completed));
-    let bad_r = report.backends.iter().find(|b| b.name == "panicky").unwrap();
+    let bad_r = report
+        .backends
+        .iter()
+        .find(|b| b.name == "panicky")
+        .unwrap();
     assert!(!bad_r.complete);
     assert!(
         bad_r.errors.iter().any(|e| e.contains("panicked")),
@@ -127,7 +137,10 @@ fn slow_or_panicking_backend_does_not_delay_others_or_the_caller() {
     );
     assert!(seen_bad.lock().unwrap().events.is_empty());
     let slow_r = report.backends.iter().find(|b| b.name == "slow").unwrap();
-    assert!(!slow_r.complete, "the slow backend cannot have caught up: {report}");
+    assert!(
+        !slow_r.complete,
+        "the slow backend cannot have caught up: {report}"
+    );
     assert!(seen_slow.lock().unwrap().events.len() < 200);
     // The report tells the user how to sync what is left.
     assert!(report.to_string().contains("exptrack sync"), "{report}");
@@ -160,7 +173,10 @@ fn failing_and_hanging_backend_is_replayed_exactly_once_in_order() {
     let report = t.finish(RunStatus::Completed).unwrap();
     assert!(report.is_complete(), "{report}");
     let s = seen.lock().unwrap();
-    assert!(s.write_calls > 6, "the failures and the hang were exercised");
+    assert!(
+        s.write_calls > 6,
+        "the failures and the hang were exercised"
+    );
     let pts = metric_points(&s.events);
     assert_eq!(pts.len() as u64, n, "every metric exactly once");
     for (i, (step, _, v)) in pts.iter().enumerate() {
@@ -172,7 +188,13 @@ fn failing_and_hanging_backend_is_replayed_exactly_once_in_order() {
     assert_eq!(seqs, expected, "events in order, none twice, status last");
     assert!(matches!(
         s.events.last(),
-        Some((_, Event::Status { status: RunStatus::Completed, .. }))
+        Some((
+            _,
+            Event::Status {
+                status: RunStatus::Completed,
+                ..
+            }
+        ))
     ));
 }
 
@@ -217,7 +239,10 @@ fn a_burst_of_a_million_events_arrives_complete_and_in_order() {
 fn dropping_without_finish_marks_the_run_failed_even_on_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, seen) = TestTracker::new("a", Behaviour::default());
-    let t = builder(tmp.path()).with_tracker(Box::new(a)).build().unwrap();
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(a))
+        .build()
+        .unwrap();
     let run_dir = t.run_dir().to_path_buf();
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         t.log_metrics(1, &[("loss", 1.0)]).unwrap();
@@ -231,7 +256,13 @@ fn dropping_without_finish_marks_the_run_failed_even_on_panic() {
     assert_eq!(s.closed, Some(RunStatus::Failed));
     assert_eq!(metric_points(&s.events).len(), 1, "flushed before closing");
     // No results.json for a failed run.
-    assert!(RunReader::open(&run_dir).unwrap().results().unwrap().is_none());
+    assert!(
+        RunReader::open(&run_dir)
+            .unwrap()
+            .results()
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -244,7 +275,10 @@ fn unsupported_kinds_are_skipped_and_the_run_goes_on() {
             ..Default::default()
         },
     );
-    let t = builder(tmp.path()).with_tracker(Box::new(a)).build().unwrap();
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(a))
+        .build()
+        .unwrap();
     for i in 0..10 {
         t.log_text(i, "note", "hello").unwrap();
         t.log_metrics(i, &[("x", 1.0)]).unwrap();
@@ -266,7 +300,10 @@ fn flush_is_a_barrier() {
             ..Default::default()
         },
     );
-    let t = builder(tmp.path()).with_tracker(Box::new(a)).build().unwrap();
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(a))
+        .build()
+        .unwrap();
     for i in 0..100 {
         t.log_metrics(i, &[("x", i as f64)]).unwrap();
     }
@@ -295,7 +332,11 @@ fn resume_continues_the_same_run_and_sequence() {
     t.finish(RunStatus::Completed).unwrap();
     let events = RunReader::open(&first_dir).unwrap().events().unwrap();
     let seqs: Vec<u64> = events.iter().map(|(s, _)| *s).collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4], "metric, failed status, metric, completed status");
+    assert_eq!(
+        seqs,
+        vec![1, 2, 3, 4],
+        "metric, failed status, metric, completed status"
+    );
     // A completed run is not resumed by LatestUnfinished: a new run starts.
     let t = builder(tmp.path())
         .resume(exptrack_core::Resume::LatestUnfinished)

@@ -137,7 +137,11 @@ fn arb_param() -> impl Strategy<Value = ParamValue> {
 
 fn arb_event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        (any::<u64>(), any::<i64>(), prop::collection::vec((any::<String>(), arb_f64()), 0..5))
+        (
+            any::<u64>(),
+            any::<i64>(),
+            prop::collection::vec((any::<String>(), arb_f64()), 0..5)
+        )
             .prop_map(|(step, ts, v)| Event::Metrics {
                 step,
                 timestamp_ms: ts,

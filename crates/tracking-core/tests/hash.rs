@@ -87,9 +87,13 @@ proptest! {
 #[test]
 fn known_hash_is_stable() {
     // Golden value: changing the canonical form would silently fork every experiment id.
-    let t: toml::Table = toml::from_str("[experiment]\nname = \"x\"\n[training]\nlr = 0.1\nepochs = 3\n").unwrap();
+    let t: toml::Table =
+        toml::from_str("[experiment]\nname = \"x\"\n[training]\nlr = 0.1\nepochs = 3\n").unwrap();
     let h = config_hash(&t, &[]);
     assert_eq!(h.len(), 64);
     let canon = exptrack_core::config::canonical_string(&toml::Value::Table(t));
-    assert_eq!(canon, r#"{"experiment":{"name":"x"},"training":{"epochs":3,"lr":0.1}}"#);
+    assert_eq!(
+        canon,
+        r#"{"experiment":{"name":"x"},"training":{"epochs":3,"lr":0.1}}"#
+    );
 }
