@@ -71,7 +71,7 @@ pub struct TrackingSection {
     pub tensorboard_log_dir: Option<PathBuf>,
     /// Log to an MLflow server.
     pub use_mlflow: bool,
-    /// MLflow tracking URI (`MLFLOW_TRACKING_URI` overrides when set).
+    /// MLflow tracking URI (`MLFLOW_TRACKING_URI` is used when absent).
     pub mlflow_tracking_uri: Option<String>,
     /// MLflow experiment name (defaults to the experiment name).
     pub mlflow_experiment_name: Option<String>,
