@@ -1,1 +1,83 @@
-//! exptrack-checkpoint: work in progress.
+//! Crash-safe, integrity-checked, retention-managed checkpoints.
+//!
+//! A [`Checkpoint`] is a set of named files (model, optimizer, scheduler, trainer state ...) plus
+//! metadata (step, epoch, metrics). [`ModelCheckpointer`] stores each one as
+//! `<dir>/<experiment_id>/ckpt-<step, 12 digits>/` with a `checkpoint.json`, and keeps
+//! `registry.json` (every checkpoint with its metrics, sizes, hashes and the latest/best pointers)
+//! beside them.
+//!
+//! # Guarantees
+//! - **Atomic commits.** A save is written to a temporary sibling directory; every file and the
+//!   directory are fsynced, it is renamed into place and the parent is fsynced. A reader never sees a
+//!   half-written checkpoint; a crash at any instant loses nothing that was committed (the registry
+//!   is reconciled with the directories on open).
+//! - **Integrity.** Each file's sha256 is computed while it is written (on a second thread) and
+//!   verified on every load; a mismatch names the file, and
+//!   [`load_latest_valid`](ModelCheckpointer::load_latest_valid) falls back to the newest checkpoint
+//!   that verifies.
+//! - **Retention** ([`RetentionPolicy`] of [`Rule`]s: keep last N, keep best k by a metric, keep every
+//!   N steps) runs only after the new checkpoint is committed and never deletes the latest, the best
+//!   or a checkpoint that a reader holds a [`Lease`] on (also from another process).
+//! - **Disk full** (ENOSPC) is a clear [`Error::DiskFull`]; the partial save is discarded and earlier
+//!   checkpoints are untouched.
+//! - **Async saves** ([`save_async`](ModelCheckpointer::save_async)) take owned buffers; the caller
+//!   blocks only to hand them over, errors surface on the next call or on
+//!   [`wait`](ModelCheckpointer::wait), and dropping the checkpointer waits for them.
+//!
+//! # Example
+//! ```
+//! use exptrack_checkpoint::{Checkpoint, CheckpointConfig, ModelCheckpointer, Resume};
+//! # fn main() -> Result<(), exptrack_checkpoint::Error> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let config = CheckpointConfig {
+//!     dir: tmp.path().join("checkpoints"),
+//!     max_checkpoints: Some(3),
+//!     monitor: Some("val_loss".into()),
+//!     ..CheckpointConfig::default()
+//! };
+//! let mut ckpt = ModelCheckpointer::open("my-experiment", config)?;
+//! let start = match ckpt.resume_or_start()? {
+//!     Resume::Resumed(c) => c.step() + 1,
+//!     Resume::Fresh => 0,
+//!     Resume::Completed(_) => return Ok(()),
+//! };
+//! for step in start..start + 5 {
+//!     let weights = vec![0u8; 4096]; // e.g. model.into_record().into_bytes()
+//!     ckpt.save_async(Checkpoint::new(step).metric("val_loss", 1.0 / (step + 1) as f64).file("model.bpk", weights))?;
+//! }
+//! ckpt.wait()?;
+//! assert_eq!(ckpt.latest().map(|c| c.step), Some(start + 4));
+//! ckpt.mark_completed(serde_json::json!({ "val_loss": 0.2 }))?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//! - `burn` (off by default): [`burn_support`] helpers that put a burn 0.22 module record, a
+//!   `ModuleOptimizer` and an LR scheduler record into one checkpoint and load them back.
+
+#![warn(missing_debug_implementations, unreachable_pub)]
+
+mod checkpoint;
+mod config;
+mod error;
+mod format;
+mod io;
+mod lease;
+mod manager;
+mod retention;
+
+#[cfg(feature = "burn")]
+pub mod burn_support;
+
+pub use checkpoint::{Checkpoint, LoadedCheckpoint};
+pub use config::{CheckpointConfig, Compression, Mode};
+pub use error::{Error, Result};
+pub use format::{
+    CHECKPOINT_JSON, CheckpointInfo, Encoding, FORMAT_VERSION, FileEntry, REGISTRY_JSON,
+    RESULTS_JSON,
+};
+#[doc(hidden)]
+pub use io::evict_from_page_cache;
+pub use lease::Lease;
+pub use manager::{ModelCheckpointer, ReconcileReport, Resume};
+pub use retention::{RetentionPolicy, Rule};

@@ -1,0 +1,1 @@
+//! burn 0.22 integration (work in progress).

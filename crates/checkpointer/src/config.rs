@@ -1,0 +1,225 @@
+//! The `[checkpointing]` section of the experiment config.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// Whether a smaller or a larger value of the monitored metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Smaller is better (losses).
+    #[default]
+    Min,
+    /// Larger is better (accuracies).
+    Max,
+}
+
+impl Mode {
+    /// True when `a` is strictly better than `b`. NaN is never better than anything.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Mode::Min => a < b,
+            Mode::Max => a > b,
+        }
+    }
+}
+
+/// Per-file compression of stored checkpoint files.
+///
+/// In TOML: `compression = "off"` (default), `"zstd"` (level 3), an integer level `1..=22`, or
+/// `"zstd:N"`; `false`/`true` mean off/level 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Files are stored as given.
+    #[default]
+    Off,
+    /// zstd at this level (1..=22; 1 is fastest).
+    Zstd(i32),
+}
+
+impl Serialize for Compression {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Compression::Off => s.serialize_str("off"),
+            Compression::Zstd(level) => s.serialize_str(&format!("zstd:{level}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Compression;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""off", "zstd", "zstd:N", an integer zstd level 1..=22, or a bool"#)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<Compression, E> {
+                Ok(if v {
+                    Compression::Zstd(3)
+                } else {
+                    Compression::Off
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Compression, E> {
+                if (1..=22).contains(&v) {
+                    // In range, so the cast is lossless.
+                    Ok(Compression::Zstd(v as i32))
+                } else if v == 0 {
+                    Ok(Compression::Off)
+                } else {
+                    Err(E::custom(format!("zstd level {v} out of range 1..=22")))
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Compression, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Compression, E> {
+                match v {
+                    "off" | "none" | "false" => Ok(Compression::Off),
+                    "zstd" => Ok(Compression::Zstd(3)),
+                    other => match other.strip_prefix("zstd:").map(str::parse::<i64>) {
+                        Some(Ok(level)) => self.visit_i64(level),
+                        _ => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                    },
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `[checkpointing]` table.
+///
+/// ```toml
+/// [checkpointing]
+/// dir = "checkpoints"        # root; checkpoints go to <dir>/<experiment_id>/ckpt-<step>/
+/// max_checkpoints = 3        # keep the last 3
+/// keep_best = 2              # and the 2 best by `monitor`
+/// monitor = "val_loss"
+/// mode = "min"
+/// keep_every = 10000         # and every checkpoint whose step is a multiple of 10000
+/// compression = "off"        # or "zstd", "zstd:N", an integer level
+/// async = true               # ModelCheckpointer::save_auto() uses save_async
+/// max_in_flight = 1          # background saves accepted before save_async blocks
+/// ```
+///
+/// A checkpoint is deleted only when no rule keeps it; the latest, the best and leased checkpoints
+/// are never deleted. With no retention rule at all (`max_checkpoints`, `keep_best` and `keep_every`
+/// all unset) every checkpoint is kept. Unknown keys are errors naming the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Root directory (default `checkpoints`).
+    pub dir: PathBuf,
+    /// Keep the newest N checkpoints (`KeepLast`). Unset: no such rule.
+    pub max_checkpoints: Option<usize>,
+    /// Keep the k best checkpoints by `monitor` (`KeepBest`). Default 1 when `monitor` is set.
+    pub keep_best: Option<usize>,
+    /// Metric that defines "best", e.g. `val_loss`. Unset: no best checkpoint.
+    pub monitor: Option<String>,
+    /// Whether smaller (`min`, default) or larger (`max`) `monitor` values are better.
+    pub mode: Mode,
+    /// Keep every checkpoint whose step is a multiple of N (`KeepEvery`).
+    pub keep_every: Option<u64>,
+    /// Per-file compression.
+    pub compression: Compression,
+    /// Whether the trainer should save in the background ([`ModelCheckpointer::save_auto`](crate::ModelCheckpointer::save_auto)).
+    #[serde(rename = "async")]
+    pub async_save: bool,
+    /// How many background saves may be accepted and unfinished before `save_async` blocks (>= 1).
+    pub max_in_flight: usize,
+    /// fsync files and directories (default true). Turning it off keeps atomicity against process
+    /// crashes but not against power loss; meant for scratch runs and tests.
+    pub fsync: bool,
+    /// Restart a completed experiment: `resume_or_start` archives its checkpoints instead of
+    /// reporting it as completed. Normally set from a `--force` flag rather than the file.
+    pub force: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            dir: PathBuf::from("checkpoints"),
+            max_checkpoints: None,
+            keep_best: None,
+            monitor: None,
+            mode: Mode::Min,
+            keep_every: None,
+            compression: Compression::Off,
+            async_save: false,
+            max_in_flight: 1,
+            fsync: true,
+            force: false,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// Parses the `[checkpointing]` table. Unknown keys and bad values are [`Error::Config`] naming the key.
+    pub fn from_table(table: &toml::Table) -> Result<Self> {
+        let cfg: CheckpointConfig =
+            toml::Value::Table(table.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Config {
+                    message: e.to_string(),
+                })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| {
+            Err(Error::Config {
+                message: m.to_owned(),
+            })
+        };
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight must be >= 1");
+        }
+        if self.max_checkpoints == Some(0) {
+            return bad("max_checkpoints must be >= 1 (leave it unset to keep all)");
+        }
+        if self.keep_every == Some(0) {
+            return bad("keep_every must be >= 1");
+        }
+        if self.keep_best.is_some_and(|k| k > 0) && self.monitor.is_none() {
+            return bad("keep_best needs monitor (the metric that defines best)");
+        }
+        if let Compression::Zstd(level) = self.compression
+            && !(1..=22).contains(&level)
+        {
+            return bad("compression level must be in 1..=22");
+        }
+        Ok(())
+    }
+
+    /// The retention policy the config describes.
+    pub fn policy(&self) -> crate::RetentionPolicy {
+        let mut p = crate::RetentionPolicy::new();
+        if let Some(n) = self.max_checkpoints {
+            p = p.with(crate::Rule::KeepLast(n));
+        }
+        if let Some(monitor) = &self.monitor {
+            p = p.best_by(monitor.clone(), self.mode);
+            let k = self.keep_best.unwrap_or(1);
+            if k > 0 {
+                p = p.with(crate::Rule::KeepBest {
+                    k,
+                    monitor: monitor.clone(),
+                    mode: self.mode,
+                });
+            }
+        }
+        if let Some(n) = self.keep_every {
+            p = p.with(crate::Rule::KeepEvery(n));
+        }
+        p
+    }
+}

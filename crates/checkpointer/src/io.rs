@@ -1,0 +1,565 @@
+//! The byte pipelines: hashed durable writes, verified reads, and the fsync/rename helpers.
+//!
+//! Speed comes from overlapping the three costs of a durable hashed write: sha256 runs on a second
+//! thread over the same (immutable) buffer while this thread copies it into the page cache, and every
+//! [`KICK`] bytes `sync_file_range(SYNC_FILE_RANGE_WRITE)` starts writeback of what was just written,
+//! so the disk works while later chunks are still being copied. The final `fsync` then only waits for
+//! the tail. Reads mirror this: one thread reads chunk i+1 while another hashes chunk i.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Compression;
+use crate::error::{Error, IoContext, Result};
+use crate::format::{Encoding, FileEntry};
+
+/// Size of one write/read/hash chunk.
+pub(crate) const CHUNK: usize = 8 << 20;
+/// Start writeback after this many new bytes.
+const KICK: u64 = 16 << 20;
+/// Below this size hashing inline is cheaper than a thread.
+const PAR_MIN: usize = 1 << 20;
+
+/// Options shared by all writes of one checkpointer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteOpts {
+    /// fsync files and directories.
+    pub fsync: bool,
+    /// Fault injection: bytes that may still be written before writes fail with ENOSPC.
+    pub budget: Option<Arc<AtomicU64>>,
+}
+
+/// A file writer that starts writeback early and can simulate a full disk.
+struct SyncingWriter<'a> {
+    file: File,
+    opts: &'a WriteOpts,
+    written: u64,
+    kicked: u64,
+}
+
+impl<'a> SyncingWriter<'a> {
+    fn new(file: File, opts: &'a WriteOpts) -> Self {
+        SyncingWriter {
+            file,
+            opts,
+            written: 0,
+            kicked: 0,
+        }
+    }
+
+    fn finish(self, path: &Path) -> Result<u64> {
+        if self.opts.fsync {
+            self.file.sync_all().ctx("fsync", path)?;
+        }
+        Ok(self.written)
+    }
+}
+
+impl Write for SyncingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut len = buf.len();
+        if let Some(budget) = &self.opts.budget {
+            let avail = budget.load(Ordering::SeqCst);
+            if avail == 0 && len > 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            len = len.min(usize::try_from(avail).unwrap_or(usize::MAX));
+            budget.fetch_sub(len as u64, Ordering::SeqCst);
+        }
+        let n = self.file.write(&buf[..len])?;
+        self.written += n as u64;
+        if self.opts.fsync && self.written - self.kicked >= KICK {
+            start_writeback(&self.file, self.kicked, self.written - self.kicked);
+            self.kicked = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Asks the kernel to start writing back a range now. Only a hint: errors surface at fsync.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the fd is valid for the lifetime of `file`; sync_file_range only reads its arguments.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
+/// Hints sequential access (doubles readahead on Linux).
+fn advise_sequential(file: &File) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: valid fd; posix_fadvise only reads its arguments.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
+fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .ctx("create", path)
+}
+
+fn join<T>(h: thread::ScopedJoinHandle<'_, T>) -> Result<T> {
+    h.join().map_err(|_| Error::Worker {
+        message: "hash thread panicked".to_owned(),
+    })
+}
+
+/// Threads zstd may use for big inputs.
+fn zstd_workers() -> u32 {
+    thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+fn zstd_encoder<W: Write>(
+    sink: W,
+    level: i32,
+    pledged: Option<u64>,
+    path: &Path,
+) -> Result<zstd::Encoder<'static, W>> {
+    let mut enc = zstd::Encoder::new(sink, level).ctx("zstd init", path)?;
+    if pledged.is_none_or(|n| n >= 4 * CHUNK as u64) {
+        // Fails only when zstd was built without multithreading; single-threaded is fine then.
+        let _ = enc.multithread(zstd_workers());
+    }
+    enc.set_pledged_src_size(pledged).ctx("zstd init", path)?;
+    Ok(enc)
+}
+
+fn entry(
+    name: &str,
+    size: u64,
+    digest: &[u8],
+    stored_size: u64,
+    compression: Compression,
+) -> FileEntry {
+    FileEntry {
+        name: name.to_owned(),
+        size,
+        sha256: hex::encode(digest),
+        stored_size,
+        encoding: match compression {
+            Compression::Off => Encoding::Raw,
+            Compression::Zstd(_) => Encoding::Zstd,
+        },
+    }
+}
+
+/// Writes `data` to a new file `path` (hashing it on a second thread, compressing if asked) and
+/// fsyncs it when `opts.fsync`.
+pub(crate) fn write_bytes(
+    path: &Path,
+    name: &str,
+    data: &[u8],
+    compression: Compression,
+    opts: &WriteOpts,
+) -> Result<FileEntry> {
+    let mut w = SyncingWriter::new(create_new(path)?, opts);
+    let (written, digest) = thread::scope(|s| {
+        let hasher = (data.len() >= PAR_MIN).then(|| s.spawn(|| Sha256::digest(data)));
+        let written = (|| -> Result<()> {
+            match compression {
+                Compression::Off => {
+                    for chunk in data.chunks(CHUNK) {
+                        w.write_all(chunk).ctx("write", path)?;
+                    }
+                }
+                Compression::Zstd(level) => {
+                    let mut enc = zstd_encoder(&mut w, level, Some(data.len() as u64), path)?;
+                    for chunk in data.chunks(CHUNK) {
+                        enc.write_all(chunk).ctx("write", path)?;
+                    }
+                    enc.finish().ctx("write", path)?;
+                }
+            }
+            Ok(())
+        })();
+        let digest = match hasher {
+            Some(h) => join(h),
+            None => Ok(Sha256::digest(data)),
+        };
+        (written, digest)
+    });
+    written?;
+    let digest = digest?;
+    let stored = w.finish(path)?;
+    Ok(entry(name, data.len() as u64, &digest, stored, compression))
+}
+
+/// Copies the file `src` into a new file `path`, hashing each chunk on a second thread while the
+/// next is read and written.
+pub(crate) fn write_from_path(
+    path: &Path,
+    name: &str,
+    src: &Path,
+    compression: Compression,
+    opts: &WriteOpts,
+) -> Result<FileEntry> {
+    let source = File::open(src).ctx("open", src)?;
+    advise_sequential(&source);
+    let pledged = source.metadata().ok().map(|m| m.len());
+    let mut w = SyncingWriter::new(create_new(path)?, opts);
+    let sink_result = |sink: &mut dyn Write| -> Result<(Vec<u8>, u64)> {
+        hashed_pump(source.try_clone().ctx("open", src)?, src, |chunk| {
+            sink.write_all(chunk).ctx("write", path)
+        })
+    };
+    let (digest, size) = match compression {
+        Compression::Off => sink_result(&mut w)?,
+        Compression::Zstd(level) => {
+            let mut enc = zstd_encoder(&mut w, level, pledged, path)?;
+            let r = sink_result(&mut enc)?;
+            enc.finish().ctx("write", path)?;
+            r
+        }
+    };
+    let stored = w.finish(path)?;
+    Ok(entry(name, size, &digest, stored, compression))
+}
+
+/// Reads `reader` to the end in chunks, hands each chunk to `each` and hashes it on a second thread.
+/// Returns the digest and the byte count.
+fn hashed_pump<R: Read>(
+    mut reader: R,
+    path: &Path,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<(Vec<u8>, u64)> {
+    thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
+        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            let mut n = 0u64;
+            for buf in rx {
+                h.update(&buf);
+                n += buf.len() as u64;
+                // The pump may already have stopped; then the buffer is simply dropped.
+                let _ = back_tx.send(buf);
+            }
+            (h.finalize().to_vec(), n)
+        });
+        let pumped = (|| -> Result<()> {
+            loop {
+                let mut buf = back_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                buf.clear();
+                (&mut reader)
+                    .take(CHUNK as u64)
+                    .read_to_end(&mut buf)
+                    .ctx("read", path)?;
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                each(&buf)?;
+                tx.send(buf).map_err(|_| Error::Worker {
+                    message: "hash thread stopped".to_owned(),
+                })?;
+            }
+        })();
+        drop(tx);
+        let hashed = join(hasher);
+        pumped?;
+        hashed
+    })
+}
+
+/// Reads a stored file completely into memory, decompressing if needed, and checks its size and
+/// sha256 (hashing on a second thread while the next chunk is read).
+pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
+    let file = File::open(path).ctx("open", path)?;
+    check_stored_len(&file, path, entry)?;
+    advise_sequential(&file);
+    let size = usize::try_from(entry.size).map_err(|_| Error::SizeMismatch {
+        path: path.to_owned(),
+        expected: entry.size,
+        actual: u64::MAX,
+    })?;
+    let mut out = vec![0u8; size];
+    let digest = match entry.encoding {
+        Encoding::Raw => fill_hashed(file, &mut out, path, false)?,
+        Encoding::Zstd => {
+            let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
+                path: path.to_owned(),
+                source,
+            })?;
+            fill_hashed(dec, &mut out, path, true)?
+        }
+    };
+    check_digest(path, entry, &digest)?;
+    Ok(out)
+}
+
+/// Hashes a stored file without keeping it in memory.
+pub(crate) fn verify_file(path: &Path, entry: &FileEntry) -> Result<()> {
+    let file = File::open(path).ctx("open", path)?;
+    check_stored_len(&file, path, entry)?;
+    advise_sequential(&file);
+    let (digest, n) = match entry.encoding {
+        Encoding::Raw => hashed_pump(file, path, |_| Ok(()))?,
+        Encoding::Zstd => {
+            let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
+                path: path.to_owned(),
+                source,
+            })?;
+            hashed_pump(DecodeErrors(dec), path, |_| Ok(())).map_err(|e| as_decompress(e, path))?
+        }
+    };
+    if n != entry.size {
+        return Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: entry.size,
+            actual: n,
+        });
+    }
+    check_digest(path, entry, &digest)
+}
+
+/// Marks decoder errors so they can be told apart from I/O errors.
+struct DecodeErrors<R>(R);
+
+impl<R: Read> Read for DecodeErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+fn as_decompress(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => {
+            Error::Decompress {
+                path: path.to_owned(),
+                source,
+            }
+        }
+        other => other,
+    }
+}
+
+fn check_stored_len(file: &File, path: &Path, entry: &FileEntry) -> Result<()> {
+    let len = file.metadata().ctx("stat", path)?.len();
+    if len != entry.stored_size {
+        return Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: entry.stored_size,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
+fn check_digest(path: &Path, entry: &FileEntry, digest: &[u8]) -> Result<()> {
+    let actual = hex::encode(digest);
+    if !actual.eq_ignore_ascii_case(&entry.sha256) {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            expected: entry.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Fills `out` from `reader` chunk by chunk; a second thread hashes each filled chunk while the next
+/// one is read. The reader must then be at its end.
+fn fill_hashed<R: Read>(
+    mut reader: R,
+    out: &mut [u8],
+    path: &Path,
+    compressed: bool,
+) -> Result<Vec<u8>> {
+    let expected = out.len() as u64;
+    let read_err = |source: io::Error, done: u64| -> Error {
+        if source.kind() == io::ErrorKind::UnexpectedEof {
+            Error::SizeMismatch {
+                path: path.to_owned(),
+                expected,
+                actual: done,
+            }
+        } else if compressed {
+            Error::Decompress {
+                path: path.to_owned(),
+                source,
+            }
+        } else {
+            Error::io("read", path, source)
+        }
+    };
+    if out.len() < PAR_MIN {
+        reader.read_exact(out).map_err(|e| read_err(e, 0))?;
+        ensure_eof(&mut reader, path, expected, compressed)?;
+        return Ok(Sha256::digest(&*out).to_vec());
+    }
+    thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<&[u8]>(4);
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx {
+                h.update(chunk);
+            }
+            h.finalize().to_vec()
+        });
+        let filled = fill_chunks(&mut reader, out, tx, &read_err)
+            .and_then(|()| ensure_eof(&mut reader, path, expected, compressed));
+        let digest = join(hasher);
+        filled?;
+        digest
+    })
+}
+
+/// Reads `out` chunk by chunk, sending each filled chunk to the hasher.
+fn fill_chunks<'a, R: Read>(
+    reader: &mut R,
+    out: &'a mut [u8],
+    tx: mpsc::SyncSender<&'a [u8]>,
+    read_err: &dyn Fn(io::Error, u64) -> Error,
+) -> Result<()> {
+    let mut rest: &'a mut [u8] = out;
+    let mut done = 0u64;
+    while !rest.is_empty() {
+        let k = rest.len().min(CHUNK);
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(k);
+        reader.read_exact(head).map_err(|e| read_err(e, done))?;
+        done += k as u64;
+        let head: &'a [u8] = head;
+        tx.send(head).map_err(|_| Error::Worker {
+            message: "hash thread stopped".to_owned(),
+        })?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+fn ensure_eof<R: Read>(reader: &mut R, path: &Path, expected: u64, compressed: bool) -> Result<()> {
+    let mut probe = [0u8; 1];
+    match reader.read(&mut probe) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected,
+            actual: expected + 1,
+        }),
+        Err(source) if compressed => Err(Error::Decompress {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(source) => Err(Error::io("read", path, source)),
+    }
+}
+
+/// fsyncs a directory (makes its entries durable).
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).ctx("fsync", dir)
+}
+
+/// Writes a small file (JSON) to a new path, fsynced when asked.
+pub(crate) fn write_small(path: &Path, bytes: &[u8], opts: &WriteOpts) -> Result<()> {
+    let mut w = SyncingWriter::new(create_new(path)?, opts);
+    w.write_all(bytes).ctx("write", path)?;
+    w.finish(path).map(|_| ())
+}
+
+/// Atomically replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync dir.
+pub(crate) fn replace_atomic(dir: &Path, name: &str, bytes: &[u8], opts: &WriteOpts) -> Result<()> {
+    let tmp = dir.join(format!(
+        "{}{name}-{}",
+        crate::format::TMP_PREFIX,
+        std::process::id()
+    ));
+    let target = dir.join(name);
+    let _ = std::fs::remove_file(&tmp);
+    let result = write_small(&tmp, bytes, opts)
+        .and_then(|()| std::fs::rename(&tmp, &target).ctx("rename", &target));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    if opts.fsync {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Atomically swaps two directory entries (Linux `renameat2(RENAME_EXCHANGE)`). Returns false when the
+/// file system does not support it.
+#[cfg(target_os = "linux")]
+pub(crate) fn exchange(a: &Path, b: &Path) -> Result<bool> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes())
+        .map_err(|e| Error::io("rename", a, io::Error::other(e)))?;
+    let cb = CString::new(b.as_os_str().as_bytes())
+        .map_err(|e| Error::io("rename", b, io::Error::other(e)))?;
+    // SAFETY: both strings are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(Error::io("rename", b, err)),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn exchange(_a: &Path, _b: &Path) -> Result<bool> {
+    Ok(false)
+}
+
+/// Evicts a file's clean pages from the page cache (used by benchmarks for cold reads).
+#[doc(hidden)]
+pub fn evict_from_page_cache(path: &Path) -> std::io::Result<()> {
+    let f = File::open(path)?;
+    #[cfg(target_os = "linux")]
+    // SAFETY: valid fd; posix_fadvise only reads its arguments.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    Ok(())
+}
+
+/// Removes a directory tree, treating "already gone" as success.
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}

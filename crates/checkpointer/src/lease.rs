@@ -1,0 +1,111 @@
+//! Reader leases: a checkpoint that a reader holds a lease on is never deleted by retention, also when
+//! the reader is another process.
+//!
+//! A lease is a file `<experiment dir>/leases/<step>-<pid>-<n>`, created before the reader touches the
+//! checkpoint and removed when the [`Lease`] is dropped. Leases of processes that no longer exist are
+//! stale and ignored (and cleaned up). The pruner renames a victim away, then looks at the leases
+//! again and puts it back if a lease appeared in between, so a reader either gets a lease on a
+//! checkpoint that stays, or `NotFound`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Directory of lease files inside the experiment directory.
+pub(crate) const LEASES_DIR: &str = "leases";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// An RAII reader lease on one checkpoint: while it lives, retention will not delete the checkpoint.
+#[derive(Debug)]
+pub struct Lease {
+    file: PathBuf,
+    step: u64,
+    dir: PathBuf,
+}
+
+impl Lease {
+    /// Takes a lease on the checkpoint directory `ckpt_dir` of `step`.
+    pub(crate) fn acquire(exp_dir: &Path, step: u64, ckpt_dir: PathBuf) -> Result<Lease> {
+        let leases = exp_dir.join(LEASES_DIR);
+        std::fs::create_dir_all(&leases).ctx("create", &leases)?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let file = leases.join(format!("{step}-{}-{n}", std::process::id()));
+        std::fs::write(&file, b"").ctx("create", &file)?;
+        let lease = Lease {
+            file,
+            step,
+            dir: ckpt_dir,
+        };
+        // Checked after the lease exists: see the module docs.
+        if !lease.dir.join(crate::format::CHECKPOINT_JSON).is_file() {
+            return Err(Error::NotFound {
+                step,
+                dir: exp_dir.to_owned(),
+            });
+        }
+        Ok(lease)
+    }
+
+    /// The leased step.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The leased checkpoint's directory (safe to read while the lease lives).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Best effort: a lease file left behind is stale once this process exits.
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Steps leased by live processes. Stale lease files of dead processes are removed.
+pub(crate) fn leased_steps(exp_dir: &Path) -> BTreeSet<u64> {
+    let mut steps = BTreeSet::new();
+    let Ok(rd) = std::fs::read_dir(exp_dir.join(LEASES_DIR)) else {
+        return steps;
+    };
+    let me = std::process::id();
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let mut parts = name.split('-');
+        let (Some(step), Some(pid)) = (
+            parts.next().and_then(|s| s.parse::<u64>().ok()),
+            parts.next().and_then(|s| s.parse::<u32>().ok()),
+        ) else {
+            continue;
+        };
+        if pid == me || pid_alive(pid) {
+            steps.insert(step);
+        } else {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    steps
+}
+
+fn pid_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
