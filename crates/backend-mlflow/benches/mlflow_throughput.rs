@@ -1,0 +1,2 @@
+//! MLflow throughput bench (placeholder, filled in below).
+fn main() {}
