@@ -1,1 +1,730 @@
-//! exptrack-wandb: work in progress.
+//! # exptrack-wandb
+//!
+//! A [Weights & Biases](https://wandb.ai) backend for exptrack.
+//!
+//! - **Offline** (the default without an API key, or with `WANDB_MODE=offline`): writes
+//!   `wandb/offline-run-YYYYMMDD_HHMMSS-<run id>/run-<run id>.wandb` plus `files/`
+//!   (`config.yaml`, `wandb-summary.json`, `wandb-metadata.json`), byte-compatible with
+//!   wandb 0.31, so `wandb sync wandb/offline-run-*` uploads it later.
+//! - **Online** (an API key is configured, or `WANDB_MODE=online`): creates the run with GraphQL
+//!   `UpsertBucket` and streams history and summary through `file_stream`, batched at most every
+//!   few seconds, with W&B's retry rules. A local `wandb/run-*/` copy is written as well, so a run
+//!   whose upload failed can still be `wandb sync`ed.
+//!
+//! The W&B run id is the exptrack run id (sanitized), so resuming an experiment continues the same
+//! W&B run.
+//!
+//! ## How events map to W&B
+//! | exptrack | W&B |
+//! |---|---|
+//! | `Metrics { step, values }` | one history row per step (`_step`, `_runtime`, `_timestamp` added; events with the same step are merged; keys such as `train/loss` stay flat, as with `wandb.log`, and W&B groups them into sections by their prefix). The summary holds each key's latest value. Rows whose step is lower than an earlier one are dropped (W&B steps must increase). |
+//! | `Params` | config keys (`wandb.config`) |
+//! | the experiment's TOML config | config keys, one per top-level table, except `[tracking]` |
+//! | `Tags` | run tags `key:value` (or `key` when the value is empty); experiment tags as they are |
+//! | `Artifact` | a run file (`files/<name>`, uploaded by `wandb sync` or directly online) |
+//! | `Status` / `close` | the exit record: 0 completed, 1 failed, 255 killed |
+//!
+//! Text, images and histograms are not supported yet (`supports()` is false; the core skips them
+//! with one warning).
+//!
+//! ## Reading `.wandb` files
+//! [`txlog::LogReader`] reads transaction logs (ours or the Python client's), checking every
+//! CRC; [`proto`] holds the record types.
+//!
+//! # Feature flags
+//! None.
+//!
+//! # Example
+//! ```
+//! use exptrack_core::{Batch, Event, ExperimentMetadata, Metric, RunContext, RunStatus, Tracker};
+//! use exptrack_wandb::{Mode, WandbTracker};
+//!
+//! let dir = std::env::temp_dir().join(format!("exptrack-wandb-doc-{}", std::process::id()));
+//! let mut tracker = WandbTracker::builder().mode(Mode::Offline).dir(&dir).project("demo").build()?;
+//! let ctx = RunContext {
+//!     metadata: ExperimentMetadata::new("demo", "0123456789abcdef"),
+//!     config: toml::Table::new(),
+//!     run_dir: dir.join("runs"),
+//!     resumed: false,
+//! };
+//! tracker.open(&ctx)?;
+//! let events = [Event::Metrics { step: 0, timestamp_ms: 0, values: vec![Metric::new("loss", 0.5)] }];
+//! tracker.write(&Batch { first_seq: 0, events: &events })?;
+//! tracker.close(RunStatus::Completed)?;
+//! println!("upload later with: {}", tracker.sync_command().unwrap());
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_debug_implementations, unreachable_pub)]
+
+mod builder;
+mod error;
+mod json;
+mod local;
+mod online;
+pub mod proto;
+mod run;
+pub mod txlog;
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Local, Utc};
+use exptrack_core::{Batch, Event, EventKind, RunContext, RunStatus, Tracker, TrackerError};
+
+pub use builder::{DEFAULT_BASE_URL, Mode, WandbTrackerBuilder};
+pub use error::{Error, Result};
+pub use json::parse_lenient;
+pub use online::default_retry;
+pub use run::sanitize_run_id;
+
+use local::LocalRun;
+use online::{OnlineRun, RunFields};
+use proto::{
+    ConfigRecord, CpuInfo, EnvironmentRecord, FilesItem, FilesRecord, GitRepoRecord, HeaderRecord,
+    KeyValue, MemoryInfo, RecordType, RunExitRecord, RunRecord, SummaryRecord, Timestamp,
+    VersionInfo,
+};
+use run::{Row, RunState};
+
+/// The Weights & Biases tracker. Build it with [`WandbTracker::builder`].
+#[derive(Debug)]
+pub struct WandbTracker {
+    settings: WandbTrackerBuilder,
+    active: Option<Active>,
+    closed: bool,
+}
+
+/// Everything about an open run.
+#[derive(Debug)]
+struct Active {
+    run_id: String,
+    mode: Mode,
+    project: String,
+    entity: String,
+    state: RunState,
+    local: LocalRun,
+    online: Option<OnlineRun>,
+    /// Sequence number of the last event applied (redelivered events up to it are skipped).
+    last_seq: Option<u64>,
+    /// The last terminal status seen in a `Status` event.
+    status: Option<RunStatus>,
+    run_record: RunRecord,
+    environment: EnvironmentRecord,
+    /// Whether config.yaml / wandb-summary.json need rewriting.
+    files_dirty: bool,
+    /// Online: files waiting for upload (`(name, local path)`).
+    uploads: Vec<(String, PathBuf)>,
+    /// Online: config / tags changed and not yet sent.
+    run_update_pending: bool,
+    /// The exit code decided by `close` once the local log is closed (`Some(None)`: no exit).
+    closed_local: Option<Option<i32>>,
+}
+
+impl WandbTracker {
+    /// A builder with nothing set (call [`WandbTrackerBuilder::from_env`] to read `WANDB_*`).
+    pub fn builder() -> WandbTrackerBuilder {
+        WandbTrackerBuilder::default()
+    }
+
+    /// `WandbTracker::builder().from_env().build()`.
+    pub fn from_env() -> Result<Self> {
+        Self::builder().from_env().build()
+    }
+
+    pub(crate) fn from_builder(settings: WandbTrackerBuilder) -> Self {
+        WandbTracker {
+            settings,
+            active: None,
+            closed: false,
+        }
+    }
+
+    /// The W&B run id, once the run is open.
+    pub fn run_id(&self) -> Option<&str> {
+        self.active.as_ref().map(|a| a.run_id.as_str())
+    }
+
+    /// The mode the run opened in ([`Mode::Offline`] or [`Mode::Online`]).
+    pub fn mode(&self) -> Option<Mode> {
+        self.active.as_ref().map(|a| a.mode)
+    }
+
+    /// The local run directory (`…/wandb/offline-run-…` or `…/wandb/run-…`), once open.
+    pub fn run_dir(&self) -> Option<&Path> {
+        self.active.as_ref().map(|a| a.local.dir.as_path())
+    }
+
+    /// The `.wandb` transaction log, once open.
+    pub fn log_path(&self) -> Option<&Path> {
+        self.active.as_ref().map(|a| a.local.log_path.as_path())
+    }
+
+    /// The command that uploads this run later (`wandb sync <run dir>`), once open.
+    pub fn sync_command(&self) -> Option<String> {
+        self.run_dir()
+            .map(|d| format!("wandb sync {}", shell_quote(&d.display().to_string())))
+    }
+
+    /// The run's URL on the server (online mode).
+    pub fn run_url(&self) -> Option<String> {
+        let a = self.active.as_ref()?;
+        a.online.as_ref()?;
+        let base = self
+            .settings
+            .base_url
+            .as_deref()
+            .unwrap_or(DEFAULT_BASE_URL);
+        let app = base.replace("://api.", "://");
+        Some(format!(
+            "{}/{}/{}/runs/{}",
+            app.trim_end_matches('/'),
+            a.entity,
+            a.project,
+            a.run_id
+        ))
+    }
+
+    fn open_run(&mut self, ctx: &RunContext) -> Result<()> {
+        if let Some(active) = self.active.as_mut() {
+            // A retried open: the local run exists; only the server side may be missing.
+            return active.start_online(&self.settings);
+        }
+        let s = &self.settings;
+        let tracking = ctx.config.get("tracking").and_then(toml::Value::as_table);
+        let tracking_str = |key: &str| {
+            tracking
+                .and_then(|t| t.get(key))
+                .and_then(toml::Value::as_str)
+                .map(str::to_owned)
+                .filter(|v| !v.trim().is_empty())
+        };
+        let mut mode = match s.mode {
+            Some(m) => m,
+            None => tracking_str("wandb_mode")
+                .map(|m| m.parse::<Mode>())
+                .transpose()?
+                .unwrap_or(Mode::Auto),
+        };
+        if mode == Mode::Auto {
+            mode = if s.api_key.is_some() {
+                Mode::Online
+            } else {
+                Mode::Offline
+            };
+        }
+        if mode == Mode::Disabled {
+            return Ok(());
+        }
+        if mode == Mode::Online && s.api_key.is_none() {
+            return Err(Error::Config(
+                "online mode needs an API key (WANDB_API_KEY, `wandb login`, or .api_key())".into(),
+            ));
+        }
+        let run_id = sanitize_run_id(s.run_id.as_deref().unwrap_or(&ctx.metadata.run_id));
+        let project = s
+            .project
+            .clone()
+            .or_else(|| tracking_str("wandb_project"))
+            .unwrap_or_else(|| sanitize_project(&ctx.metadata.experiment_name));
+        let entity = s
+            .entity
+            .clone()
+            .or_else(|| tracking_str("wandb_entity"))
+            .unwrap_or_default();
+        let base = s
+            .dir
+            .clone()
+            .or_else(|| tracking_str("wandb_dir").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let wandb_dir = base.join("wandb");
+        let started: DateTime<Utc> = if ctx.resumed {
+            Utc::now()
+        } else {
+            ctx.metadata.start_time
+        };
+        let stamp = started
+            .with_timezone(&Local)
+            .format("%Y%m%d_%H%M%S")
+            .to_string();
+        let prefix = if mode == Mode::Online {
+            "run"
+        } else {
+            "offline-run"
+        };
+        let local = LocalRun::create(&wandb_dir, prefix, &stamp, &run_id)?;
+
+        let md = &ctx.metadata;
+        let mut state = RunState::new(md.start_time.timestamp_millis());
+        for (k, v) in run::toml_config(&ctx.config) {
+            state.set_config(&k, v);
+        }
+        state.take_config_changes();
+        for t in md.tags.iter().chain(&s.tags) {
+            state.add_tag(t.clone());
+        }
+        state.take_tags_changed();
+        let git = md.system.git.as_ref().map(|g| GitRepoRecord {
+            remote_url: String::new(),
+            commit: g.commit.clone(),
+        });
+        let host = if md.system.hostname.is_empty() {
+            exptrack_core::metadata::hostname()
+        } else {
+            md.system.hostname.clone()
+        };
+        let run_record = RunRecord {
+            run_id: run_id.clone(),
+            entity: entity.clone(),
+            project: project.clone(),
+            config: Some(ConfigRecord {
+                update: items(state.config()),
+                remove: Vec::new(),
+            }),
+            run_group: s.group.clone().unwrap_or_else(|| md.experiment_id.clone()),
+            job_type: s.job_type.clone().unwrap_or_default(),
+            display_name: s
+                .display_name
+                .clone()
+                .unwrap_or_else(|| md.experiment_name.clone()),
+            notes: s.notes.clone().unwrap_or_else(|| md.description.clone()),
+            tags: state.tags().to_vec(),
+            host: host.clone(),
+            start_time: Some(Timestamp::from_millis(md.start_time.timestamp_millis())),
+            resumed: ctx.resumed,
+            runtime: 0,
+            git: git.clone(),
+        };
+        let program = std::env::args().next().unwrap_or_default();
+        let environment = EnvironmentRecord {
+            os: md.system.os.clone(),
+            started_at: Some(Timestamp::from_millis(started.timestamp_millis())),
+            program: program.clone(),
+            git,
+            root: std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            host,
+            executable: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or(program),
+            cpu_count_logical: u32::try_from(md.system.cpu_cores).unwrap_or(0),
+            memory: (md.system.total_memory_bytes > 0).then_some(MemoryInfo {
+                total: md.system.total_memory_bytes,
+            }),
+            cpu: (!md.system.cpu_model.is_empty()).then(|| CpuInfo {
+                count: 0,
+                count_logical: u32::try_from(md.system.cpu_cores).unwrap_or(0),
+                model: md.system.cpu_model.clone(),
+            }),
+            writer_id: String::new(),
+        };
+        let mut active = Active {
+            run_id,
+            mode,
+            project,
+            entity,
+            state,
+            local,
+            online: None,
+            last_seq: None,
+            status: None,
+            run_record,
+            environment,
+            files_dirty: true,
+            uploads: Vec::new(),
+            run_update_pending: false,
+            closed_local: None,
+        };
+        active.local.append(RecordType::Header(HeaderRecord {
+            version_info: Some(VersionInfo {
+                producer: concat!("exptrack-wandb ", env!("CARGO_PKG_VERSION")).to_owned(),
+                min_consumer: "0.70.0".to_owned(),
+            }),
+        }))?;
+        active
+            .local
+            .append(RecordType::Run(active.run_record.clone()))?;
+        active
+            .local
+            .append(RecordType::Environment(active.environment.clone()))?;
+        active
+            .local
+            .write_file("wandb-metadata.json", active.metadata_json().as_bytes())?;
+        active.write_files()?;
+        active.local.flush()?;
+        self.active = Some(active);
+        if let Some(active) = self.active.as_mut() {
+            active.start_online(&self.settings)?;
+        }
+        Ok(())
+    }
+}
+
+impl Active {
+    fn start_online(&mut self, s: &WandbTrackerBuilder) -> Result<()> {
+        if self.mode != Mode::Online || self.online.is_some() {
+            return Ok(());
+        }
+        let key = s
+            .api_key
+            .as_ref()
+            .ok_or_else(|| Error::Config("no API key".into()))?;
+        let fields = RunFields {
+            run_id: self.run_id.clone(),
+            project: self.project.clone(),
+            entity: (!self.entity.is_empty()).then(|| self.entity.clone()),
+            group: Some(self.run_record.run_group.clone()),
+            display_name: Some(self.run_record.display_name.clone()),
+            notes: Some(self.run_record.notes.clone()),
+            commit: self.run_record.git.as_ref().map(|g| g.commit.clone()),
+            host: Some(self.run_record.host.clone()),
+            program: Some(self.environment.program.clone()),
+            job_type: Some(self.run_record.job_type.clone()),
+        };
+        let online = OnlineRun::start(
+            s.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
+            key,
+            s.http.clone().unwrap_or_else(default_retry),
+            s.flush_interval
+                .unwrap_or(std::time::Duration::from_secs(5)),
+            fields,
+            &self.state.config_upsert_json(),
+            self.state.tags(),
+        )?;
+        self.entity = online.entity().to_owned();
+        self.online = Some(online);
+        Ok(())
+    }
+
+    /// Applies one event, writing the records it produces.
+    fn apply(&mut self, event: &Event, problems: &mut Vec<String>) -> Result<()> {
+        match event {
+            Event::Artifact { path, name, .. } => {
+                if !path.is_file() {
+                    problems.push(format!(
+                        "artifact {name:?}: {} is not a file",
+                        path.display()
+                    ));
+                    return Ok(());
+                }
+                match self.local.add_file(path, name) {
+                    Ok(rel) => {
+                        self.local.append(RecordType::Files(FilesRecord {
+                            files: vec![FilesItem {
+                                path: rel.clone(),
+                                policy: proto::POLICY_NOW,
+                                r#type: proto::FILE_TYPE_OTHER,
+                            }],
+                        }))?;
+                        if self.online.is_some() {
+                            self.uploads
+                                .push((rel.clone(), self.local.files_dir.join(&rel)));
+                        }
+                    }
+                    Err(e @ Error::Config(_)) => problems.push(e.to_string()),
+                    Err(e) => return Err(e),
+                }
+            }
+            Event::Status { status, .. } => {
+                if status.is_terminal() {
+                    self.status = Some(*status);
+                }
+            }
+            other => {
+                let mut rows = Vec::new();
+                self.state.apply(other, &mut rows);
+                self.emit_rows(rows)?;
+                self.emit_config_and_tags()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn emit_rows(&mut self, rows: Vec<Row>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in &rows {
+            self.local.append(RecordType::History(row.record()))?;
+        }
+        if let Some(online) = self.online.as_mut() {
+            online.push_lines(rows.iter().map(Row::json_line));
+        }
+        self.files_dirty = true;
+        Ok(())
+    }
+
+    fn emit_config_and_tags(&mut self) -> Result<()> {
+        let changes = self.state.take_config_changes();
+        if !changes.is_empty() {
+            self.local.append(RecordType::Config(ConfigRecord {
+                update: items(&changes),
+                remove: Vec::new(),
+            }))?;
+            self.files_dirty = true;
+            self.run_update_pending = true;
+        }
+        if self.state.take_tags_changed() {
+            // A later run record updates the run (sync sends the new tags).
+            self.run_record.tags = self.state.tags().to_vec();
+            let update = RunRecord {
+                config: None,
+                ..self.run_record.clone()
+            };
+            self.local.append(RecordType::Run(update))?;
+            self.run_update_pending = true;
+        }
+        Ok(())
+    }
+
+    /// Completes the open row, writes summary changes and run files, and (online) sends what is
+    /// due (everything when `force`).
+    fn flush(&mut self, force: bool) -> Result<()> {
+        self.flush_local()?;
+        self.send_online(force, None)
+    }
+
+    fn flush_local(&mut self) -> Result<()> {
+        if let Some(row) = self.state.finish_row() {
+            self.emit_rows(vec![row])?;
+        }
+        let changes = self.state.take_summary_changes();
+        if !changes.is_empty() {
+            self.local.append(RecordType::Summary(SummaryRecord {
+                update: items(&changes),
+                remove: Vec::new(),
+            }))?;
+            if let Some(online) = self.online.as_mut() {
+                online.set_summary(self.state.summary_json());
+            }
+        }
+        if self.files_dirty {
+            self.write_files()?;
+        }
+        self.local.flush()
+    }
+
+    fn send_online(&mut self, force: bool, exit_code: Option<i32>) -> Result<()> {
+        let Some(online) = self.online.as_mut() else {
+            return Ok(());
+        };
+        if !(force || online.due()) {
+            return Ok(());
+        }
+        if self.run_update_pending {
+            let tags = self.state.tags().to_vec();
+            online.update_run(Some(&self.state.config_upsert_json()), Some(&tags))?;
+            self.run_update_pending = false;
+        }
+        if !self.uploads.is_empty() {
+            online.upload(&self.uploads)?;
+            self.uploads.clear();
+        }
+        online.send(exit_code)
+    }
+
+    fn write_files(&mut self) -> Result<()> {
+        self.local.write_file(
+            "config.yaml",
+            local::config_yaml(self.state.config()).as_bytes(),
+        )?;
+        self.local
+            .write_file("wandb-summary.json", self.state.summary_json().as_bytes())?;
+        self.files_dirty = false;
+        Ok(())
+    }
+
+    fn metadata_json(&self) -> String {
+        let e = &self.environment;
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            if !(v.is_null() || v.as_str() == Some("")) {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        put("os", e.os.clone().into());
+        put(
+            "startedAt",
+            e.started_at
+                .as_ref()
+                .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                .into(),
+        );
+        put("program", e.program.clone().into());
+        put("root", e.root.clone().into());
+        put("host", e.host.clone().into());
+        put("executable", e.executable.clone().into());
+        if e.cpu_count_logical > 0 {
+            put("cpu_count_logical", e.cpu_count_logical.into());
+        }
+        if let Some(mem) = &e.memory {
+            put(
+                "memory",
+                serde_json::json!({"total": mem.total.to_string()}),
+            );
+        }
+        if let Some(cpu) = &e.cpu {
+            put("cpu", serde_json::json!({"model": cpu.model}));
+        }
+        if let Some(g) = &e.git {
+            put("git", serde_json::json!({"commit": g.commit}));
+        }
+        serde_json::to_string_pretty(&serde_json::Value::Object(m)).unwrap_or_default()
+    }
+
+    fn close(&mut self, status: RunStatus) -> Result<()> {
+        let exit_code = match self.closed_local {
+            Some(code) => code,
+            None => {
+                let status = if status.is_terminal() {
+                    Some(status)
+                } else {
+                    self.status
+                };
+                let runtime = self.state.runtime_secs(exptrack_core::now_ms());
+                let exit_code = status.and_then(run::exit_code);
+                if exit_code.is_some() {
+                    // As the Python client does: the run's wall time under `_wandb.runtime`.
+                    self.state
+                        .set_summary("_wandb", format!("{{\"runtime\":{}}}", runtime as i64));
+                }
+                // Local part first; the server part may fail and be retried.
+                self.flush_local()?;
+                if let Some(code) = exit_code {
+                    self.local.append(RecordType::Exit(RunExitRecord {
+                        exit_code: code,
+                        runtime: i32::try_from(runtime as i64).unwrap_or(i32::MAX),
+                    }))?;
+                }
+                self.local.close()?;
+                self.closed_local = Some(exit_code);
+                if self.online.is_some() {
+                    for n in ["wandb-summary.json", "config.yaml", "wandb-metadata.json"] {
+                        self.uploads
+                            .push((n.to_owned(), self.local.files_dir.join(n)));
+                    }
+                }
+                exit_code
+            }
+        };
+        // Without an exit code (the run did not end) the stream stays open for a resume.
+        self.send_online(true, exit_code)
+    }
+}
+
+fn items(kv: &[(String, String)]) -> Vec<KeyValue> {
+    kv.iter()
+        .map(|(k, v)| KeyValue {
+            key: k.clone(),
+            nested_key: Vec::new(),
+            value_json: v.clone(),
+        })
+        .collect()
+}
+
+/// W&B project names may not contain `/ \ # ? % :`; those (and whitespace) become `-`.
+fn sanitize_project(name: &str) -> String {
+    let p: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if "/\\#?%:".contains(c) || c.is_whitespace() {
+                '-'
+            } else {
+                c
+            }
+        })
+        .take(128)
+        .collect();
+    if p.is_empty() {
+        "uncategorized".to_owned()
+    } else {
+        p
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+impl Tracker for WandbTracker {
+    fn name(&self) -> &str {
+        "wandb"
+    }
+
+    fn supports(&self, kind: EventKind) -> bool {
+        if self.settings.mode == Some(Mode::Disabled) {
+            return false;
+        }
+        matches!(
+            kind,
+            EventKind::Metrics
+                | EventKind::Params
+                | EventKind::Tags
+                | EventKind::Artifact
+                | EventKind::Status
+        )
+    }
+
+    fn open(&mut self, ctx: &RunContext) -> Result<(), TrackerError> {
+        if self.closed {
+            return Err(TrackerError::permanent("W&B: the run was already closed"));
+        }
+        self.open_run(ctx).map_err(TrackerError::from)
+    }
+
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), TrackerError> {
+        let Some(active) = self.active.as_mut() else {
+            // Disabled mode, or not opened: nothing to do.
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        for (seq, event) in batch.iter_seq() {
+            if active.last_seq.is_some_and(|last| seq <= last) {
+                continue; // redelivered after a transient failure: already applied
+            }
+            active.apply(event, &mut problems)?;
+            active.last_seq = Some(seq);
+        }
+        if active.online.as_ref().is_some_and(OnlineRun::due) {
+            active.flush(false)?;
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(TrackerError::permanent(format!(
+                "W&B: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), TrackerError> {
+        match self.active.as_mut() {
+            Some(active) => active.flush(true).map_err(TrackerError::from),
+            None => Ok(()),
+        }
+    }
+
+    fn close(&mut self, status: RunStatus) -> Result<(), TrackerError> {
+        if self.closed {
+            return Ok(());
+        }
+        let result = match self.active.as_mut() {
+            Some(active) => active.close(status),
+            None => Ok(()),
+        };
+        if result.as_ref().is_ok() || !result.as_ref().is_err_and(Error::is_transient) {
+            self.closed = true;
+        }
+        result.map_err(TrackerError::from)
+    }
+}

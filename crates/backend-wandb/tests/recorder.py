@@ -1,0 +1,159 @@
+"""A tiny W&B server stand-in for exptrack-wandb's tests.
+
+Listens on 127.0.0.1 (an ephemeral port, printed as the first stdout line), answers the GraphQL
+operations the wandb client needs with plausible responses, answers file_stream with `{}`, accepts
+file uploads, and appends every request as one JSON line to the log file given as argv[1].
+"""
+import json
+import re
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOG = open(sys.argv[1], "a", buffering=1)
+LOCK = threading.Lock()
+PORT = [0]
+
+
+def gql_response(op, query, variables):
+    q = query or ""
+    v = variables or {}
+    if "upsertBucket" in q:
+        name = v.get("name") or v.get("id") or "run"
+        project = v.get("project") or "uncategorized"
+        entity = v.get("entity") or "recorder-entity"
+        return {
+            "data": {
+                "upsertBucket": {
+                    "bucket": {
+                        "id": "UnVuOnYxOn" + name,
+                        "name": name,
+                        "displayName": v.get("displayName") or name,
+                        "description": v.get("description"),
+                        "config": v.get("config") or "{}",
+                        "sweepName": None,
+                        "historyLineCount": 0,
+                        "project": {
+                            "id": "UHJvamVjdDo=",
+                            "name": project,
+                            "entity": {"id": "RW50aXR5Og==", "name": entity},
+                        },
+                    },
+                    "inserted": True,
+                }
+            }
+        }
+    if "createRunFiles" in q:
+        run = v.get("run") or "run"
+        files = []
+        for f in v.get("files") or []:
+            files.append(
+                {"name": f, "uploadUrl": "http://127.0.0.1:%d/upload/%s/%s" % (PORT[0], run, f), "uploadHeaders": []}
+            )
+        return {"data": {"createRunFiles": {"runID": "UnVu", "uploadHeaders": [], "files": files}}}
+    if "__type" in q or "__schema" in q:
+        # Introspection: report no optional fields/types.
+        return {"data": {"TypeInfo": None, "QueryType": None, "MutationType": None, "__type": None}}
+    if "serverInfo" in q:
+        return {"data": {"serverInfo": {"cliVersionInfo": {}, "latestLocalVersionInfo": None, "features": []}}}
+    if "viewer" in q:
+        return {
+            "data": {
+                "viewer": {
+                    "id": "VXNlcjox",
+                    "entity": "recorder-entity",
+                    "username": "recorder",
+                    "flags": "{}",
+                    "teams": {"edges": []},
+                    "admin": False,
+                    "email": "r@example.invalid",
+                }
+            }
+        }
+    if "model" in q and "bucket" in q:
+        return {"data": {"model": None}}
+    if "project" in q:
+        return {"data": {"project": None}}
+    return {"data": {}}
+
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raw = b""
+            while True:
+                line = self.rfile.readline().strip()
+                size = int(line.split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                raw += self.rfile.read(size)
+                self.rfile.readline()
+        return raw
+
+    def _record(self, raw, extra=None):
+        try:
+            body = json.loads(raw) if raw else None
+        except Exception:
+            body = {"_raw_len": len(raw)}
+        rec = {
+            "method": self.command,
+            "path": self.path,
+            "authorization": self.headers.get("Authorization"),
+            "user_agent": self.headers.get("User-Agent"),
+            "body": body,
+        }
+        if extra:
+            rec.update(extra)
+        with LOCK:
+            LOG.write(json.dumps(rec) + "\n")
+        return body
+
+    def _send(self, obj, code=200):
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        raw = self._body()
+        body = self._record(raw)
+        if self.path.startswith("/graphql"):
+            body = body or {}
+            self._send(gql_response(body.get("operationName"), body.get("query"), body.get("variables")))
+        elif self.path.endswith("/file_stream"):
+            self._send({})
+        else:
+            self._send({})
+
+    def do_PUT(self):
+        raw = self._body()
+        self._record(b"", {"put_len": len(raw), "put_text": raw.decode("utf-8", "replace")[:100000]})
+        self._send({})
+
+    def do_GET(self):
+        self._record(b"")
+        self._send({})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # Clients closing keep-alive connections are not errors worth printing.
+        pass
+
+
+srv = Server(("127.0.0.1", 0), H)
+PORT[0] = srv.server_address[1]
+print(PORT[0], flush=True)
+srv.serve_forever()
