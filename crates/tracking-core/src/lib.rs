@@ -19,6 +19,8 @@
 //! - `conformance`: the [`conformance`] test suite for backend authors.
 
 pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod dispatch;
 pub mod error;
 pub mod event;
