@@ -253,7 +253,10 @@ pub fn run_all(
         metrics_keep_step_order(make().as_mut(), &ctx, read, f32_values),
     );
     let ctx = context(dir, "conformance-flush");
-    check("flush_is_barrier", flush_is_barrier(make().as_mut(), &ctx, read));
+    check(
+        "flush_is_barrier",
+        flush_is_barrier(make().as_mut(), &ctx, read),
+    );
     let ctx = context(dir, "conformance-mixed");
     check(
         "unsupported_kind_is_skipped",
