@@ -592,12 +592,13 @@ impl MlflowClient {
             || format!("get alias {alias:?} of model {name:?}"),
         ) {
             Ok(v) => Self::field(v, "/model_version", "registered-models/alias").map(Some),
-            Err(e)
-                if e.error_code() == Some("RESOURCE_DOES_NOT_EXIST")
-                    || e.error_code() == Some("INVALID_PARAMETER_VALUE")
-                        && e.status() == Some(404) =>
-            {
-                Ok(None)
+            Err(e) if matches!(e.status(), Some(400 | 404)) => {
+                // Servers answer a missing alias with 404 or with 400 INVALID_PARAMETER_VALUE
+                // ("alias ... not found"): confirm through the model's alias list.
+                match self.get_registered_model(name)? {
+                    Some(m) if m.aliases.iter().any(|a| a.alias == alias) => Err(e),
+                    _ => Ok(None),
+                }
             }
             Err(e) => Err(e),
         }
