@@ -51,7 +51,9 @@ pub fn mlflow_exe() -> Option<PathBuf> {
     if ci {
         panic!("MLflow peer missing in CI: {why}");
     }
-    eprintln!("skipping: MLflow peer missing: {why}");
+    // Written to the real stderr, past libtest's output capture, so the skip is visible.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipping: MLflow peer missing: {why}");
     None
 }
 
