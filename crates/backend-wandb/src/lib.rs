@@ -17,7 +17,7 @@
 //! ## How events map to W&B
 //! | exptrack | W&B |
 //! |---|---|
-//! | `Metrics { step, values }` | one history row per step (`_step`, `_runtime`, `_timestamp` added; events with the same step are merged; keys such as `train/loss` stay flat, as with `wandb.log`, and W&B groups them into sections by their prefix). The summary holds each key's latest value. Rows whose step is lower than an earlier one are dropped (W&B steps must increase). |
+//! | `Metrics { step, values }` | one history row per step (`_step`, `_runtime`, `_timestamp` added; consecutive events with the same step are merged into one row until the next flush; metrics of a step logged after a flush form a second row with the same `_step`, so each metric still has one point per step; keys such as `train/loss` stay flat, as with `wandb.log`, and W&B groups them into sections by their prefix). The summary holds each key's latest value. Rows whose step is lower than an earlier one are dropped (W&B steps must increase). |
 //! | `Params` | config keys (`wandb.config`) |
 //! | the experiment's TOML config | config keys, one per top-level table, except `[tracking]` |
 //! | `Tags` | run tags `key:value` (or `key` when the value is empty); experiment tags as they are |
@@ -478,13 +478,14 @@ impl Active {
         Ok(())
     }
 
-    /// Completes the open row, writes summary changes and run files, and (online) sends what is
-    /// due (everything when `force`).
+    /// Writes what is pending locally and (online) sends what is due (everything when `force`).
     fn flush(&mut self, force: bool) -> Result<()> {
         self.flush_local()?;
         self.send_online(force, None)
     }
 
+    /// Completes the open row (a flush is a barrier: readers see every point written before it),
+    /// writes summary changes and run files and hands the log to the OS.
     fn flush_local(&mut self) -> Result<()> {
         if let Some(row) = self.state.finish_row() {
             self.emit_rows(vec![row])?;
@@ -591,6 +592,9 @@ impl Active {
                         .set_summary("_wandb", format!("{{\"runtime\":{}}}", runtime as i64));
                 }
                 // Local part first; the server part may fail and be retried.
+                if let Some(row) = self.state.finish_row() {
+                    self.emit_rows(vec![row])?;
+                }
                 self.flush_local()?;
                 if let Some(code) = exit_code {
                     self.local.append(RecordType::Exit(RunExitRecord {
@@ -612,6 +616,17 @@ impl Active {
         // Without an exit code (the run did not end) the stream stays open for a resume.
         self.send_online(true, exit_code)
     }
+}
+
+/// Replays a stored exptrack run (`<runs>/<experiment_id>/<run_id>/`) into W&B through `tracker`,
+/// from the W&B cursor in the run's `cursors.json`; a thin wrapper over
+/// [`exptrack_core::store::sync_run`]. In offline mode this writes a `wandb/offline-run-*`
+/// directory ready for `wandb sync`; online it uploads directly.
+pub fn sync_run(
+    run_dir: &Path,
+    tracker: &mut WandbTracker,
+) -> exptrack_core::Result<exptrack_core::store::SyncReport> {
+    exptrack_core::store::sync_run(run_dir, tracker)
 }
 
 fn items(kv: &[(String, String)]) -> Vec<KeyValue> {

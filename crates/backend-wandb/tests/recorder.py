@@ -13,6 +13,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 LOG = open(sys.argv[1], "a", buffering=1)
 LOCK = threading.Lock()
 PORT = [0]
+# Fault injection: {"match": substring of the path, "left": requests to fail, "status": code}.
+FAULT = {"match": None, "left": 0, "status": 503}
+
+
+def take_fault(path):
+    with LOCK:
+        if FAULT["left"] > 0 and FAULT["match"] and FAULT["match"] in path:
+            FAULT["left"] -= 1
+            return FAULT["status"]
+    return None
 
 
 def gql_response(op, query, variables):
@@ -98,7 +108,7 @@ class H(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return raw
 
-    def _record(self, raw, extra=None):
+    def _record(self, raw, extra=None, failed=None):
         try:
             body = json.loads(raw) if raw else None
         except Exception:
@@ -112,6 +122,8 @@ class H(BaseHTTPRequestHandler):
         }
         if extra:
             rec.update(extra)
+        if failed:
+            rec["failed_with"] = failed
         with LOCK:
             LOG.write(json.dumps(rec) + "\n")
         return body
@@ -126,7 +138,17 @@ class H(BaseHTTPRequestHandler):
 
     def do_POST(self):
         raw = self._body()
-        body = self._record(raw)
+        if self.path == "/_control":
+            cfg = json.loads(raw)
+            with LOCK:
+                FAULT.update(cfg)
+            self._send({})
+            return
+        failed = take_fault(self.path)
+        body = self._record(raw, failed=failed)
+        if failed:
+            self._send({"error": "injected failure"}, failed)
+            return
         if self.path.startswith("/graphql"):
             body = body or {}
             self._send(gql_response(body.get("operationName"), body.get("query"), body.get("variables")))

@@ -152,6 +152,22 @@ impl Recorder {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Makes the next `count` requests whose path contains `path_part` fail with `status`.
+    pub fn fail_next(&self, path_part: &str, count: u32, status: u16) {
+        let body = format!(r#"{{"match":"{path_part}","left":{count},"status":{status}}}"#);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "POST /_control HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+
     /// Every request recorded so far.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.log)
