@@ -65,6 +65,8 @@ pub(crate) struct RunFields {
 #[derive(Debug)]
 pub(crate) struct OnlineRun {
     client: HttpClient,
+    /// For pre-signed upload URLs: no W&B credentials.
+    upload_client: HttpClient,
     base_url: String,
     fields: RunFields,
     entity: String,
@@ -110,15 +112,22 @@ impl OnlineRun {
         config_json: &str,
         tags: &[String],
     ) -> Result<Self> {
+        let agent = concat!("exptrack-wandb/", env!("CARGO_PKG_VERSION"));
         let client = HttpClient::builder()
             .auth(Auth::basic("api", key.expose()))
+            .retry(retry.clone())
+            .user_agent(agent)
+            .build()
+            .map_err(|e| http_err("creating the HTTP client", &fields.run_id, e))?;
+        let upload_client = HttpClient::builder()
             .retry(retry)
-            .user_agent(concat!("exptrack-wandb/", env!("CARGO_PKG_VERSION")))
+            .user_agent(agent)
             .build()
             .map_err(|e| http_err("creating the HTTP client", &fields.run_id, e))?;
         let base_url = base_url.trim_end_matches('/').to_owned();
         let mut run = OnlineRun {
             client,
+            upload_client,
             base_url,
             entity: fields.entity.clone().unwrap_or_default(),
             fields,
@@ -346,8 +355,8 @@ impl OnlineRun {
     }
 
     fn put_file(&self, url: &str, path: &Path, headers: &[(String, String)]) -> Result<()> {
-        // The upload URL is usually pre-signed: send no W&B credentials to it.
-        self.client
+        // The upload URL is usually pre-signed (cloud storage): send no W&B credentials to it.
+        self.upload_client
             .send_with_retry(|c| {
                 let (body, _) = exptrack_http::file_body(path)?;
                 let mut rb = c.put(url).body(body);

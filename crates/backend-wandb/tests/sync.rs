@@ -342,6 +342,12 @@ fn online_client_sends_what_wandb_sync_sends() {
         online.auth.iter().all(|x| x == &synced.auth[0]),
         "same Authorization"
     );
+    assert!(!online.put_auth.is_empty());
+    assert!(
+        online.put_auth.iter().all(Option::is_none),
+        "credentials sent to an upload URL"
+    );
+    assert!(synced.put_auth.iter().all(Option::is_none));
 }
 
 fn base64_encode(b: &[u8]) -> String {

@@ -22,6 +22,8 @@ pub struct Upload {
     pub exitcode: Option<i64>,
     /// File names announced in `uploaded`.
     pub uploaded: Vec<String>,
+    /// Authorization headers of PUT uploads.
+    pub put_auth: Vec<Option<String>>,
     /// Paths of PUT uploads and their text.
     pub puts: BTreeMap<String, String>,
     /// file_stream URL paths.
@@ -90,6 +92,8 @@ impl Upload {
                     u.exitcode = body.get("exitcode").and_then(Value::as_i64);
                 }
             } else if r["method"] == "PUT" {
+                u.put_auth
+                    .push(r["authorization"].as_str().map(str::to_owned));
                 u.puts.insert(
                     path.to_owned(),
                     r["put_text"].as_str().unwrap_or_default().to_owned(),
