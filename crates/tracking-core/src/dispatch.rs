@@ -57,7 +57,7 @@ pub(crate) struct FlushAck {
 pub struct BackendReport {
     /// Tracker name.
     pub name: String,
-    /// Last sequence number it acknowledged.
+    /// Last sequence number it durably stored (acknowledged by a successful flush or close).
     pub delivered_seq: u64,
     /// Last sequence number of the run.
     pub last_seq: u64,
@@ -131,7 +131,9 @@ impl std::fmt::Display for FinishReport {
 /// Shared between a worker and the dispatcher.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerShared {
-    pub(crate) delivered: AtomicU64,
+    /// Last sequence number the tracker has durably stored (acknowledged by a successful
+    /// `flush` or `close`, not just `write`): what `cursors.json` records.
+    pub(crate) durable: AtomicU64,
     pub(crate) errors: Mutex<Vec<String>>,
 }
 
@@ -194,7 +196,7 @@ pub(crate) fn spawn_worker(
     let (data_tx, data_rx) = bounded(WORKER_QUEUE);
     let (ctrl_tx, ctrl_rx) = unbounded();
     let shared = Arc::new(WorkerShared::default());
-    shared.delivered.store(start_delivered, Ordering::SeqCst);
+    shared.durable.store(start_delivered, Ordering::SeqCst);
     let worker = Worker {
         tracker,
         name: name.clone(),
@@ -290,8 +292,12 @@ impl Worker {
         if !self.opened || self.poisoned {
             return Ok(());
         }
+        let upto = self.delivered;
         match catch_unwind(AssertUnwindSafe(|| self.tracker.flush())) {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.shared.durable.store(upto, Ordering::SeqCst);
+                Ok(())
+            }
             Ok(Err(e)) => {
                 tracing::warn!(backend = %self.name, error = %e, "flush failed");
                 Err(e.to_string())
@@ -339,7 +345,10 @@ impl Worker {
                 let mut closed = false;
                 if self.opened && !self.poisoned {
                     match catch_unwind(AssertUnwindSafe(|| self.tracker.close(status))) {
-                        Ok(Ok(())) => closed = true,
+                        Ok(Ok(())) => {
+                            closed = true;
+                            self.shared.durable.store(self.delivered, Ordering::SeqCst);
+                        }
                         Ok(Err(e)) => self.shared.push_error(format!("close failed: {e}")),
                         Err(_) => self.poison("panicked in close"),
                     }
@@ -352,7 +361,7 @@ impl Worker {
                     .unwrap_or_default();
                 let _ = reply.send(BackendReport {
                     name: self.name.clone(),
-                    delivered_seq: self.delivered,
+                    delivered_seq: self.shared.durable.load(Ordering::SeqCst),
                     last_seq: upto,
                     complete: caught_up && closed,
                     errors,
@@ -554,7 +563,6 @@ impl Worker {
         }
         self.failures = 0;
         self.delivered = seq;
-        self.shared.delivered.store(seq, Ordering::SeqCst);
         self.dirty = true;
     }
 }
@@ -711,7 +719,7 @@ impl Dispatcher {
     fn save_cursors(&mut self) {
         let mut cursors = self.last_cursors.clone();
         for w in &self.workers {
-            cursors.insert(w.name.clone(), w.shared.delivered.load(Ordering::SeqCst));
+            cursors.insert(w.name.clone(), w.shared.durable.load(Ordering::SeqCst));
         }
         if cursors != self.last_cursors {
             match write_cursors(&self.ctx_dir(), &cursors) {
@@ -798,7 +806,7 @@ impl Dispatcher {
                     ));
                     backends.push(BackendReport {
                         name: w.name.clone(),
-                        delivered_seq: w.shared.delivered.load(Ordering::SeqCst),
+                        delivered_seq: w.shared.durable.load(Ordering::SeqCst),
                         last_seq: upto,
                         complete: false,
                         errors,

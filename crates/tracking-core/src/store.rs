@@ -869,6 +869,8 @@ pub fn sync_run(run_dir: &Path, tracker: &mut dyn Tracker) -> Result<SyncReport>
             events: &events,
         };
         tracker.write(&batch).map_err(backend_err)?;
+        // The cursor records what the tracker has durably stored: flush before advancing it.
+        tracker.flush().map_err(backend_err)?;
         cursor = batch.last_seq();
         cursors.insert(name.clone(), cursor);
         write_cursors(run_dir, &cursors)?;

@@ -366,3 +366,35 @@ fn sync_run_replays_from_the_cursor() {
     assert_eq!(r.delivered, 0);
     assert!(seen2.lock().unwrap().events.is_empty());
 }
+
+#[test]
+fn the_cursor_only_advances_when_the_tracker_has_flushed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, seen) = TestTracker::new("buffered", Behaviour::default());
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(a))
+        .flush_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        t.log_metrics(i, &[("x", i as f64)]).unwrap();
+    }
+    // Written but not flushed: after the dispatcher's 1 s cursor tick the cursor is still 0.
+    let t0 = Instant::now();
+    while metric_points(&seen.lock().unwrap().events).len() < 10 {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(1600));
+    let cursors = RunReader::open(t.run_dir()).unwrap().cursors().unwrap();
+    assert_eq!(
+        cursors.get("buffered").copied().unwrap_or(0),
+        0,
+        "{cursors:?}"
+    );
+    t.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(1600));
+    let cursors = RunReader::open(t.run_dir()).unwrap().cursors().unwrap();
+    assert_eq!(cursors.get("buffered").copied(), Some(10));
+    t.finish(RunStatus::Completed).unwrap();
+}
