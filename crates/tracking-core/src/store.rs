@@ -203,8 +203,7 @@ pub(crate) struct RunWriter {
     len: u64,
     next_seq: u64,
     index: Arc<Mutex<SeqIndex>>,
-    summary: HashMap<String, MetricSummary>,
-    history: HashMap<String, MetricHistory>,
+    stats: StatsMap,
     summary_dirty: bool,
     line: Vec<u8>,
 }
@@ -243,14 +242,13 @@ impl RunWriter {
         let events_path = dir.join(files::EVENTS);
         let mut next_seq = 1;
         let mut len = 0;
-        let mut summary = HashMap::new();
-        let mut history = HashMap::new();
+        let mut stats = StatsMap::default();
         if ctx.resumed && events_path.exists() {
             // Scan the existing log: last seq, valid length (a torn last line is cut off), summary.
             let (last, valid_len) = scan_log(&events_path, |seq_event| {
                 if let Event::Metrics { step, values, .. } = &seq_event {
                     for m in values {
-                        update_stats(&mut summary, &mut history, &m.key, *step, m.value);
+                        update_stats(&mut stats, &m.key, *step, m.value);
                     }
                 }
             })?;
@@ -289,8 +287,7 @@ impl RunWriter {
             len,
             next_seq,
             index: Arc::new(Mutex::new(index)),
-            summary,
-            history,
+            stats,
             summary_dirty: true,
             line: Vec::with_capacity(512),
         })
@@ -331,7 +328,7 @@ impl RunWriter {
             self.next_seq += 1;
             if let Event::Metrics { step, values, .. } = ev {
                 for m in values {
-                    update_stats(&mut self.summary, &mut self.history, &m.key, *step, m.value);
+                    update_stats(&mut self.stats, &m.key, *step, m.value);
                 }
                 self.summary_dirty = true;
             }
@@ -364,9 +361,9 @@ impl RunWriter {
             return Ok(());
         }
         let sorted: Summary = self
-            .summary
+            .stats
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.summary.clone()))
             .collect();
         write_atomic(
             &self.dir.join(files::SUMMARY),
@@ -391,9 +388,9 @@ impl RunWriter {
     ) -> Result<()> {
         let end = meta.end_time.unwrap_or_else(Utc::now);
         let summary: Summary = self
-            .summary
+            .stats
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.summary.clone()))
             .collect();
         let results = RunResults {
             experiment_id: meta.experiment_id.clone(),
@@ -409,9 +406,9 @@ impl RunWriter {
                 .collect(),
             summary,
             history: self
-                .history
+                .stats
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.clone(), v.history.clone()))
                 .collect(),
             extra: extra.clone(),
         };
@@ -428,28 +425,53 @@ fn json_f64(v: f64) -> serde_json::Value {
         .unwrap_or_else(|| serde_json::Value::String(crate::event::float_to_string(v)))
 }
 
-fn update_stats(
-    summary: &mut HashMap<String, MetricSummary>,
-    history: &mut HashMap<String, MetricHistory>,
-    key: &str,
-    step: u64,
-    v: f64,
-) {
-    match summary.get_mut(key) {
-        Some(s) => s.update(step, v),
-        None => {
-            summary.insert(key.to_owned(), MetricSummary::new(step, v));
-        }
+/// Per-metric statistics and history, kept by the writer.
+struct Stats {
+    summary: MetricSummary,
+    history: MetricHistory,
+}
+
+/// FNV-1a: metric keys are short, trusted strings; SipHash's DoS resistance is not needed on the
+/// hot path.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
     }
-    let h = match history.get_mut(key) {
-        Some(h) => h,
-        None => history.entry(key.to_owned()).or_default(),
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type StatsMap = HashMap<String, Stats, std::hash::BuildHasherDefault<Fnv>>;
+
+fn update_stats(stats: &mut StatsMap, key: &str, step: u64, v: f64) {
+    let s = match stats.get_mut(key) {
+        Some(s) => {
+            s.summary.update(step, v);
+            s
+        }
+        None => stats.entry(key.to_owned()).or_insert_with(|| Stats {
+            summary: MetricSummary::new(step, v),
+            history: MetricHistory::default(),
+        }),
     };
-    if h.steps.len() < HISTORY_CAP {
-        h.steps.push(step);
-        h.values.push(v);
+    if s.history.steps.len() < HISTORY_CAP {
+        s.history.steps.push(step);
+        s.history.values.push(v);
     } else {
-        h.truncated = true;
+        s.history.truncated = true;
     }
 }
 
