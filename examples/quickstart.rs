@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Options: `--config FILE` (TOML as in the README), `--runs DIR` (default `runs`),
-//! `--epochs N`.
+//! `--epochs N`, `--mlflow URI` (also log to an MLflow server; needs `--features mlflow`),
+//! `--wandb offline|online` (also log to W&B; needs `--features wandb`).
 
 use std::path::PathBuf;
 
@@ -17,6 +18,8 @@ struct Args {
     config: Option<PathBuf>,
     runs: Option<PathBuf>,
     epochs: usize,
+    mlflow: Option<String>,
+    wandb: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -24,6 +27,8 @@ fn parse_args() -> Result<Args, String> {
         config: None,
         runs: None,
         epochs: 30,
+        mlflow: None,
+        wandb: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -37,8 +42,18 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--epochs: {e}"))?
             }
+            "--mlflow" => args.mlflow = Some(it.next().ok_or("--mlflow needs a tracking URI")?),
+            "--wandb" => {
+                let mode = it.next().ok_or("--wandb needs offline or online")?;
+                if mode != "offline" && mode != "online" {
+                    return Err(format!("--wandb {mode:?}: expected offline or online"));
+                }
+                args.wandb = Some(mode);
+            }
             "-h" | "--help" => {
-                println!("usage: quickstart [--config FILE] [--runs DIR] [--epochs N]");
+                println!(
+                    "usage: quickstart [--config FILE] [--runs DIR] [--epochs N] [--mlflow URI] [--wandb offline|online]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -81,6 +96,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Some(r) = &args.runs {
         config.tracking.runs_dir = r.clone();
+    }
+    if let Some(uri) = &args.mlflow {
+        config.tracking.use_mlflow = true;
+        config.tracking.mlflow_tracking_uri = Some(uri.clone());
+    }
+    if let Some(mode) = &args.wandb {
+        config.tracking.use_wandb = true;
+        config.tracking.wandb_mode = Some(mode.clone());
     }
     let lr = 0.1;
     let tracker = exptrack::tracker(config)?.build()?;
@@ -140,8 +163,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(&run_dir)
             .display()
     );
+    if let Some(uri) = &args.mlflow {
+        println!(
+            "  MLflow: {uri} (experiment {:?})",
+            report
+                .run_dir
+                .parent()
+                .and_then(|p| p.file_name())
+                .unwrap_or_default()
+        );
+    }
+    if args.wandb.as_deref() == Some("offline") {
+        print_wandb_sync(&run_dir);
+    }
     if !report.is_complete() {
         println!("{report}");
     }
     Ok(())
+}
+
+/// Prints the `wandb sync` command for the offline W&B run of this run.
+fn print_wandb_sync(run_dir: &std::path::Path) {
+    #[cfg(feature = "wandb")]
+    {
+        let run_id = run_dir
+            .file_name()
+            .map(|n| exptrack::wandb::sanitize_run_id(&n.to_string_lossy()))
+            .unwrap_or_default();
+        let root = std::env::var_os("WANDB_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("wandb");
+        let found = std::fs::read_dir(&root).ok().and_then(|rd| {
+            rd.flatten().map(|e| e.path()).find(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with("offline-run-") && n.ends_with(&format!("-{run_id}"))
+                })
+            })
+        });
+        match found {
+            Some(dir) => println!(
+                "  W&B (offline): upload with `wandb sync {}`",
+                dir.display()
+            ),
+            None => println!("  W&B (offline): run directory under {}", root.display()),
+        }
+    }
+    #[cfg(not(feature = "wandb"))]
+    let _ = run_dir;
 }
