@@ -1,1 +1,276 @@
-fn main() {}
+//! Checkpoint benchmarks: durable save vs raw write+fsync, verified load vs raw read, async stall vs
+//! sync save; with and without zstd.
+//!
+//! `EXPTRACK_BENCH_SIZES=64M,512M,2G` (default) picks payload sizes; `EXPTRACK_BENCH_DIR` the directory
+//! (default: the system temp dir, which should be on the disk you care about). Baselines run in the
+//! same process on the same bytes. At the end a table of ratios of median times is printed (and
+//! written to `$EXPTRACK_BENCH_REPORT` if set).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use exptrack_checkpoint::{Checkpoint, CheckpointConfig, Compression, ModelCheckpointer};
+
+/// Per-benchmark iteration times, for the ratio table.
+static TIMES: Mutex<BTreeMap<(String, String), Vec<f64>>> = Mutex::new(BTreeMap::new());
+
+fn record(size: &str, name: &str, d: Duration) {
+    TIMES.lock().unwrap().entry((size.to_owned(), name.to_owned())).or_default().push(d.as_secs_f64());
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn parse_size(s: &str) -> usize {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().expect("EXPTRACK_BENCH_SIZES: sizes like 64M,512M,2G") * mul
+}
+
+/// Weight-like bytes: small random f32 values (zstd gets a little out of the exponents).
+fn payload(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2;
+        v.extend_from_slice(&f.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn raw_write_fsync(path: &Path, data: &[u8]) {
+    let mut f = File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+struct Env {
+    root: PathBuf,
+}
+
+impl Env {
+    fn config(&self, name: &str, compression: Compression) -> CheckpointConfig {
+        CheckpointConfig {
+            dir: self.root.join(name),
+            max_checkpoints: Some(1),
+            compression,
+            ..CheckpointConfig::default()
+        }
+    }
+}
+
+fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
+    let data = payload(size);
+    let big = size >= (256 << 20);
+    let samples = if size >= (1 << 30) { 10 } else if big { 10 } else { 20 };
+    let tune = |g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>| {
+        g.sampling_mode(SamplingMode::Flat)
+            .sample_size(samples)
+            .warm_up_time(Duration::from_millis(if big { 500 } else { 1000 }))
+            .measurement_time(Duration::from_secs(if big { 10 } else { 8 }))
+            .throughput(Throughput::Bytes(size as u64));
+    };
+
+    // ---- save ----
+    {
+        let mut g = c.benchmark_group(format!("checkpoint_save/{label}"));
+        tune(&mut g);
+        let raw_path = env.root.join("raw.bin");
+        g.bench_function(BenchmarkId::from_parameter("raw_write_fsync"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let _ = std::fs::remove_file(&raw_path);
+                    let t = Instant::now();
+                    raw_write_fsync(&raw_path, &data);
+                    let d = t.elapsed();
+                    record(label, "raw_write_fsync", d);
+                    total += d;
+                }
+                total
+            })
+        });
+        let _ = std::fs::remove_file(&raw_path);
+        for (name, compression) in [("durable_save", Compression::Off), ("durable_save_zstd1", Compression::Zstd(1))] {
+            let mut ck = ModelCheckpointer::open("bench", env.config(name, compression)).unwrap();
+            let mut step = 0u64;
+            g.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        step += 1;
+                        let c = Checkpoint::new(step).metric("val_loss", 0.5).file("model.bpk", data.clone());
+                        let t = Instant::now();
+                        ck.save(c).unwrap();
+                        let d = t.elapsed();
+                        record(label, name, d);
+                        total += d;
+                    }
+                    total
+                })
+            });
+            let async_name = if compression == Compression::Off { "save_async_stall" } else { "save_async_stall_zstd1" };
+            g.bench_function(BenchmarkId::from_parameter(async_name), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        step += 1;
+                        let c = Checkpoint::new(step).metric("val_loss", 0.5).file("model.bpk", data.clone());
+                        let t = Instant::now();
+                        ck.save_async(c).unwrap();
+                        let d = t.elapsed();
+                        ck.wait().unwrap();
+                        record(label, async_name, d);
+                        total += d;
+                    }
+                    total
+                })
+            });
+            if compression == Compression::Off {
+                g.bench_function(BenchmarkId::from_parameter("save_async_stall_incl_copy"), |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            step += 1;
+                            let t = Instant::now();
+                            let c = Checkpoint::new(step).metric("val_loss", 0.5).file("model.bpk", data.clone());
+                            ck.save_async(c).unwrap();
+                            let d = t.elapsed();
+                            ck.wait().unwrap();
+                            record(label, "save_async_stall_incl_copy", d);
+                            total += d;
+                        }
+                        total
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+
+    // ---- load ----
+    {
+        let mut g = c.benchmark_group(format!("checkpoint_load/{label}"));
+        tune(&mut g);
+        let raw_path = env.root.join("raw-read.bin");
+        raw_write_fsync(&raw_path, &data);
+        let mut stores = Vec::new();
+        for (name, compression) in [("plain", Compression::Off), ("zstd1", Compression::Zstd(1))] {
+            let mut ck = ModelCheckpointer::open("bench", env.config(&format!("load-{name}"), compression)).unwrap();
+            let info = ck.save(Checkpoint::new(1).file("model.bpk", data.clone())).unwrap();
+            stores.push((name, ck, info.path_of("model.bpk")));
+        }
+        for cold in [false, true] {
+            let sfx = if cold { "_cold" } else { "" };
+            let raw_name = format!("raw_read{sfx}");
+            g.bench_function(BenchmarkId::from_parameter(&raw_name), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        if cold {
+                            exptrack_checkpoint::evict_from_page_cache(&raw_path).unwrap();
+                        }
+                        let t = Instant::now();
+                        let v = std::fs::read(&raw_path).unwrap();
+                        let d = t.elapsed();
+                        assert_eq!(v.len(), size);
+                        drop(v);
+                        record(label, &raw_name, d);
+                        total += d;
+                    }
+                    total
+                })
+            });
+            for (name, ck, path) in &stores {
+                let bench_name = if *name == "plain" { format!("load_verified{sfx}") } else { format!("load_verified_{name}{sfx}") };
+                g.bench_function(BenchmarkId::from_parameter(&bench_name), |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            if cold {
+                                exptrack_checkpoint::evict_from_page_cache(path).unwrap();
+                            }
+                            let t = Instant::now();
+                            let v = ck.load_file(1, "model.bpk").unwrap();
+                            let d = t.elapsed();
+                            assert_eq!(v.len(), size);
+                            drop(v);
+                            record(label, &bench_name, d);
+                            total += d;
+                        }
+                        total
+                    })
+                });
+            }
+        }
+        let _ = std::fs::remove_file(&raw_path);
+        g.finish();
+    }
+}
+
+fn report(sizes: &[String]) -> String {
+    let t = TIMES.lock().unwrap();
+    let m = |size: &str, name: &str| t.get(&(size.to_owned(), name.to_owned())).map(|v| median(v));
+    let mut out = String::new();
+    out.push_str("| size | metric | ours (median) | baseline (median) | ratio | target |\n|---|---|---|---|---|---|\n");
+    for size in sizes {
+        let rows: [(&str, &str, &str, bool, &str); 10] = [
+            ("durable save / raw write+fsync (throughput ratio)", "durable_save", "raw_write_fsync", true, ">= 0.90"),
+            ("durable save zstd-1 / raw write+fsync", "durable_save_zstd1", "raw_write_fsync", true, ">= 0.90"),
+            ("verified load / raw read (hot cache)", "load_verified", "raw_read", true, ">= 0.85"),
+            ("verified load / raw read (cold cache)", "load_verified_cold", "raw_read_cold", true, ">= 0.85"),
+            ("verified load zstd-1 / raw read (hot)", "load_verified_zstd1", "raw_read", true, ">= 0.85"),
+            ("verified load zstd-1 / raw read (cold)", "load_verified_zstd1_cold", "raw_read_cold", true, ">= 0.85"),
+            ("save_async stall / sync save", "save_async_stall", "durable_save", false, "<= 0.05"),
+            ("save_async stall incl. buffer copy / sync save", "save_async_stall_incl_copy", "durable_save", false, "<= 0.05"),
+            ("save_async stall zstd-1 / sync save zstd-1", "save_async_stall_zstd1", "durable_save_zstd1", false, "<= 0.05"),
+            ("save_async stall zstd-1 / sync save (no zstd)", "save_async_stall_zstd1", "durable_save", false, "<= 0.05"),
+        ];
+        for (what, ours, base, throughput, target) in rows {
+            if let (Some(o), Some(b)) = (m(size, ours), m(size, base)) {
+                // Throughput ratio = baseline time / our time; stall ratio = our time / sync time.
+                let ratio = if throughput { b / o } else { o / b };
+                out.push_str(&format!(
+                    "| {size} | {what} | {:.4} s | {:.4} s | {ratio:.3} | {target} |\n",
+                    o, b
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn main() {
+    let sizes_env = std::env::var("EXPTRACK_BENCH_SIZES").unwrap_or_else(|_| "64M,512M,2G".to_owned());
+    let labels: Vec<String> = sizes_env.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    let base = std::env::var_os("EXPTRACK_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new().prefix("exptrack-ckpt-bench").tempdir_in(base).unwrap();
+    let env = Env { root: tmp.path().to_owned() };
+    let mut c = Criterion::default().configure_from_args();
+    for label in &labels {
+        bench_size(&mut c, &env, label, parse_size(label));
+    }
+    c.final_summary();
+    let table = report(&labels);
+    println!("\nRatios of median times (same process, same bytes):\n{table}");
+    if let Some(path) = std::env::var_os("EXPTRACK_BENCH_REPORT") {
+        std::fs::write(path, &table).unwrap();
+    }
+}

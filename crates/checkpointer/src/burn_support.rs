@@ -1,1 +1,113 @@
-//! burn 0.22 integration (work in progress).
+//! burn 0.22 integration (feature `burn`): a module record, a [`ModuleOptimizer`] and an LR scheduler
+//! record in one checkpoint, so a resumed run has everything.
+//!
+//! Each piece is stored as its burnpack bytes under a fixed file name ([`MODEL_FILE`],
+//! [`OPTIMIZER_FILE`], [`SCHEDULER_FILE`]), hashed and committed like any other file.
+//!
+//! ```ignore
+//! use exptrack_checkpoint::{Checkpoint, burn_support::BurnCheckpoint as _};
+//! let ckpt = Checkpoint::new(step)
+//!     .metric("val_loss", val_loss)
+//!     .with_model(&model)?
+//!     .with_optimizer(&optim)?
+//!     .with_lr_scheduler_record(scheduler.to_record())?;
+//! checkpointer.save_async(ckpt)?;
+//! // on resume
+//! let mut loaded = checkpointer.load_latest_valid()?.expect("a checkpoint");
+//! let model = loaded.load_model(model)?;
+//! let optim = loaded.load_optimizer(optim)?;
+//! let scheduler = scheduler.load_record(loaded.lr_scheduler_record()?);
+//! ```
+//!
+//! Safetensors export through burn-store is not included (it would pull burn-store's dependency tree
+//! into every checkpointer build); burnpack is burn's native format and `export_best` writes the
+//! plain file.
+
+use burn::lr_scheduler::LrSchedulerRecord;
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::{ModuleRecord, RecordError};
+use burn::tensor::Bytes;
+
+use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
+use crate::error::{Error, Result};
+
+/// File name of the model record.
+pub const MODEL_FILE: &str = "model.bpk";
+/// File name of the optimizer state.
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// File name of the LR scheduler record.
+pub const SCHEDULER_FILE: &str = "scheduler.bpk";
+
+fn record_err(name: &str, e: RecordError) -> Error {
+    Error::Record {
+        name: name.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// `Bytes` → `Vec<u8>` without a copy when the allocation allows it.
+fn to_vec(bytes: Bytes) -> Vec<u8> {
+    bytes.try_into_vec::<u8>().unwrap_or_else(|b| b.to_vec())
+}
+
+/// Builder methods that put burn state into a [`Checkpoint`].
+pub trait BurnCheckpoint: Sized {
+    /// Adds `model.clone().into_record().into_bytes()` as [`MODEL_FILE`] (cloning a module only
+    /// clones tensor handles).
+    fn with_model<M: Module>(self, model: &M) -> Result<Self>;
+    /// Adds the optimizer state (`optim.into_bytes()`) as [`OPTIMIZER_FILE`].
+    fn with_optimizer(self, optim: &ModuleOptimizer) -> Result<Self>;
+    /// Adds an LR scheduler record (`scheduler.to_record()`) as [`SCHEDULER_FILE`].
+    fn with_lr_scheduler_record(self, record: LrSchedulerRecord) -> Result<Self>;
+}
+
+impl BurnCheckpoint for Checkpoint {
+    fn with_model<M: Module>(self, model: &M) -> Result<Self> {
+        let bytes = model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| record_err(MODEL_FILE, e))?;
+        Ok(self.file(MODEL_FILE, to_vec(bytes)))
+    }
+
+    fn with_optimizer(self, optim: &ModuleOptimizer) -> Result<Self> {
+        let bytes = optim
+            .into_bytes()
+            .map_err(|e| record_err(OPTIMIZER_FILE, e))?;
+        Ok(self.file(OPTIMIZER_FILE, to_vec(bytes)))
+    }
+
+    fn with_lr_scheduler_record(self, record: LrSchedulerRecord) -> Result<Self> {
+        let bytes = record
+            .into_bytes()
+            .map_err(|e| record_err(SCHEDULER_FILE, e))?;
+        Ok(self.file(SCHEDULER_FILE, to_vec(bytes)))
+    }
+}
+
+impl LoadedCheckpoint {
+    /// Loads [`MODEL_FILE`] into `model` (shapes are validated; a mismatch is an error, not a panic).
+    pub fn load_model<M: Module>(&mut self, model: M) -> Result<M> {
+        let bytes = Bytes::from_bytes_vec(self.take(MODEL_FILE)?);
+        let record = ModuleRecord::from_bytes(bytes).map_err(|e| record_err(MODEL_FILE, e))?;
+        model
+            .try_load_record(record)
+            .map_err(|e| record_err(MODEL_FILE, e))
+    }
+
+    /// Loads [`OPTIMIZER_FILE`] into `optim` (created by the same optimizer config).
+    pub fn load_optimizer(&mut self, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
+        let bytes = Bytes::from_bytes_vec(self.take(OPTIMIZER_FILE)?);
+        optim
+            .from_bytes(bytes)
+            .map_err(|e| record_err(OPTIMIZER_FILE, e))
+    }
+
+    /// The LR scheduler record stored as [`SCHEDULER_FILE`]; pass it to the scheduler's `load_record`.
+    pub fn lr_scheduler_record(&mut self) -> Result<LrSchedulerRecord> {
+        let bytes = Bytes::from_bytes_vec(self.take(SCHEDULER_FILE)?);
+        LrSchedulerRecord::from_bytes(bytes).map_err(|e| record_err(SCHEDULER_FILE, e))
+    }
+}

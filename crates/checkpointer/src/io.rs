@@ -1,10 +1,14 @@
 //! The byte pipelines: hashed durable writes, verified reads, and the fsync/rename helpers.
 //!
-//! Speed comes from overlapping the three costs of a durable hashed write: sha256 runs on a second
-//! thread over the same (immutable) buffer while this thread copies it into the page cache, and every
-//! [`KICK`] bytes `sync_file_range(SYNC_FILE_RANGE_WRITE)` starts writeback of what was just written,
-//! so the disk works while later chunks are still being copied. The final `fsync` then only waits for
-//! the tail. Reads mirror this: one thread reads chunk i+1 while another hashes chunk i.
+//! Speed comes from overlapping the costs of a durable hashed write: every [`KICK`] bytes
+//! `sync_file_range(SYNC_FILE_RANGE_WRITE)` starts writeback of what was just written, so the disk
+//! works while later pieces are still being hashed and copied, and the final `fsync` only waits for
+//! the tail. sha256 runs inline on [`SUB`]-sized pieces just before each piece is written, so the
+//! kernel copies it out of the CPU cache instead of reading RAM a second time. (A separate hash
+//! thread was measured too: it only wins with an idle spare core and loses badly on a loaded
+//! machine, where it time-slices with the writer and doubles the memory traffic; see
+//! docs/performance.md.) Reads mirror this: kernel readahead (`POSIX_FADV_SEQUENTIAL`) keeps the
+//! disk busy while each piece is hashed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -12,7 +16,6 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread;
 
 use sha2::{Digest, Sha256};
@@ -24,9 +27,9 @@ use crate::format::{Encoding, FileEntry};
 /// Size of one write/read/hash chunk.
 pub(crate) const CHUNK: usize = 8 << 20;
 /// Start writeback after this many new bytes.
-const KICK: u64 = 16 << 20;
-/// Below this size hashing inline is cheaper than a thread.
-const PAR_MIN: usize = 1 << 20;
+const KICK: u64 = 8 << 20;
+/// Hash-then-write piece size (fits in L2, so the write copies from cache).
+const SUB: usize = 1 << 20;
 
 /// Options shared by all writes of one checkpointer.
 #[derive(Debug, Clone, Default)]
@@ -55,11 +58,12 @@ impl<'a> SyncingWriter<'a> {
         }
     }
 
-    fn finish(self, path: &Path) -> Result<u64> {
-        if self.opts.fsync {
-            self.file.sync_all().ctx("fsync", path)?;
+    /// Starts writeback of the tail and returns the file for a later [`sync_files`].
+    fn finish(self) -> (File, u64) {
+        if self.opts.fsync && self.written > self.kicked {
+            start_writeback(&self.file, self.kicked, self.written - self.kicked);
         }
-        Ok(self.written)
+        (self.file, self.written)
     }
 }
 
@@ -122,12 +126,6 @@ fn create_new(path: &Path) -> Result<File> {
         .ctx("create", path)
 }
 
-fn join<T>(h: thread::ScopedJoinHandle<'_, T>) -> Result<T> {
-    h.join().map_err(|_| Error::Worker {
-        message: "hash thread panicked".to_owned(),
-    })
-}
-
 /// Threads zstd may use for big inputs.
 fn zstd_workers() -> u32 {
     thread::available_parallelism()
@@ -170,127 +168,131 @@ fn entry(
     }
 }
 
-/// Writes `data` to a new file `path` (hashing it on a second thread, compressing if asked) and
-/// fsyncs it when `opts.fsync`.
+/// A written file whose fsync is still due (see [`sync_files`]).
+pub(crate) type Unsynced = (std::path::PathBuf, File);
+
+/// fsyncs files concurrently (the journal commits they need are batched), when `opts.fsync`.
+pub(crate) fn sync_files(files: Vec<Unsynced>, opts: &WriteOpts) -> Result<()> {
+    if !opts.fsync {
+        return Ok(());
+    }
+    let mut files = files.into_iter();
+    let Some((first_path, first)) = files.next() else {
+        return Ok(());
+    };
+    thread::scope(|s| {
+        let others: Vec<_> = files
+            .map(|(p, f)| s.spawn(move || f.sync_all().ctx("fsync", &p)))
+            .collect();
+        let mut result = first.sync_all().ctx("fsync", &first_path);
+        for h in others {
+            let r = h
+                .join()
+                .map_err(|_| Error::Worker {
+                    message: "fsync thread panicked".to_owned(),
+                })
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+/// Writes `data` to a new file `path`, hashing each piece just before writing it (compressing if
+/// asked). The returned file still needs [`sync_files`].
 pub(crate) fn write_bytes(
     path: &Path,
     name: &str,
     data: &[u8],
     compression: Compression,
     opts: &WriteOpts,
-) -> Result<FileEntry> {
+) -> Result<(FileEntry, Unsynced)> {
     let mut w = SyncingWriter::new(create_new(path)?, opts);
-    let (written, digest) = thread::scope(|s| {
-        let hasher = (data.len() >= PAR_MIN).then(|| s.spawn(|| Sha256::digest(data)));
-        let written = (|| -> Result<()> {
-            match compression {
-                Compression::Off => {
-                    for chunk in data.chunks(CHUNK) {
-                        w.write_all(chunk).ctx("write", path)?;
-                    }
-                }
-                Compression::Zstd(level) => {
-                    let mut enc = zstd_encoder(&mut w, level, Some(data.len() as u64), path)?;
-                    for chunk in data.chunks(CHUNK) {
-                        enc.write_all(chunk).ctx("write", path)?;
-                    }
-                    enc.finish().ctx("write", path)?;
-                }
+    let mut hasher = Sha256::new();
+    match compression {
+        Compression::Off => {
+            for piece in data.chunks(SUB) {
+                hasher.update(piece);
+                w.write_all(piece).ctx("write", path)?;
             }
-            Ok(())
-        })();
-        let digest = match hasher {
-            Some(h) => join(h),
-            None => Ok(Sha256::digest(data)),
-        };
-        (written, digest)
-    });
-    written?;
-    let digest = digest?;
-    let stored = w.finish(path)?;
-    Ok(entry(name, data.len() as u64, &digest, stored, compression))
+        }
+        Compression::Zstd(level) => {
+            let mut enc = zstd_encoder(&mut w, level, Some(data.len() as u64), path)?;
+            for piece in data.chunks(SUB) {
+                hasher.update(piece);
+                enc.write_all(piece).ctx("write", path)?;
+            }
+            enc.finish().ctx("write", path)?;
+        }
+    }
+    let digest = hasher.finalize();
+    let (file, stored) = w.finish();
+    Ok((
+        entry(name, data.len() as u64, &digest, stored, compression),
+        (path.to_owned(), file),
+    ))
 }
 
-/// Copies the file `src` into a new file `path`, hashing each chunk on a second thread while the
-/// next is read and written.
+/// Copies the file `src` into a new file `path`, hashing each piece as it passes. The returned file
+/// still needs [`sync_files`].
 pub(crate) fn write_from_path(
     path: &Path,
     name: &str,
     src: &Path,
     compression: Compression,
     opts: &WriteOpts,
-) -> Result<FileEntry> {
+) -> Result<(FileEntry, Unsynced)> {
     let source = File::open(src).ctx("open", src)?;
     advise_sequential(&source);
     let pledged = source.metadata().ok().map(|m| m.len());
     let mut w = SyncingWriter::new(create_new(path)?, opts);
-    let sink_result = |sink: &mut dyn Write| -> Result<(Vec<u8>, u64)> {
-        hashed_pump(source.try_clone().ctx("open", src)?, src, |chunk| {
-            sink.write_all(chunk).ctx("write", path)
-        })
-    };
     let (digest, size) = match compression {
-        Compression::Off => sink_result(&mut w)?,
+        Compression::Off => {
+            hashed_pump(&source, src, |piece| w.write_all(piece).ctx("write", path))?
+        }
         Compression::Zstd(level) => {
             let mut enc = zstd_encoder(&mut w, level, pledged, path)?;
-            let r = sink_result(&mut enc)?;
+            let r = hashed_pump(&source, src, |piece| {
+                enc.write_all(piece).ctx("write", path)
+            })?;
             enc.finish().ctx("write", path)?;
             r
         }
     };
-    let stored = w.finish(path)?;
-    Ok(entry(name, size, &digest, stored, compression))
+    let (file, stored) = w.finish();
+    Ok((
+        entry(name, size, &digest, stored, compression),
+        (path.to_owned(), file),
+    ))
 }
 
-/// Reads `reader` to the end in chunks, hands each chunk to `each` and hashes it on a second thread.
-/// Returns the digest and the byte count.
+/// Reads `reader` to the end in [`SUB`] pieces, hashing each and handing it to `each`. Returns the
+/// digest and the byte count.
 fn hashed_pump<R: Read>(
     mut reader: R,
     path: &Path,
     mut each: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<(Vec<u8>, u64)> {
-    thread::scope(|s| {
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
-        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
-        let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
-            let mut n = 0u64;
-            for buf in rx {
-                h.update(&buf);
-                n += buf.len() as u64;
-                // The pump may already have stopped; then the buffer is simply dropped.
-                let _ = back_tx.send(buf);
-            }
-            (h.finalize().to_vec(), n)
-        });
-        let pumped = (|| -> Result<()> {
-            loop {
-                let mut buf = back_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-                buf.clear();
-                (&mut reader)
-                    .take(CHUNK as u64)
-                    .read_to_end(&mut buf)
-                    .ctx("read", path)?;
-                if buf.is_empty() {
-                    return Ok(());
-                }
-                each(&buf)?;
-                tx.send(buf).map_err(|_| Error::Worker {
-                    message: "hash thread stopped".to_owned(),
-                })?;
-            }
-        })();
-        drop(tx);
-        let hashed = join(hasher);
-        pumped?;
-        hashed
-    })
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; SUB];
+    let mut n = 0u64;
+    loop {
+        let k = match reader.read(&mut buf) {
+            Ok(0) => return Ok((h.finalize().to_vec(), n)),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        h.update(&buf[..k]);
+        each(&buf[..k])?;
+        n += k as u64;
+    }
 }
 
 /// Reads a stored file completely into memory, decompressing if needed, and checks its size and
-/// sha256 (hashing on a second thread while the next chunk is read).
+/// sha256 (each piece is hashed right after it is read, while readahead fetches the next).
 pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
     let file = File::open(path).ctx("open", path)?;
     check_stored_len(&file, path, entry)?;
@@ -387,8 +389,8 @@ fn check_digest(path: &Path, entry: &FileEntry, digest: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Fills `out` from `reader` chunk by chunk; a second thread hashes each filled chunk while the next
-/// one is read. The reader must then be at its end.
+/// Fills `out` from `reader` piece by piece, hashing each piece while it is still in cache. The
+/// reader must then be at its end.
 fn fill_hashed<R: Read>(
     mut reader: R,
     out: &mut [u8],
@@ -396,65 +398,30 @@ fn fill_hashed<R: Read>(
     compressed: bool,
 ) -> Result<Vec<u8>> {
     let expected = out.len() as u64;
-    let read_err = |source: io::Error, done: u64| -> Error {
-        if source.kind() == io::ErrorKind::UnexpectedEof {
-            Error::SizeMismatch {
-                path: path.to_owned(),
-                expected,
-                actual: done,
-            }
-        } else if compressed {
-            Error::Decompress {
-                path: path.to_owned(),
-                source,
-            }
-        } else {
-            Error::io("read", path, source)
-        }
-    };
-    if out.len() < PAR_MIN {
-        reader.read_exact(out).map_err(|e| read_err(e, 0))?;
-        ensure_eof(&mut reader, path, expected, compressed)?;
-        return Ok(Sha256::digest(&*out).to_vec());
-    }
-    thread::scope(|s| {
-        let (tx, rx) = mpsc::sync_channel::<&[u8]>(4);
-        let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
-            for chunk in rx {
-                h.update(chunk);
-            }
-            h.finalize().to_vec()
-        });
-        let filled = fill_chunks(&mut reader, out, tx, &read_err)
-            .and_then(|()| ensure_eof(&mut reader, path, expected, compressed));
-        let digest = join(hasher);
-        filled?;
-        digest
-    })
-}
-
-/// Reads `out` chunk by chunk, sending each filled chunk to the hasher.
-fn fill_chunks<'a, R: Read>(
-    reader: &mut R,
-    out: &'a mut [u8],
-    tx: mpsc::SyncSender<&'a [u8]>,
-    read_err: &dyn Fn(io::Error, u64) -> Error,
-) -> Result<()> {
-    let mut rest: &'a mut [u8] = out;
+    let mut h = Sha256::new();
     let mut done = 0u64;
-    while !rest.is_empty() {
-        let k = rest.len().min(CHUNK);
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(k);
-        reader.read_exact(head).map_err(|e| read_err(e, done))?;
-        done += k as u64;
-        let head: &'a [u8] = head;
-        tx.send(head).map_err(|_| Error::Worker {
-            message: "hash thread stopped".to_owned(),
+    for piece in out.chunks_mut(SUB) {
+        reader.read_exact(piece).map_err(|source| {
+            if source.kind() == io::ErrorKind::UnexpectedEof {
+                Error::SizeMismatch {
+                    path: path.to_owned(),
+                    expected,
+                    actual: done,
+                }
+            } else if compressed {
+                Error::Decompress {
+                    path: path.to_owned(),
+                    source,
+                }
+            } else {
+                Error::io("read", path, source)
+            }
         })?;
-        rest = tail;
+        h.update(&*piece);
+        done += piece.len() as u64;
     }
-    Ok(())
+    ensure_eof(&mut reader, path, expected, compressed)?;
+    Ok(h.finalize().to_vec())
 }
 
 fn ensure_eof<R: Read>(reader: &mut R, path: &Path, expected: u64, compressed: bool) -> Result<()> {
@@ -481,9 +448,20 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Writes a small file (JSON) to a new path, fsynced when asked.
 pub(crate) fn write_small(path: &Path, bytes: &[u8], opts: &WriteOpts) -> Result<()> {
+    let (unsynced, _) = write_small_unsynced(path, bytes, opts)?;
+    sync_files(vec![unsynced], opts)
+}
+
+/// Writes a small file (writeback started) whose fsync is still due.
+pub(crate) fn write_small_unsynced(
+    path: &Path,
+    bytes: &[u8],
+    opts: &WriteOpts,
+) -> Result<(Unsynced, u64)> {
     let mut w = SyncingWriter::new(create_new(path)?, opts);
     w.write_all(bytes).ctx("write", path)?;
-    w.finish(path).map(|_| ())
+    let (file, n) = w.finish();
+    Ok(((path.to_owned(), file), n))
 }
 
 /// Atomically replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync dir.

@@ -104,6 +104,7 @@ struct Shared {
     state: Mutex<State>,
     pending: Mutex<Pending>,
     idle: Condvar,
+    reapers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -199,6 +200,7 @@ impl ModelCheckpointer {
             }),
             pending: Mutex::new(Pending::default()),
             idle: Condvar::new(),
+            reapers: Mutex::new(Vec::new()),
         };
         shared.reconcile()?;
         Ok(ModelCheckpointer {
@@ -241,7 +243,7 @@ impl ModelCheckpointer {
     /// returns their error, if any, without saving). Saving a step that exists replaces it atomically.
     pub fn save(&mut self, checkpoint: Checkpoint) -> Result<CheckpointInfo> {
         self.shared.writable()?;
-        self.wait()?;
+        self.wait_saves()?;
         self.shared.save_now(checkpoint)
     }
 
@@ -287,8 +289,16 @@ impl ModelCheckpointer {
         }
     }
 
-    /// Blocks until every background save has finished; returns the first unreported error.
+    /// Blocks until every background save (and background removal of pruned checkpoints) has
+    /// finished; returns the first unreported error.
     pub fn wait(&self) -> Result<()> {
+        let result = self.wait_saves();
+        self.shared.join_reapers();
+        result
+    }
+
+    /// Waits for background saves only; returns the first unreported error.
+    fn wait_saves(&self) -> Result<()> {
         let mut p = lock(&self.shared.pending);
         while p.in_flight > 0 {
             p = self.shared.idle.wait(p).unwrap_or_else(|e| e.into_inner());
@@ -423,7 +433,7 @@ impl ModelCheckpointer {
         if !deleted.is_empty() {
             self.shared.write_registry(&st)?;
         }
-        self.shared.finish_deletes(&deleted);
+        self.shared.finish_deletes(&deleted, None);
         Ok(deleted)
     }
 
@@ -530,6 +540,7 @@ impl Drop for ModelCheckpointer {
             drop(w.tx);
             let _ = w.handle.join();
         }
+        self.shared.join_reapers();
         let mut p = lock(&self.shared.pending);
         for e in p.errors.drain(..) {
             tracing::error!(error = %e, "background checkpoint save failed and was never reported");
@@ -826,10 +837,7 @@ impl Shared {
             }
         }
         drop(st);
-        if let Some(old) = replaced {
-            let _ = io::remove_tree(&old);
-        }
-        self.finish_deletes(&deleted);
+        self.finish_deletes(&deleted, replaced);
         Ok(info)
     }
 
@@ -837,14 +845,17 @@ impl Shared {
         std::fs::create_dir(tmp).ctx("create", tmp)?;
         let compression = self.config.compression;
         let mut files = Vec::with_capacity(ckpt.files.len());
+        let mut unsynced = Vec::with_capacity(ckpt.files.len() + 1);
         for (name, source) in &ckpt.files {
             let path = tmp.join(name);
-            files.push(match source {
+            let (entry, file) = match source {
                 Source::Bytes(b) => io::write_bytes(&path, name, b, compression, &self.opts)?,
                 Source::Path(src) => {
                     io::write_from_path(&path, name, src, compression, &self.opts)?
                 }
-            });
+            };
+            files.push(entry);
+            unsynced.push(file);
         }
         drop(ckpt.files);
         let info = CheckpointInfo {
@@ -864,7 +875,9 @@ impl Shared {
             path: json_path.clone(),
             source,
         })?;
-        io::write_small(&json_path, &json, &self.opts)?;
+        unsynced.push(io::write_small_unsynced(&json_path, &json, &self.opts)?.0);
+        // All files (data and checkpoint.json) are fsynced together, then the directory.
+        io::sync_files(unsynced, &self.opts)?;
         if self.config.fsync {
             io::fsync_dir(tmp)?;
         }
@@ -919,25 +932,53 @@ impl Shared {
         Ok(deleted)
     }
 
-    /// Removes the `.del-*` directories of deleted steps (leftovers are removed on the next open).
-    fn finish_deletes(&self, deleted: &[u64]) {
-        if deleted.is_empty() {
+    /// Removes the `.del-*` directories of deleted steps (plus `extra` paths) on a background thread,
+    /// off the save's critical path; `wait()` and drop join it. Leftovers of a crash are removed on the
+    /// next open.
+    fn finish_deletes(&self, deleted: &[u64], extra: Option<PathBuf>) {
+        let mut doomed: Vec<PathBuf> = extra.into_iter().collect();
+        if !deleted.is_empty()
+            && let Ok(rd) = std::fs::read_dir(&self.exp_dir)
+        {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let Some(rest) = name.strip_prefix(DEL_PREFIX) else {
+                    continue;
+                };
+                if format::del_step(rest).is_some_and(|s| deleted.contains(&s)) {
+                    doomed.push(e.path());
+                }
+            }
+        }
+        if doomed.is_empty() {
             return;
         }
-        let Ok(rd) = std::fs::read_dir(&self.exp_dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Some(rest) = name.strip_prefix(DEL_PREFIX) else {
-                continue;
-            };
-            if format::del_step(rest).is_some_and(|s| deleted.contains(&s))
-                && let Err(err) = io::remove_tree(&e.path())
-            {
-                tracing::warn!(error = %err, "could not remove a deleted checkpoint; it is removed on the next open");
+        let remove = move || {
+            for path in doomed {
+                if let Err(err) = io::remove_tree(&path) {
+                    tracing::warn!(error = %err, "could not remove a deleted checkpoint; it is removed on the next open");
+                }
             }
+        };
+        let mut reapers = lock(&self.reapers);
+        reapers.retain(|h| !h.is_finished());
+        match std::thread::Builder::new()
+            .name("exptrack-ckpt-reaper".into())
+            .spawn(remove)
+        {
+            Ok(h) => reapers.push(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no reaper thread; deleted checkpoints are removed on the next open")
+            }
+        }
+    }
+
+    /// Waits for background deletions.
+    fn join_reapers(&self) {
+        let handles: Vec<_> = lock(&self.reapers).drain(..).collect();
+        for h in handles {
+            let _ = h.join();
         }
     }
 

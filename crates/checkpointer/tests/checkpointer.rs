@@ -116,6 +116,7 @@ fn retention_keeps_last_and_best_and_every() {
         c.save(ck(i as u64 + 1, *l)).unwrap();
     }
     assert_eq!(steps(&c), vec![2, 4, 6, 7]);
+    c.wait().unwrap(); // pruned directories are removed in the background
     assert_eq!(c.best().unwrap().step, 2);
     assert_eq!(c.latest().unwrap().step, 7);
     let on_disk: Vec<String> = {
@@ -363,6 +364,7 @@ fn saving_an_existing_step_replaces_it() {
     c.save(Checkpoint::new(7).file("m", vec![2; 20])).unwrap();
     assert_eq!(c.load_file(7, "m").unwrap(), vec![2; 20]);
     assert_eq!(steps(&c), vec![7]);
+    c.wait().unwrap();
     let leftovers = fs::read_dir(c.experiment_dir()).unwrap().filter(|e| {
         let n = e.as_ref().unwrap().file_name();
         let n = n.to_string_lossy();
