@@ -178,7 +178,13 @@ pub(crate) fn gate(ctx: &Ctx, a: &GateArgs) -> Result<()> {
             .tracking_uri(uri.clone())
             .build_client()
             .map_err(|e| CliError::usage(format!("MLflow settings: {e}")))?;
-        let version = promote_model(&client, a, &entry.metadata, &model, &alias)?;
+        let spinner = crate::output::spinner(
+            ctx.progress,
+            &format!("registering {model} in MLflow and moving {alias:?}"),
+        );
+        let version = promote_model(&client, a, &entry.metadata, &model, &alias);
+        spinner.finish_and_clear();
+        let version = version?;
         if !a.json {
             println!(
                 "promoted {model} version {} (source {}) to alias {alias:?}",
