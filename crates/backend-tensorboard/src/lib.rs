@@ -58,6 +58,9 @@ pub mod record;
 mod tracker;
 mod writer;
 
+/// The `prost` version of the [`proto`] messages (for `prost::Message::decode`/`encode`).
+pub use prost;
+
 pub use error::{Corruption, Error, Result};
 pub use reader::{
     EventFile, EventRecord, Record, RecordReader, event_files, read_event_file, read_events,
