@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use exptrack_http::reqwest::{Method, Url};
 use exptrack_http::{HttpClient, decode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -79,7 +79,12 @@ impl MlflowClient {
         self.url(&format!("api/2.0/mlflow/{path}"))
     }
 
-    fn post(&self, path: &str, body: &Value, context: impl FnOnce() -> String) -> Result<Value> {
+    fn post<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+        context: impl FnOnce() -> String,
+    ) -> Result<Value> {
         self.http
             .post_json(&self.api(path), body)
             .map_err(|e| Error::http(context(), e))
@@ -241,7 +246,12 @@ impl MlflowClient {
     ) -> Result<()> {
         self.post(
             "runs/log-batch",
-            &json!({"run_id": run_id, "metrics": metrics, "params": params, "tags": tags}),
+            &LogBatchBody {
+                run_id,
+                metrics,
+                params,
+                tags,
+            },
             || {
                 format!(
                     "log-batch ({} metrics, {} params, {} tags) to run {run_id}",
@@ -643,6 +653,15 @@ impl MlflowClient {
         )?;
         Self::field(v, "/model_version", "model-versions/transition-stage")
     }
+}
+
+/// The `runs/log-batch` body, serialized straight from borrowed slices.
+#[derive(Serialize)]
+struct LogBatchBody<'a> {
+    run_id: &'a str,
+    metrics: &'a [MetricPoint],
+    params: &'a [KeyValue],
+    tags: &'a [KeyValue],
 }
 
 /// Rejects absolute paths and `..` in artifact paths; normalizes separators.

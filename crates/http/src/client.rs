@@ -368,11 +368,13 @@ impl HttpClient {
     }
 
     /// Uploads a file with `PUT`, streamed from disk (never read into memory whole); the file is
-    /// reopened for every attempt.
+    /// reopened for every attempt. The attempt's timeout is the request timeout plus one second
+    /// per MiB, so large checkpoints are not cut off by a timeout meant for small calls.
     pub fn put_file(&self, url: &str, path: &Path, content_type: Option<&str>) -> Result<Response> {
         self.send_with_retry(|c| {
-            let (body, _len) = file_body(path)?;
-            let mut rb = c.put(url).body(body);
+            let (body, len) = file_body(path)?;
+            let timeout = self.retry.request_timeout + Duration::from_secs(len >> 20);
+            let mut rb = c.put(url).body(body).timeout(timeout);
             if let Some(ct) = content_type {
                 rb = rb.header(reqwest::header::CONTENT_TYPE, ct);
             }
