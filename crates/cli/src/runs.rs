@@ -249,7 +249,15 @@ pub(crate) fn show(ctx: &Ctx, a: &ShowArgs) -> Result<()> {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}\n")).collect()
+    s.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("  {l}\n")
+            }
+        })
+        .collect()
 }
 
 /// Flattens a TOML table into dotted keys.
@@ -325,6 +333,7 @@ fn best_of(key: &str, s: &MetricSummary) -> Option<(f64, u64)> {
 
 pub(crate) fn compare(ctx: &Ctx, a: &CompareArgs) -> Result<()> {
     let mut runs = Vec::new();
+    let mut extras: Vec<BTreeMap<String, Value>> = Vec::new();
     for id in &a.runs {
         let entry = ctx.find_run(id)?;
         let reader = RunReader::open(&entry.dir).map_err(|e| from_core(e, "opening run"))?;
@@ -333,8 +342,9 @@ pub(crate) fn compare(ctx: &Ctx, a: &CompareArgs) -> Result<()> {
             .map_err(|e| from_core(e, "reading config"))?;
         let mut flat = BTreeMap::new();
         flatten("", &config, &mut flat);
-        let (summary, _) = summary_of(&reader)?;
+        let (summary, results) = summary_of(&reader)?;
         runs.push((entry, flat, summary));
+        extras.push(results.map(|r| r.extra).unwrap_or_default());
     }
     let mut seen = BTreeSet::new();
     for (e, _, _) in &runs {
@@ -360,6 +370,9 @@ pub(crate) fn compare(ctx: &Ctx, a: &CompareArgs) -> Result<()> {
         .flat_map(|(_, _, s)| s.keys())
         .filter(|k| a.system || !k.starts_with("system/"))
         .collect();
+
+    // `results.json` values set with `set_result` (test accuracy, best epoch, ...).
+    let result_keys: BTreeSet<&String> = extras.iter().flat_map(BTreeMap::keys).collect();
 
     if a.json {
         let run_list: Vec<Value> = runs.iter().map(|(e, _, _)| run_json(e)).collect();
@@ -390,10 +403,21 @@ pub(crate) fn compare(ctx: &Ctx, a: &CompareArgs) -> Result<()> {
                 ((*k).clone(), Value::Array(per_run))
             })
             .collect();
+        let results: serde_json::Map<String, Value> = result_keys
+            .iter()
+            .map(|k| {
+                let per_run: Vec<Value> = extras
+                    .iter()
+                    .map(|x| x.get(*k).cloned().unwrap_or(Value::Null))
+                    .collect();
+                ((*k).clone(), Value::Array(per_run))
+            })
+            .collect();
         let v = json!({
             "runs": run_list,
             "config_diff": config,
             "metrics": metrics,
+            "results": results,
         });
         println!("{}", pretty(&v));
         return Ok(());
@@ -455,6 +479,26 @@ pub(crate) fn compare(ctx: &Ctx, a: &CompareArgs) -> Result<()> {
     if t.is_empty() {
         println!("  (no metrics)");
     } else {
+        print!("{}", indent(&t.render()));
+    }
+    if !result_keys.is_empty() {
+        println!("\nresults");
+        let mut head = vec![String::new()];
+        head.extend(runs.iter().map(|(e, _, _)| e.metadata.run_id.clone()));
+        let mut t = Table::new(head);
+        for k in &result_keys {
+            t.row(
+                std::iter::once((*k).clone()).chain(extras.iter().map(|x| match x.get(*k) {
+                    None => "-".to_owned(),
+                    Some(Value::Number(n)) => n.as_f64().map(num).unwrap_or_else(|| n.to_string()),
+                    Some(Value::String(s)) if s.len() <= 40 => s.clone(),
+                    Some(v) => {
+                        let s = v.to_string();
+                        if s.len() > 40 { "(...)".to_owned() } else { s }
+                    }
+                })),
+            );
+        }
         print!("{}", indent(&t.render()));
     }
     Ok(())

@@ -98,6 +98,11 @@ fn runs_list_show_compare() {
         "identical keys are hidden:\n{out}"
     );
     assert!(out.contains("duration") && out.contains("valid/loss"));
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("test_accuracy") && l.contains("0.91")),
+        "{out}"
+    );
     let o = exptrack(&["runs", "compare", &a, &b, "--dir", s(&runs), "--json"]);
     assert_code(&o, 0);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -117,6 +122,10 @@ fn runs_list_show_compare() {
     // Accuracy: best is the maximum.
     assert_eq!(v["metrics"]["valid/accuracy"][0]["best_step"], 50);
     assert!(v["runs"][0]["duration_secs"].as_f64().unwrap() >= 0.0);
+    assert_eq!(
+        v["results"]["test_accuracy"],
+        serde_json::json!([0.91, null])
+    );
     let o = exptrack(&[
         "runs",
         "compare",

@@ -56,6 +56,21 @@ fn gate_fails_below_threshold_and_promotes_above() {
         .tracking_uri(uri.clone())
         .build_client()
         .unwrap();
+    // A second sync has nothing left to deliver.
+    let o = exptrack(&[
+        "sync",
+        &good,
+        "--dir",
+        runs_s,
+        "--to",
+        &format!("mlflow={uri}"),
+    ]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("delivered 0 event(s)"),
+        "{}",
+        stdout(&o)
+    );
 
     // Below the threshold: exit 1, nothing registered.
     let o = exptrack(&[
@@ -107,6 +122,11 @@ fn gate_fails_below_threshold_and_promotes_above() {
     assert_eq!(mv.run_id, mlflow_run_id);
     let run = client.get_run(&mlflow_run_id).unwrap();
     assert_eq!(run.data.tag("exptrack.run_id"), Some(good.as_str()));
+    // The sync delivered the metric history, once.
+    let hist = client
+        .get_metric_history(&mlflow_run_id, "train/loss")
+        .unwrap();
+    assert_eq!(hist.len(), 50);
     let logged = run
         .data
         .tag(TAG_LOGGED_MODEL)
