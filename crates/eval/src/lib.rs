@@ -1,0 +1,1 @@
+//! exptrack-eval: work in progress.
