@@ -112,6 +112,18 @@ impl EventFileWriter {
         Ok(writer)
     }
 
+    /// A writer over an already open `file` without the file-version record (fault injection in
+    /// tests, e.g. `/dev/full`).
+    #[cfg(test)]
+    pub(crate) fn from_open_file(path: PathBuf, file: File) -> Self {
+        EventFileWriter {
+            path,
+            file,
+            buf: Vec::new(),
+            written: 0,
+        }
+    }
+
     /// The event file.
     pub fn path(&self) -> &Path {
         &self.path
