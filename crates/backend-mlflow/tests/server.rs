@@ -481,3 +481,70 @@ fn end_to_end_through_experiment_tracker_and_sync() {
     assert_eq!(r.delivered, 0, "{r:?}");
     assert_eq!(server.history(run_id, "loss").len(), 200);
 }
+
+/// Reads scalars back from the server: the run tagged with the context's `exptrack.run_id`,
+/// every metric key's full history.
+struct ServerReader(&'static common::MlflowServer);
+
+impl exptrack_core::conformance::ReadBack for ServerReader {
+    fn scalars(&mut self, ctx: &RunContext) -> Result<Vec<(u64, String, f64)>, String> {
+        let s = self.0;
+        let exp = s.get(
+            "experiments/get-by-name",
+            &[("experiment_name", &ctx.metadata.experiment_name)],
+        );
+        let runs = s.post(
+            "runs/search",
+            &json!({"experiment_ids": [exp["experiment"]["experiment_id"]],
+                    "filter": format!("tags.`exptrack.run_id` = '{}'", ctx.metadata.run_id)}),
+        );
+        let runs = runs["runs"].as_array().cloned().unwrap_or_default();
+        if runs.len() != 1 {
+            return Err(format!(
+                "{} MLflow runs for {}",
+                runs.len(),
+                ctx.metadata.run_id
+            ));
+        }
+        let run_id = runs[0]["info"]["run_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut keys: Vec<String> = runs[0]["data"]["metrics"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m["key"].as_str().map(str::to_owned))
+            .collect();
+        keys.sort();
+        let mut out = Vec::new();
+        for key in keys {
+            for (step, value, _) in s.history(&run_id, &key) {
+                let v = match &value {
+                    Value::String(x) if x == "NaN" => f64::NAN,
+                    other => other.as_f64().ok_or(format!("value {other}"))?,
+                };
+                out.push((step as u64, key.clone(), v));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn core_conformance_suite() {
+    let Some(server) = shared_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let uri = server.uri();
+    let mut make = || -> Box<dyn Tracker> { Box::new(tracker(&uri)) };
+    let failures = exptrack_core::conformance::run_all(
+        &mut make,
+        &mut ServerReader(server),
+        dir.path(),
+        false,
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
