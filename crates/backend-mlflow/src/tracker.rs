@@ -744,4 +744,10 @@ impl Tracker for MlflowTracker {
             .map(drop)
             .map_err(TrackerError::from)
     }
+
+    fn canceller(&self) -> Option<exptrack_core::Canceller> {
+        // Lets `finish` stop a request that is waiting to retry once its timeout has passed.
+        let token = self.cancel_token();
+        Some(Box::new(move || token.cancel()))
+    }
 }

@@ -169,6 +169,7 @@ enum Ctrl {
 
 pub(crate) struct WorkerHandle {
     name: String,
+    canceller: Option<crate::tracker::Canceller>,
     supported: [bool; 8],
     data_tx: Sender<DataBatch>,
     ctrl_tx: Sender<Ctrl>,
@@ -189,6 +190,7 @@ pub(crate) fn spawn_worker(
     flush_interval: Duration,
 ) -> std::io::Result<WorkerHandle> {
     let name = tracker.name().to_owned();
+    let canceller = tracker.canceller();
     let mut supported = [false; 8];
     for k in EventKind::ALL {
         supported[k.index()] = tracker.supports(k);
@@ -222,6 +224,7 @@ pub(crate) fn spawn_worker(
         .spawn(move || worker.run())?;
     Ok(WorkerHandle {
         name,
+        canceller,
         supported,
         data_tx,
         ctrl_tx,
@@ -774,13 +777,27 @@ impl Dispatcher {
         }
         drop(rtx);
         let mut reports: BTreeMap<String, BackendReport> = BTreeMap::new();
+        let mut cancelled = false;
         let grace = deadline + Duration::from_secs(2);
         while reports.len() < self.workers.len() {
-            let left = grace.saturating_duration_since(Instant::now());
-            match rrx.recv_timeout(left) {
+            let now = Instant::now();
+            if now >= deadline && !cancelled {
+                // Ask trackers still working to give up their blocking calls.
+                cancelled = true;
+                for w in &self.workers {
+                    if !reports.contains_key(&w.name)
+                        && let Some(c) = &w.canceller
+                    {
+                        c();
+                    }
+                }
+            }
+            let wake = if cancelled { grace } else { deadline };
+            match rrx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(r) => {
                     reports.insert(r.name.clone(), r);
                 }
+                Err(RecvTimeoutError::Timeout) if !cancelled => {}
                 Err(_) => break,
             }
         }

@@ -37,4 +37,4 @@ pub use event::{ArtifactKind, Event, EventKind, Metric, ParamValue, TimestampMs,
 pub use handle::{ExperimentTracker, ExperimentTrackerBuilder, Resume, png_dimensions};
 pub use metadata::{ExperimentMetadata, GitInfo, RunStatus, SystemInfo};
 pub use store::sync_run;
-pub use tracker::{Batch, ErrorClass, RunContext, Tracker, TrackerError};
+pub use tracker::{Batch, Canceller, ErrorClass, RunContext, Tracker, TrackerError};

@@ -839,6 +839,7 @@ pub fn find_run(runs_root: &Path, id: &str) -> Result<RunEntry> {
 
 /// What [`sync_run`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SyncReport {
     /// The tracker's name.
     pub backend: String,
@@ -850,6 +851,8 @@ pub struct SyncReport {
     pub delivered: u64,
     /// Whether the run had ended and `close` was called.
     pub closed: bool,
+    /// Batches the tracker rejected permanently (skipped, as the live dispatcher does).
+    pub errors: Vec<String>,
 }
 
 /// Replays a stored run into `tracker` from its cursor in `cursors.json`, in order, in batches,
@@ -875,6 +878,7 @@ pub fn sync_run(run_dir: &Path, tracker: &mut dyn Tracker) -> Result<SyncReport>
     tracker.open(&ctx).map_err(backend_err)?;
     let path = run_dir.join(files::EVENTS);
     let mut cursor = from;
+    let mut errors = Vec::new();
     const CHUNK: usize = 1000;
     let mut tail = if path.exists() {
         Some(LogTail::open(&path, 0)?)
@@ -890,7 +894,16 @@ pub fn sync_run(run_dir: &Path, tracker: &mut dyn Tracker) -> Result<SyncReport>
             first_seq: cursor + 1,
             events: &events,
         };
-        tracker.write(&batch).map_err(backend_err)?;
+        match tracker.write(&batch) {
+            Ok(()) => {}
+            // Rejected for good (bad input): record it and go on, as the live dispatcher does.
+            Err(e) if !e.is_transient() => errors.push(format!(
+                "events {}..={} rejected: {e}",
+                batch.first_seq,
+                batch.last_seq()
+            )),
+            Err(e) => return Err(backend_err(e)),
+        }
         // The cursor records what the tracker has durably stored: flush before advancing it.
         tracker.flush().map_err(backend_err)?;
         cursor = batch.last_seq();
@@ -908,6 +921,7 @@ pub fn sync_run(run_dir: &Path, tracker: &mut dyn Tracker) -> Result<SyncReport>
         to_seq: cursor,
         delivered: cursor - from,
         closed,
+        errors,
     })
 }
 

@@ -48,6 +48,10 @@ impl Batch<'_> {
     }
 }
 
+/// Called from another thread to make a tracker's blocking calls give up (e.g. stop an HTTP
+/// request that is waiting to retry) once `finish` has waited long enough.
+pub type Canceller = Box<dyn Fn() + Send + Sync + 'static>;
+
 /// Whether an error is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -164,6 +168,13 @@ pub trait Tracker: Send {
 
     /// Ends the run with `status`. Called once.
     fn close(&mut self, status: RunStatus) -> Result<(), TrackerError>;
+
+    /// A handle that makes this tracker's blocking calls give up promptly, called from the
+    /// dispatcher thread when the finish timeout has passed. Asked once at registration; the
+    /// default is none (the dispatcher then leaves a stuck tracker's thread behind).
+    fn canceller(&self) -> Option<Canceller> {
+        None
+    }
 }
 
 impl<T: Tracker + ?Sized> Tracker for Box<T> {
@@ -184,5 +195,8 @@ impl<T: Tracker + ?Sized> Tracker for Box<T> {
     }
     fn close(&mut self, status: RunStatus) -> Result<(), TrackerError> {
         (**self).close(status)
+    }
+    fn canceller(&self) -> Option<Canceller> {
+        (**self).canceller()
     }
 }

@@ -398,3 +398,66 @@ fn the_cursor_only_advances_when_the_tracker_has_flushed() {
     assert_eq!(cursors.get("buffered").copied(), Some(10));
     t.finish(RunStatus::Completed).unwrap();
 }
+
+/// A tracker whose writes block until its canceller is called.
+struct Blocking(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl exptrack_core::Tracker for Blocking {
+    fn name(&self) -> &str {
+        "blocking"
+    }
+    fn supports(&self, _: EventKind) -> bool {
+        true
+    }
+    fn open(&mut self, _: &exptrack_core::RunContext) -> Result<(), exptrack_core::TrackerError> {
+        Ok(())
+    }
+    fn write(&mut self, _: &exptrack_core::Batch<'_>) -> Result<(), exptrack_core::TrackerError> {
+        let t0 = Instant::now();
+        while !self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            if t0.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(exptrack_core::TrackerError::transient("cancelled"))
+    }
+    fn flush(&mut self) -> Result<(), exptrack_core::TrackerError> {
+        Ok(())
+    }
+    fn close(&mut self, _: RunStatus) -> Result<(), exptrack_core::TrackerError> {
+        Ok(())
+    }
+    fn canceller(&self) -> Option<exptrack_core::Canceller> {
+        let flag = std::sync::Arc::clone(&self.0);
+        Some(Box::new(move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        }))
+    }
+}
+
+#[test]
+fn finish_cancels_a_blocked_tracker_at_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(Blocking(std::sync::Arc::clone(&flag))))
+        .finish_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    t.log_metrics(1, &[("x", 1.0)]).unwrap();
+    let t0 = Instant::now();
+    let report = t.finish(RunStatus::Completed).unwrap();
+    let took = t0.elapsed();
+    assert!(
+        flag.load(std::sync::atomic::Ordering::SeqCst),
+        "canceller called"
+    );
+    let b = &report.backends[0];
+    assert!(!b.complete);
+    assert!(
+        !b.errors.iter().any(|e| e.contains("hung")),
+        "the worker answered after cancellation: {report}"
+    );
+    assert!(took < Duration::from_millis(2000), "finish took {took:?}");
+}
