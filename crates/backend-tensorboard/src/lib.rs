@@ -42,7 +42,7 @@
 //! let events = [Event::Metrics { step: 1, timestamp_ms: 1_700_000_000_000,
 //!                                values: vec![Metric::new("loss", 0.25)] }];
 //! tb.write(&Batch { first_seq: 0, events: &events })?;
-//! let file = tb.event_file().expect("open").to_path_buf();
+//! let file = tb.event_file().ok_or("no event file")?.to_path_buf();
 //! tb.close(RunStatus::Completed)?;
 //!
 //! let read = read_event_file(&file)?;

@@ -69,9 +69,9 @@ impl fmt::Display for Mode {
 ///     .mode(Mode::Offline)
 ///     .dir(std::env::temp_dir())
 ///     .from_env()
-///     .build()
-///     .unwrap();
+///     .build()?;
 /// # drop(tracker);
+/// # Ok::<(), exptrack_wandb::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct WandbTrackerBuilder {

@@ -51,7 +51,9 @@
 //! let events = [Event::Metrics { step: 0, timestamp_ms: 0, values: vec![Metric::new("loss", 0.5)] }];
 //! tracker.write(&Batch { first_seq: 0, events: &events })?;
 //! tracker.close(RunStatus::Completed)?;
-//! println!("upload later with: {}", tracker.sync_command().unwrap());
+//! if let Some(cmd) = tracker.sync_command() {
+//!     println!("upload later with: {cmd}");
+//! }
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
