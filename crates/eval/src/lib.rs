@@ -1,1 +1,67 @@
-//! exptrack-eval: work in progress.
+//! # exptrack-eval
+//!
+//! Asynchronous evaluation beside training: an [`EvalWatcher`] polls an experiment's checkpoint
+//! directory (written by [`exptrack_checkpoint::ModelCheckpointer`], usually in another process),
+//! evaluates each newly committed checkpoint once on one or more named datasets, and logs
+//! `eval/<dataset>/<metric>` (`accuracy`, `loss`, `entropy`, ...) at the checkpoint's step
+//! through an [`exptrack_core::ExperimentTracker`], so through every backend configured on it.
+//!
+//! Like tf-keras' `SidecarEvaluator` or Orbax's `checkpoints_iterator`, with what they lack:
+//! - a reader **lease** on the checkpoint under evaluation, so retention (keep-last-N ...) never
+//!   deletes it, across processes;
+//! - a **state file** (`<checkpoint_dir>/<experiment_id>/eval-state.json`, atomically replaced)
+//!   plus recovery from the run log, so a watcher that is killed and restarted evaluates no
+//!   checkpoint twice and misses none (see [`EvalWatcher`]'s guarantees for the exact window);
+//! - corrupt checkpoints (sha256 mismatch) and checkpoints pruned before the watcher got to them
+//!   are **reported and recorded**, not retried forever, and never stop the watcher;
+//! - it **stops by itself** when the training run is marked completed, after evaluating everything
+//!   committed before that.
+//!
+//! The evaluator is yours: a closure (or an [`Evaluator`]) that receives the loaded, verified
+//! checkpoint — its files as bytes and its metadata (step, epoch, metrics at save time) — and
+//! returns named metrics. This crate does not depend on burn; decode the model record in the
+//! closure (e.g. with `exptrack_checkpoint::burn_support`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use exptrack_checkpoint::LoadedCheckpoint;
+//! use exptrack_core::{ExperimentConfig, ExperimentTracker, Resume, RunStatus};
+//! use exptrack_eval::{BoxError, EvalWatcher};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Log to a run of its own that a restarted watcher continues.
+//! let tracker = ExperimentTracker::builder(ExperimentConfig::named("mnist-eval"))
+//!     .resume(Resume::RunId("async-eval".into()))
+//!     .build()?;
+//! let mut watcher = EvalWatcher::builder("checkpoints", "mnist")
+//!     .poll_interval(Duration::from_secs(10))
+//!     .dataset("valid", |ckpt: &LoadedCheckpoint| {
+//!         let _weights = ckpt.file("model.bpk").ok_or("no model.bpk")?;
+//!         Ok::<_, BoxError>([("accuracy", 0.97), ("loss", 0.09)])
+//!     })
+//!     .tracker(&tracker)
+//!     .build()?;
+//! let summary = watcher.run()?;
+//! println!("evaluated steps {:?}", summary.evaluated_steps());
+//! drop(watcher);
+//! tracker.finish(RunStatus::Completed)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//! None: the crate depends on `exptrack-core` and `exptrack-checkpoint` only.
+
+#![warn(missing_debug_implementations, unreachable_pub)]
+
+mod error;
+mod evaluator;
+mod state;
+mod watcher;
+
+pub use error::{BoxError, Error, Result};
+pub use evaluator::{EvalMetrics, Evaluator};
+pub use state::{EvalState, RecordKind, STATE_FILE_NAME, STATE_FORMAT_VERSION, StepRecord};
+pub use watcher::{
+    DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_POLL_INTERVAL, EvalWatcher,
+    EvalWatcherBuilder, Evaluated, Outcome, RunSummary, StopReason,
+};

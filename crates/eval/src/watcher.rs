@@ -1,0 +1,865 @@
+//! [`EvalWatcher`]: polls an experiment's checkpoints and evaluates each committed one once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use exptrack_checkpoint::{CheckpointConfig, LoadedCheckpoint, ModelCheckpointer};
+use exptrack_core::store::RunReader;
+use exptrack_core::{Event, ExperimentTracker};
+
+use crate::error::{BoxError, Error, Result};
+use crate::evaluator::{EvalMetrics, Evaluator, FnEvaluator};
+use crate::state::{EvalState, RecordKind, STATE_FILE_NAME, StateLock, StepRecord};
+
+/// Default poll interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// Default time a flush barrier waits for remote backends before the watcher moves on.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of attempts for a checkpoint whose loading or evaluation fails.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Where the metrics go: a borrowed, owned or shared [`ExperimentTracker`].
+enum Sink<'t> {
+    Borrowed(&'t ExperimentTracker),
+    Owned(ExperimentTracker),
+    Shared(Arc<ExperimentTracker>),
+}
+
+impl Sink<'_> {
+    fn get(&self) -> &ExperimentTracker {
+        match self {
+            Sink::Borrowed(t) => t,
+            Sink::Owned(t) => t,
+            Sink::Shared(t) => t,
+        }
+    }
+}
+
+/// What happened to one checkpoint step in a poll.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Evaluated on every dataset; these metrics (full keys, `eval/<dataset>/<metric>`) were
+    /// logged at the checkpoint's step and flushed before the step was recorded.
+    Evaluated {
+        /// The logged values.
+        metrics: BTreeMap<String, f64>,
+    },
+    /// A file failed its integrity check (or `checkpoint.json` was unreadable): skipped with a
+    /// warning and recorded, never retried.
+    Corrupt {
+        /// The checkpointer's error.
+        reason: String,
+    },
+    /// Retention deleted the checkpoint after it was listed and before a lease could be taken:
+    /// skipped with a warning and recorded.
+    MissedByRetention,
+    /// Loading or an evaluator failed; it is retried on the next poll.
+    Retrying {
+        /// Attempts made so far.
+        attempt: u32,
+        /// The error.
+        reason: String,
+    },
+    /// Loading or an evaluator failed on the last allowed attempt: skipped and recorded.
+    Failed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        reason: String,
+    },
+}
+
+/// One checkpoint step dealt with by [`EvalWatcher::poll_once`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Evaluated {
+    /// The checkpoint's step (also the step the metrics are logged at).
+    pub step: u64,
+    /// The checkpoint's epoch, when it was loaded and has one.
+    pub epoch: Option<u64>,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Why [`EvalWatcher::run_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The training run was marked completed and every checkpoint committed before that was
+    /// dealt with.
+    TrainingCompleted,
+    /// The stop flag was set.
+    Stopped,
+}
+
+/// What [`EvalWatcher::run_until`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// Why it returned.
+    pub reason: StopReason,
+    /// Every step dealt with, in order (retries included).
+    pub steps: Vec<Evaluated>,
+}
+
+impl RunSummary {
+    /// Steps that were evaluated and logged.
+    pub fn evaluated_steps(&self) -> Vec<u64> {
+        self.steps
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Evaluated { .. }))
+            .map(|e| e.step)
+            .collect()
+    }
+}
+
+/// Builds an [`EvalWatcher`]; see [`EvalWatcher::builder`].
+#[must_use = "call build() to create the watcher"]
+pub struct EvalWatcherBuilder<'t> {
+    checkpoint_dir: PathBuf,
+    experiment_id: String,
+    poll_interval: Duration,
+    flush_timeout: Duration,
+    max_attempts: u32,
+    stop_when_completed: bool,
+    datasets: Vec<(String, Box<dyn Evaluator + 't>)>,
+    tracker: Option<Sink<'t>>,
+    state_file: Option<PathBuf>,
+    abort_after_log: Option<u64>,
+}
+
+impl std::fmt::Debug for EvalWatcherBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalWatcherBuilder")
+            .field("checkpoint_dir", &self.checkpoint_dir)
+            .field("experiment_id", &self.experiment_id)
+            .field("poll_interval", &self.poll_interval)
+            .field(
+                "datasets",
+                &self.datasets.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("state_file", &self.state_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'t> EvalWatcherBuilder<'t> {
+    /// How often the checkpoint directory is scanned (default 10 s).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Adds a named dataset with a closure evaluator. The closure gets the loaded, verified
+    /// checkpoint and returns `(metric, value)` pairs (a `Vec`, an array, a map), logged as
+    /// `eval/<name>/<metric>`.
+    ///
+    /// Names must be non-empty, unique, and contain no `/` or whitespace.
+    pub fn dataset<F, M, K, E>(mut self, name: impl Into<String>, mut evaluator: F) -> Self
+    where
+        F: FnMut(&LoadedCheckpoint) -> std::result::Result<M, E> + Send + 't,
+        M: IntoIterator<Item = (K, f64)>,
+        K: Into<String>,
+        E: Into<BoxError>,
+    {
+        let f = move |c: &LoadedCheckpoint| -> std::result::Result<EvalMetrics, BoxError> {
+            evaluator(c)
+                .map(|m| m.into_iter().map(|(k, v)| (k.into(), v)).collect())
+                .map_err(Into::into)
+        };
+        self.datasets.push((
+            name.into(),
+            Box::new(FnEvaluator(f)) as Box<dyn Evaluator + 't>,
+        ));
+        self
+    }
+
+    /// Adds a named dataset with an [`Evaluator`] (for evaluators that keep state).
+    pub fn dataset_evaluator(
+        mut self,
+        name: impl Into<String>,
+        evaluator: impl Evaluator + 't,
+    ) -> Self {
+        self.datasets.push((name.into(), Box::new(evaluator)));
+        self
+    }
+
+    /// Logs through a borrowed tracker (every backend configured on it gets the metrics).
+    pub fn tracker(mut self, tracker: &'t ExperimentTracker) -> Self {
+        self.tracker = Some(Sink::Borrowed(tracker));
+        self
+    }
+
+    /// Logs through a tracker the watcher owns (get it back with
+    /// [`EvalWatcher::into_tracker`] to `finish` the run).
+    pub fn owned_tracker(mut self, tracker: ExperimentTracker) -> Self {
+        self.tracker = Some(Sink::Owned(tracker));
+        self
+    }
+
+    /// Logs through a tracker shared with other code.
+    pub fn shared_tracker(mut self, tracker: Arc<ExperimentTracker>) -> Self {
+        self.tracker = Some(Sink::Shared(tracker));
+        self
+    }
+
+    /// Where the state file lives (default `<checkpoint_dir>/<experiment_id>/eval-state.json`).
+    /// Give each watcher of the same experiment its own file.
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
+    }
+
+    /// How long the flush barrier after each step waits for remote backends (default 10 s). The
+    /// local store is fsynced first; a backend that does not confirm in time gets the events from
+    /// the store's spool later.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// How many times a step whose loading or evaluation fails is tried (default 3, at least 1)
+    /// before it is recorded as failed. Counted per watcher process.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Whether [`run_until`](EvalWatcher::run_until) returns once the training run is completed
+    /// (default true). When false only the stop flag ends it.
+    pub fn stop_when_completed(mut self, on: bool) -> Self {
+        self.stop_when_completed = on;
+        self
+    }
+
+    /// Fault injection for tests: abort the process right after the metrics of `step` are logged
+    /// and flushed, before the step is recorded in the state file.
+    #[doc(hidden)]
+    pub fn abort_after_log(mut self, step: Option<u64>) -> Self {
+        self.abort_after_log = step;
+        self
+    }
+
+    /// Opens the checkpoint directory read-only, takes the state file's lock, loads the state and
+    /// recovers steps that were logged but not recorded when a previous watcher died.
+    pub fn build(self) -> Result<EvalWatcher<'t>> {
+        let config_err = |message: String| Err(Error::Config { message });
+        let Some(sink) = self.tracker else {
+            return config_err(
+                "no tracker: call .tracker(&t), .owned_tracker(t) or .shared_tracker(t)".into(),
+            );
+        };
+        if self.datasets.is_empty() {
+            return config_err(
+                "no dataset: add at least one with .dataset(name, evaluator)".into(),
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (name, _) in &self.datasets {
+            if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+                return config_err(format!(
+                    "dataset name {name:?} must be non-empty without '/' or whitespace"
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return config_err(format!("dataset {name:?} given twice"));
+            }
+        }
+        if self.poll_interval.is_zero() {
+            return config_err("poll_interval must be > 0".into());
+        }
+        let ckpt_err = |source| Error::Checkpoint {
+            experiment_id: self.experiment_id.clone(),
+            source,
+        };
+        let config = CheckpointConfig {
+            dir: self.checkpoint_dir.clone(),
+            ..CheckpointConfig::default()
+        };
+        let checkpointer =
+            ModelCheckpointer::open_read_only(&self.experiment_id, config).map_err(ckpt_err)?;
+        let state_path = self
+            .state_file
+            .unwrap_or_else(|| checkpointer.experiment_dir().join(STATE_FILE_NAME));
+        if let Some(parent) = state_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                op: "create directory",
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        let lock = StateLock::acquire(&state_path)?;
+        let mut state = match EvalState::load(&state_path)? {
+            Some(s) if s.experiment_id != self.experiment_id => {
+                return Err(Error::State {
+                    path: state_path,
+                    message: format!(
+                        "it belongs to experiment {:?}, not {:?}",
+                        s.experiment_id, self.experiment_id
+                    ),
+                });
+            }
+            Some(s) => s,
+            None => EvalState::new(&self.experiment_id),
+        };
+        let new_datasets: Vec<&String> = names
+            .iter()
+            .filter(|n| !state.datasets.contains(*n))
+            .collect();
+        if !state.steps.is_empty() && !new_datasets.is_empty() {
+            tracing::warn!(
+                datasets = ?new_datasets,
+                "datasets added after steps were recorded; those steps are not evaluated on them"
+            );
+        }
+        state.datasets.extend(names);
+
+        let tracker = sink.get();
+        let run_dir = tracker.run_dir().to_path_buf();
+        let run_id = tracker.metadata().run_id.clone();
+        if !state.runs.contains(&run_dir) {
+            state.runs.push(run_dir.clone());
+        }
+        let mut watcher = EvalWatcher {
+            checkpointer,
+            datasets: self.datasets,
+            sink,
+            state,
+            state_path,
+            _lock: lock,
+            run_dir,
+            run_id,
+            poll_interval: self.poll_interval,
+            flush_timeout: self.flush_timeout,
+            max_attempts: self.max_attempts,
+            stop_when_completed: self.stop_when_completed,
+            attempts: BTreeMap::new(),
+            warned_unreadable: BTreeSet::new(),
+            recovered: Vec::new(),
+            abort_after_log: self.abort_after_log,
+            experiment_id: self.experiment_id,
+        };
+        watcher.recover()?;
+        watcher.state.save(&watcher.state_path)?;
+        Ok(watcher)
+    }
+}
+
+/// Watches an experiment's checkpoint directory and evaluates every newly committed checkpoint
+/// once, on every configured dataset, logging `eval/<dataset>/<metric>` at the checkpoint's step
+/// through an [`ExperimentTracker`] (so through every backend configured on it).
+///
+/// # Guarantees
+/// - **Each committed checkpoint is evaluated and logged once.** For every step the watcher
+///   (1) takes a reader [`Lease`](exptrack_checkpoint::Lease), (2) loads and verifies it, (3) runs
+///   every evaluator, (4) logs all `eval/*` values of that step as *one* metrics event, (5) flushes
+///   the tracker (the local store's `events.jsonl` is fsynced first), (6) records the step in the
+///   state file (atomic replace), (7) releases the lease. A watcher killed before (4) reached the
+///   store evaluates the step again after a restart and logs it once; one killed between (4) and
+///   (6) finds the step's event in the run log on restart (every run it ever logged to is listed in
+///   the state file and scanned) and records it without evaluating again. So the local store holds
+///   exactly one `eval/*` event per evaluated step; remote backends receive what the store holds
+///   through the core's spool and cursors (exactly once unless the core itself crashes between a
+///   backend's flush and its cursor update).
+/// - **None missed.** Steps are evaluated oldest first. A checkpoint that retention deletes
+///   after it was listed and before its lease was taken is reported as
+///   [`Outcome::MissedByRetention`] (a warning) and recorded; one that is created and deleted
+///   entirely while no watcher is running cannot be seen by anyone.
+/// - **Retention never deletes a checkpoint under evaluation** (the lease; also across
+///   processes). After the lease is dropped, the trainer's next save may prune it.
+/// - **Bad checkpoints do not stop it.** Uncommitted saves are invisible (the checkpointer commits
+///   by rename); corrupt ones are recorded as [`Outcome::Corrupt`] and never retried; load or
+///   evaluator errors (and panics) are retried up to
+///   [`max_attempts`](EvalWatcherBuilder::max_attempts) and then recorded as
+///   [`Outcome::Failed`].
+/// - **Backend outages do not stop it**: logging only enqueues; a flush that a remote backend does
+///   not confirm within the flush timeout is a warning once the event is in the local store.
+/// - **One watcher per state file** (an OS lock, released when the process dies).
+///
+/// ```
+/// use std::time::Duration;
+/// use exptrack_checkpoint::{Checkpoint, CheckpointConfig, ModelCheckpointer};
+/// use exptrack_core::{ExperimentConfig, ExperimentTracker, RunStatus};
+/// use exptrack_eval::{EvalWatcher, BoxError};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let tmp = tempfile::tempdir()?;
+/// # let ckpt_dir = tmp.path().join("checkpoints");
+/// // Training side (normally another process).
+/// let config = CheckpointConfig { dir: ckpt_dir.clone(), ..CheckpointConfig::default() };
+/// let mut ckpt = ModelCheckpointer::open("exp", config)?;
+/// for step in [100, 200] {
+///     ckpt.save(Checkpoint::new(step).file("model.bin", vec![step as u8; 16]))?;
+/// }
+/// ckpt.mark_completed(serde_json::json!({}))?;
+///
+/// // Evaluation side.
+/// let tracker = ExperimentTracker::builder(ExperimentConfig::named("exp-eval"))
+///     .runs_dir(tmp.path().join("runs"))
+///     .handle_signals(false)
+///     .build()?;
+/// let mut watcher = EvalWatcher::builder(&ckpt_dir, "exp")
+///     .poll_interval(Duration::from_millis(50))
+///     .dataset("valid", |c: &exptrack_checkpoint::LoadedCheckpoint| {
+///         let weights = c.file("model.bin").ok_or("no model.bin")?;
+///         let accuracy = f64::from(weights[0]) / 255.0;
+///         Ok::<_, BoxError>([("accuracy", accuracy), ("loss", 1.0 - accuracy)])
+///     })
+///     .tracker(&tracker)
+///     .build()?;
+/// let summary = watcher.run()?; // returns once training is completed and all is evaluated
+/// assert_eq!(summary.evaluated_steps(), [100, 200]);
+/// drop(watcher);
+/// tracker.finish(RunStatus::Completed)?;
+/// # Ok(()) }
+/// ```
+pub struct EvalWatcher<'t> {
+    checkpointer: ModelCheckpointer,
+    datasets: Vec<(String, Box<dyn Evaluator + 't>)>,
+    sink: Sink<'t>,
+    state: EvalState,
+    state_path: PathBuf,
+    _lock: StateLock,
+    run_dir: PathBuf,
+    run_id: String,
+    experiment_id: String,
+    poll_interval: Duration,
+    flush_timeout: Duration,
+    max_attempts: u32,
+    stop_when_completed: bool,
+    attempts: BTreeMap<u64, u32>,
+    warned_unreadable: BTreeSet<String>,
+    recovered: Vec<u64>,
+    abort_after_log: Option<u64>,
+}
+
+impl std::fmt::Debug for EvalWatcher<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalWatcher")
+            .field("experiment_id", &self.experiment_id)
+            .field("checkpoints", &self.checkpointer.experiment_dir())
+            .field(
+                "datasets",
+                &self.datasets.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("run_dir", &self.run_dir)
+            .field("state_file", &self.state_path)
+            .field("recorded_steps", &self.state.steps.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Steps (and their `created_ms`) still to be dealt with, oldest first.
+type Candidates = Vec<(u64, Option<i64>)>;
+
+impl<'t> EvalWatcher<'t> {
+    /// Starts building a watcher for the checkpoints of `experiment_id` under `checkpoint_dir`
+    /// (the checkpointer's `dir`; checkpoints are in `<checkpoint_dir>/<experiment_id>/`).
+    pub fn builder(
+        checkpoint_dir: impl Into<PathBuf>,
+        experiment_id: impl Into<String>,
+    ) -> EvalWatcherBuilder<'t> {
+        EvalWatcherBuilder {
+            checkpoint_dir: checkpoint_dir.into(),
+            experiment_id: experiment_id.into(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            stop_when_completed: true,
+            datasets: Vec::new(),
+            tracker: None,
+            state_file: None,
+            abort_after_log: None,
+        }
+    }
+
+    /// The tracker the metrics go to.
+    pub fn tracker(&self) -> &ExperimentTracker {
+        self.sink.get()
+    }
+
+    /// Gives back the tracker when it was passed with
+    /// [`owned_tracker`](EvalWatcherBuilder::owned_tracker) (None otherwise), e.g. to `finish` it.
+    pub fn into_tracker(self) -> Option<ExperimentTracker> {
+        match self.sink {
+            Sink::Owned(t) => Some(t),
+            Sink::Borrowed(_) | Sink::Shared(_) => None,
+        }
+    }
+
+    /// The state file's path.
+    pub fn state_path(&self) -> &Path {
+        &self.state_path
+    }
+
+    /// The state as recorded so far.
+    pub fn state(&self) -> &EvalState {
+        &self.state
+    }
+
+    /// Steps found logged in the run log but not recorded when this watcher started (a previous
+    /// watcher died between logging and recording); they were recorded without re-evaluation.
+    pub fn recovered(&self) -> &[u64] {
+        &self.recovered
+    }
+
+    /// True when the training run has been marked completed (the checkpointer's completion
+    /// marker).
+    pub fn training_completed(&self) -> bool {
+        self.checkpointer.is_completed()
+    }
+
+    /// Scans the checkpoint directory once and deals with every committed checkpoint not yet
+    /// recorded, oldest first. Returns what happened to each (empty when there was nothing new).
+    pub fn poll_once(&mut self) -> Result<Vec<Evaluated>> {
+        self.poll(None)
+    }
+
+    /// Polls every [`poll_interval`](EvalWatcherBuilder::poll_interval) until the training run is
+    /// completed and every checkpoint committed before that was dealt with (unless
+    /// [`stop_when_completed`](EvalWatcherBuilder::stop_when_completed) is off), or until `stop`
+    /// is set (checked between steps and while sleeping; a step in progress is finished first).
+    pub fn run_until(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
+        let mut steps = Vec::new();
+        loop {
+            // Sampled before the scan: everything committed before the marker is then listed.
+            let completed = self.stop_when_completed && self.checkpointer.is_completed();
+            steps.extend(self.poll(Some(stop))?);
+            if stop.load(Ordering::SeqCst) {
+                return Ok(RunSummary {
+                    reason: StopReason::Stopped,
+                    steps,
+                });
+            }
+            if completed && self.attempts.is_empty() {
+                tracing::info!(
+                    experiment = %self.experiment_id,
+                    "training completed and every checkpoint evaluated; watcher stops"
+                );
+                return Ok(RunSummary {
+                    reason: StopReason::TrainingCompleted,
+                    steps,
+                });
+            }
+            let deadline = Instant::now() + self.poll_interval;
+            while !stop.load(Ordering::SeqCst) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(25)));
+            }
+        }
+    }
+
+    /// [`run_until`](Self::run_until) with a flag that is never set: returns when training is
+    /// completed.
+    pub fn run(&mut self) -> Result<RunSummary> {
+        self.run_until(&AtomicBool::new(false))
+    }
+
+    fn ckpt_err(&self, source: exptrack_checkpoint::Error) -> Error {
+        Error::Checkpoint {
+            experiment_id: self.experiment_id.clone(),
+            source,
+        }
+    }
+
+    fn track_err(&self, source: exptrack_core::Error) -> Error {
+        Error::Tracking {
+            run_id: self.run_id.clone(),
+            source,
+        }
+    }
+
+    fn poll(&mut self, stop: Option<&AtomicBool>) -> Result<Vec<Evaluated>> {
+        self.checkpointer.refresh().map_err(|e| self.ckpt_err(e))?;
+        let candidates = self.candidates();
+        let mut out = Vec::new();
+        for (step, created_ms) in candidates {
+            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                break;
+            }
+            out.push(self.process(step, created_ms)?);
+        }
+        Ok(out)
+    }
+
+    fn candidates(&mut self) -> Candidates {
+        let mut out: BTreeMap<u64, Option<i64>> = BTreeMap::new();
+        for info in self.checkpointer.list() {
+            let known = self.state.steps.get(&info.step);
+            match known {
+                None => {
+                    out.insert(info.step, Some(info.created_ms));
+                }
+                Some(r) if r.created_ms.is_some_and(|c| c != info.created_ms) => {
+                    tracing::info!(
+                        step = info.step,
+                        "checkpoint step was saved again since it was recorded; evaluating the new save"
+                    );
+                    out.insert(info.step, Some(info.created_ms));
+                }
+                Some(_) => {}
+            }
+        }
+        // Committed directories whose checkpoint.json does not parse: the lease + load below
+        // decides whether they are corrupt or were just being deleted.
+        for name in self.checkpointer.reconcile_report().unreadable {
+            let Some(step) = name
+                .strip_prefix("ckpt-")
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                if self.warned_unreadable.insert(name.clone()) {
+                    tracing::warn!(dir = %name, "unreadable checkpoint directory ignored");
+                }
+                continue;
+            };
+            if !self.state.steps.contains_key(&step) {
+                out.entry(step).or_insert(None);
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn record(
+        &mut self,
+        step: u64,
+        kind: RecordKind,
+        reason: Option<String>,
+        created: Option<i64>,
+    ) -> Result<()> {
+        self.attempts.remove(&step);
+        self.state.steps.insert(
+            step,
+            StepRecord {
+                kind,
+                reason,
+                created_ms: created,
+                recorded_ms: now_ms(),
+                run_id: (kind == RecordKind::Evaluated).then(|| self.run_id.clone()),
+            },
+        );
+        self.state.save(&self.state_path)
+    }
+
+    /// Deals with one step: lease, load, evaluate, log, flush, record.
+    fn process(&mut self, step: u64, listed_created: Option<i64>) -> Result<Evaluated> {
+        use exptrack_checkpoint::Error as CkErr;
+        let done = |outcome, epoch| Evaluated {
+            step,
+            epoch,
+            outcome,
+        };
+        let lease = match self.checkpointer.lease(step) {
+            Ok(l) => l,
+            Err(CkErr::NotFound { .. }) => return self.missed(step, listed_created),
+            Err(e) => return self.retry(step, None, listed_created, format!("lease: {e}")),
+        };
+        let loaded = match self.checkpointer.load(step) {
+            Ok(c) => c,
+            Err(CkErr::NotFound { .. }) => return self.missed(step, listed_created),
+            Err(e) if is_corrupt(&e) => {
+                let reason = e.to_string();
+                tracing::warn!(
+                    experiment = %self.experiment_id,
+                    step,
+                    error = %reason,
+                    "corrupt checkpoint skipped"
+                );
+                self.record(
+                    step,
+                    RecordKind::Corrupt,
+                    Some(reason.clone()),
+                    listed_created,
+                )?;
+                return Ok(done(Outcome::Corrupt { reason }, None));
+            }
+            Err(e) => return self.retry(step, None, listed_created, format!("load: {e}")),
+        };
+        let epoch = loaded.info.epoch;
+        let created = Some(loaded.info.created_ms);
+
+        let started = Instant::now();
+        let mut values: BTreeMap<String, f64> = BTreeMap::new();
+        for (name, evaluator) in &mut self.datasets {
+            let result = catch_unwind(AssertUnwindSafe(|| evaluator.evaluate(&loaded)));
+            let metrics = match result {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    let reason = format!("dataset {name}: {e}");
+                    return self.retry(step, epoch, created, reason);
+                }
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".to_owned());
+                    let reason = format!("dataset {name}: evaluator panicked: {msg}");
+                    return self.retry(step, epoch, created, reason);
+                }
+            };
+            for (k, v) in metrics {
+                values.insert(format!("eval/{name}/{k}"), v);
+            }
+        }
+        drop(loaded);
+
+        if !values.is_empty() {
+            let pairs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            self.sink
+                .get()
+                .log_metrics(step, &pairs)
+                .map_err(|e| self.track_err(e))?;
+            if let Err(e) = self.sink.get().flush_timeout(self.flush_timeout) {
+                // The local store is written before any backend; only the local copy matters for
+                // the record (backends are replayed from it).
+                if self.logged_steps_in(&self.run_dir)?.contains(&step) {
+                    tracing::warn!(
+                        step,
+                        error = %e,
+                        "a backend did not confirm the flush; the metrics are in the local store and will be redelivered"
+                    );
+                } else {
+                    return Err(self.track_err(e));
+                }
+            }
+        }
+        if self.abort_after_log == Some(step) {
+            std::process::abort();
+        }
+        self.record(step, RecordKind::Evaluated, None, created)?;
+        drop(lease);
+        tracing::info!(
+            experiment = %self.experiment_id,
+            step,
+            secs = started.elapsed().as_secs_f64(),
+            "checkpoint evaluated"
+        );
+        Ok(done(Outcome::Evaluated { metrics: values }, epoch))
+    }
+
+    fn missed(&mut self, step: u64, created: Option<i64>) -> Result<Evaluated> {
+        tracing::warn!(
+            experiment = %self.experiment_id,
+            step,
+            "checkpoint was pruned by retention before it could be evaluated (evaluation is \
+             slower than checkpointing, or the watcher was down); raise keep-last or evaluate faster"
+        );
+        self.record(step, RecordKind::MissedByRetention, None, created)?;
+        Ok(Evaluated {
+            step,
+            epoch: None,
+            outcome: Outcome::MissedByRetention,
+        })
+    }
+
+    fn retry(
+        &mut self,
+        step: u64,
+        epoch: Option<u64>,
+        created: Option<i64>,
+        reason: String,
+    ) -> Result<Evaluated> {
+        let n = self.attempts.entry(step).or_insert(0);
+        *n += 1;
+        let attempt = *n;
+        if attempt >= self.max_attempts {
+            tracing::warn!(step, attempts = attempt, error = %reason, "checkpoint skipped after repeated failures");
+            self.record(step, RecordKind::Failed, Some(reason.clone()), created)?;
+            return Ok(Evaluated {
+                step,
+                epoch,
+                outcome: Outcome::Failed {
+                    attempts: attempt,
+                    reason,
+                },
+            });
+        }
+        tracing::warn!(step, attempt, error = %reason, "checkpoint evaluation failed; retrying on the next poll");
+        Ok(Evaluated {
+            step,
+            epoch,
+            outcome: Outcome::Retrying { attempt, reason },
+        })
+    }
+
+    /// Steps with at least one `eval/<dataset>/` metric in a run's log (any dataset this state file
+    /// has ever had).
+    fn logged_steps_in(&self, run_dir: &Path) -> Result<BTreeSet<u64>> {
+        let mut steps = BTreeSet::new();
+        if !run_dir.join(exptrack_core::store::files::EVENTS).is_file() {
+            return Ok(steps);
+        }
+        let reader = RunReader::open(run_dir).map_err(|e| self.track_err(e))?;
+        let prefixes: Vec<String> = self
+            .state
+            .datasets
+            .iter()
+            .map(|d| format!("eval/{d}/"))
+            .collect();
+        for (_, event) in reader.events().map_err(|e| self.track_err(e))? {
+            if let Event::Metrics { step, values, .. } = event
+                && values
+                    .iter()
+                    .any(|m| prefixes.iter().any(|p| m.key.starts_with(p.as_str())))
+            {
+                steps.insert(step);
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Records steps that a previous watcher logged but did not record.
+    fn recover(&mut self) -> Result<()> {
+        let mut logged = BTreeMap::new();
+        for dir in self.state.runs.clone() {
+            let run_id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for step in self.logged_steps_in(&dir)? {
+                logged.entry(step).or_insert_with(|| run_id.clone());
+            }
+        }
+        for (step, run_id) in logged {
+            if self.state.steps.contains_key(&step) {
+                continue;
+            }
+            tracing::info!(
+                step,
+                run = %run_id,
+                "step was logged by a previous watcher that stopped before recording it; not evaluated again"
+            );
+            self.state.steps.insert(
+                step,
+                StepRecord {
+                    kind: RecordKind::Evaluated,
+                    reason: Some("recovered from the run log".to_owned()),
+                    created_ms: None,
+                    recorded_ms: now_ms(),
+                    run_id: Some(run_id),
+                },
+            );
+            self.recovered.push(step);
+        }
+        Ok(())
+    }
+}
+
+fn is_corrupt(e: &exptrack_checkpoint::Error) -> bool {
+    use exptrack_checkpoint::Error as CkErr;
+    e.is_corruption() || matches!(e, CkErr::Json { .. } | CkErr::NoSuchFile { .. })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
