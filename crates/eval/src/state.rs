@@ -180,3 +180,49 @@ impl StateLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_rejects_newer_versions() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(STATE_FILE_NAME);
+        assert_eq!(EvalState::load(&path).expect("absent"), None);
+        let mut s = EvalState::new("exp");
+        s.datasets.insert("valid".into());
+        s.steps.insert(
+            7,
+            StepRecord {
+                kind: RecordKind::Corrupt,
+                reason: Some("sha256 mismatch".into()),
+                created_ms: Some(1),
+                recorded_ms: 2,
+                run_id: None,
+            },
+        );
+        s.save(&path).expect("save");
+        assert_eq!(EvalState::load(&path).expect("load"), Some(s.clone()));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("\"corrupt\""), "{text}");
+        s.format_version = STATE_FORMAT_VERSION + 1;
+        s.save(&path).expect("save");
+        assert!(matches!(EvalState::load(&path), Err(Error::State { .. })));
+        std::fs::write(&path, b"{ not json").expect("write");
+        assert!(matches!(EvalState::load(&path), Err(Error::State { .. })));
+    }
+
+    #[test]
+    fn state_lock_is_exclusive_and_released_on_drop() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(STATE_FILE_NAME);
+        let first = StateLock::acquire(&path).expect("first");
+        assert!(matches!(
+            StateLock::acquire(&path),
+            Err(Error::Locked { .. })
+        ));
+        drop(first);
+        StateLock::acquire(&path).expect("after drop");
+    }
+}

@@ -89,3 +89,52 @@ fn leased_checkpoint_survives_pruning_until_evaluation_ends() {
             .expect("exists");
     assert!(state.steps_with(RecordKind::Evaluated).contains(&1));
 }
+
+#[test]
+fn checkpoint_pruned_before_its_turn_is_reported_missed_by_retention() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ckpt_dir = tmp.path().join("checkpoints");
+    let exp = "missed";
+    let mut trainer = common::trainer(&ckpt_dir, exp, Some(3));
+    for step in 1..=3 {
+        trainer.save(common::checkpoint(step)).expect("save");
+    }
+    let trainer = std::sync::Mutex::new(trainer);
+    let runs = tmp.path().join("runs");
+    let tracker = common::eval_tracker(&runs, "eval");
+    let mut watcher = EvalWatcher::builder(&ckpt_dir, exp)
+        .poll_interval(Duration::from_millis(10))
+        .dataset("valid", |c: &LoadedCheckpoint| {
+            if c.step() == 1 {
+                // Training races ahead while step 1 (leased) is evaluated: with keep-last 3,
+                // saving 4..=6 prunes 2 and 3, which this poll has already listed.
+                let mut t = trainer.lock().expect("trainer");
+                for step in 4..=6 {
+                    t.save(common::checkpoint(step)).expect("save");
+                }
+                t.wait().expect("reapers");
+            }
+            common::fake_eval(c, 0.0).map_err(BoxError::from)
+        })
+        .tracker(&tracker)
+        .build()
+        .expect("watcher");
+    let first = watcher.poll_once().expect("poll 1");
+    let outcomes: Vec<(u64, bool)> = first
+        .iter()
+        .map(|e| (e.step, matches!(e.outcome, Outcome::MissedByRetention)))
+        .collect();
+    assert_eq!(outcomes, [(1, false), (2, true), (3, true)], "{first:?}");
+    assert!(matches!(first[0].outcome, Outcome::Evaluated { .. }));
+    let second = watcher.poll_once().expect("poll 2");
+    assert_eq!(second.iter().map(|e| e.step).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(
+        watcher.state().steps_with(RecordKind::MissedByRetention),
+        [2, 3]
+    );
+    drop(watcher);
+    tracker.flush().expect("flush");
+    let counts = common::eval_event_counts(tracker.run_dir());
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), [1, 4, 5, 6]);
+    tracker.finish(RunStatus::Completed).expect("finish");
+}
