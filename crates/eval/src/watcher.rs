@@ -19,6 +19,8 @@ use crate::state::{EvalState, RecordKind, STATE_FILE_NAME, StateLock, StepRecord
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// Default time a flush barrier waits for remote backends before the watcher moves on.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Flush wait used while the previous flush was not confirmed by every backend.
+const DEGRADED_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default number of attempts for a checkpoint whose loading or evaluation fails.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -217,7 +219,7 @@ impl<'t> EvalWatcherBuilder<'t> {
 
     /// How long the flush barrier after each step waits for remote backends (default 10 s). The
     /// local store is fsynced first; a backend that does not confirm in time gets the events from
-    /// the store's spool later.
+    /// the store's spool later. While backends keep failing, later steps wait at most 1 s.
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = timeout;
         self
@@ -342,6 +344,7 @@ impl<'t> EvalWatcherBuilder<'t> {
             warned_unreadable: BTreeSet::new(),
             recovered: Vec::new(),
             abort_after_log: self.abort_after_log,
+            backend_degraded: false,
             experiment_id: self.experiment_id,
         };
         watcher.recover()?;
@@ -435,6 +438,7 @@ pub struct EvalWatcher<'t> {
     warned_unreadable: BTreeSet<String>,
     recovered: Vec<u64>,
     abort_after_log: Option<u64>,
+    backend_degraded: bool,
 }
 
 impl std::fmt::Debug for EvalWatcher<'_> {
@@ -580,6 +584,20 @@ impl<'t> EvalWatcher<'t> {
         self.checkpointer.refresh().map_err(|e| self.ckpt_err(e))?;
         let candidates = self.candidates();
         let mut out = Vec::new();
+        // A step that failed an attempt and is no longer listed was pruned in between.
+        let stale: Vec<u64> = self
+            .attempts
+            .keys()
+            .filter(|s| !candidates.iter().any(|(c, _)| c == *s))
+            .copied()
+            .collect();
+        for step in stale {
+            if self.state.steps.contains_key(&step) {
+                self.attempts.remove(&step);
+            } else {
+                out.push(self.missed(step, None)?);
+            }
+        }
         for (step, created_ms) in candidates {
             if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 break;
@@ -716,7 +734,15 @@ impl<'t> EvalWatcher<'t> {
                 .get()
                 .log_metrics(step, &pairs)
                 .map_err(|e| self.track_err(e))?;
-            if let Err(e) = self.sink.get().flush_timeout(self.flush_timeout) {
+            // While a backend is failing, wait less: the local store is what the record needs.
+            let wait = if self.backend_degraded {
+                self.flush_timeout.min(DEGRADED_FLUSH_TIMEOUT)
+            } else {
+                self.flush_timeout
+            };
+            let flushed = self.sink.get().flush_timeout(wait);
+            self.backend_degraded = flushed.is_err();
+            if let Err(e) = flushed {
                 // The local store is written before any backend; only the local copy matters for
                 // the record (backends are replayed from it).
                 if self.logged_steps_in(&self.run_dir)?.contains(&step) {

@@ -138,3 +138,48 @@ fn checkpoint_pruned_before_its_turn_is_reported_missed_by_retention() {
     assert_eq!(counts.keys().copied().collect::<Vec<_>>(), [1, 4, 5, 6]);
     tracker.finish(RunStatus::Completed).expect("finish");
 }
+
+#[test]
+fn failed_step_pruned_before_its_retry_is_missed_and_run_still_ends() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ckpt_dir = tmp.path().join("checkpoints");
+    let exp = "retry-pruned";
+    let mut trainer = common::trainer(&ckpt_dir, exp, Some(2));
+    trainer.save(common::checkpoint(1)).expect("save");
+    let runs = tmp.path().join("runs");
+    let tracker = common::eval_tracker(&runs, "eval");
+    let mut watcher = EvalWatcher::builder(&ckpt_dir, exp)
+        .poll_interval(Duration::from_millis(10))
+        .dataset("valid", |c: &LoadedCheckpoint| {
+            if c.step() == 1 {
+                return Err(BoxError::from("transient failure"));
+            }
+            common::fake_eval(c, 0.0).map_err(BoxError::from)
+        })
+        .tracker(&tracker)
+        .build()
+        .expect("watcher");
+    let first = watcher.poll_once().expect("poll 1");
+    assert!(matches!(
+        first[0].outcome,
+        Outcome::Retrying { attempt: 1, .. }
+    ));
+    // Retention prunes step 1 before its retry; then training completes.
+    for step in 2..=3 {
+        trainer.save(common::checkpoint(step)).expect("save");
+    }
+    trainer
+        .mark_completed(serde_json::json!({}))
+        .expect("complete");
+    let summary = watcher
+        .run()
+        .expect("run ends although step 1 never succeeded");
+    let outcomes: Vec<(u64, bool)> = summary
+        .steps
+        .iter()
+        .map(|e| (e.step, matches!(e.outcome, Outcome::MissedByRetention)))
+        .collect();
+    assert_eq!(outcomes, [(1, true), (2, false), (3, false)]);
+    drop(watcher);
+    tracker.finish(RunStatus::Completed).expect("finish");
+}
