@@ -79,7 +79,7 @@ impl Env {
 fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
     let data = payload(size);
     let big = size >= (256 << 20);
-    let samples = if size >= (1 << 30) { 10 } else if big { 10 } else { 20 };
+    let samples = if big { 10 } else { 20 };
     let tune = |g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>| {
         g.sampling_mode(SamplingMode::Flat)
             .sample_size(samples)
@@ -248,8 +248,9 @@ fn report(sizes: &[String]) -> String {
                 // Throughput ratio = baseline time / our time; stall ratio = our time / sync time.
                 let ratio = if throughput { b / o } else { o / b };
                 out.push_str(&format!(
-                    "| {size} | {what} | {:.4} s | {:.4} s | {ratio:.3} | {target} |\n",
-                    o, b
+                    "| {size} | {what} | {:.3} ms | {:.3} ms | {ratio:.3} | {target} |\n",
+                    o * 1e3,
+                    b * 1e3
                 ));
             }
         }

@@ -52,8 +52,14 @@
 //! ```
 //!
 //! # Feature flags
-//! - `burn` (off by default): [`burn_support`] helpers that put a burn 0.22 module record, a
+//! - `burn` (off by default): `burn_support` helpers that put a burn 0.22 module record, a
 //!   `ModuleOptimizer` and an LR scheduler record into one checkpoint and load them back.
+//! - `burn-flex` (off by default): `burn` plus burn's flex CPU backend; what the crate's burn tests
+//!   run on.
+//!
+//! # Performance
+//! See `docs/performance.md` for measured ratios against raw `write`+`fsync` and raw `read`, and
+//! `cargo run --release -p exptrack-checkpoint --example save_profile` for a quick breakdown.
 
 #![warn(missing_debug_implementations, unreachable_pub)]
 

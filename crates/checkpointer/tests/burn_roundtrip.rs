@@ -23,8 +23,8 @@ fn net(device: &Device) -> Net {
 }
 
 fn weights(n: &Net) -> Vec<f32> {
-    let mut v: Vec<f32> = n.a.weight.val().into_data().to_vec().unwrap();
-    v.extend(n.b.weight.val().into_data().to_vec::<f32>().unwrap());
+    let mut v: Vec<f32> = n.a.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    v.extend(n.b.weight.val().into_data().try_to_vec::<f32>().unwrap());
     v
 }
 
@@ -71,8 +71,8 @@ fn model_optimizer_scheduler_round_trip() {
         .unwrap()
         .load_record(loaded.lr_scheduler_record().unwrap());
     assert_eq!(
-        restored_sched.step(),
-        sched.step(),
+        restored_sched.step().base(),
+        sched.step().base(),
         "scheduler resumes at the same position"
     );
     // The restored optimizer continues exactly like the original one.
