@@ -1,0 +1,61 @@
+//! The small trait a model implements to be trained by the
+//! [`TrainingManager`](crate::TrainingManager).
+
+use burn::module::Module;
+use burn::tensor::{Int, Tensor};
+
+/// What a model returns for a batch.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// The mean loss over the batch (one element; any float dtype, the trainer casts to f32).
+    pub loss: Tensor<1>,
+    /// Outputs for metrics (validation accuracy, the [`Evaluator`](crate::eval::Evaluator)).
+    pub output: ModelOutput,
+    /// Items in the batch (for throughput and weighted means).
+    pub num_items: usize,
+}
+
+/// Model outputs the trainer knows how to score.
+#[derive(Debug, Clone)]
+pub enum ModelOutput {
+    /// `logits: [batch, classes]`, `targets: [batch]`: accuracy is reported.
+    Classification {
+        /// Unnormalized scores.
+        logits: Tensor<2>,
+        /// Class indices.
+        targets: Tensor<1, Int>,
+    },
+    /// `predictions`, `targets`: `[batch, outputs]`.
+    Regression {
+        /// Predicted values.
+        predictions: Tensor<2>,
+        /// True values.
+        targets: Tensor<2>,
+    },
+    /// Only the loss is reported.
+    None,
+}
+
+/// A model the trainer can fit: it computes its loss and outputs for a batch.
+///
+/// The same method serves training and validation; in validation the trainer calls it on
+/// `model.valid()` (no autodiff, training flags such as dropout off).
+///
+/// ```ignore
+/// impl TrainModel for Mlp {
+///     type Batch = ClassificationBatch<2>;
+///     fn step(&self, batch: Self::Batch) -> StepOutput {
+///         let logits = self.forward(batch.inputs);
+///         let loss = CrossEntropyLossConfig::new().init(&logits.device())
+///             .forward(logits.clone(), batch.targets.clone());
+///         StepOutput { loss, num_items: batch.targets.dims()[0],
+///                      output: ModelOutput::Classification { logits, targets: batch.targets } }
+///     }
+/// }
+/// ```
+pub trait TrainModel: Module + 'static {
+    /// The batch type (produced by a [`BatchSource`](crate::data::BatchSource)).
+    type Batch;
+    /// Forward pass and loss for one batch.
+    fn step(&self, batch: Self::Batch) -> StepOutput;
+}

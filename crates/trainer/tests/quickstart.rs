@@ -1,0 +1,79 @@
+//! The quickstart as a library call: trains, interrupts and resumes, reports a completed
+//! experiment, retrains when forced, and writes results.json in the run directory.
+
+use exptrack_trainer::quickstart::{QuickstartArgs, run};
+
+const CONFIG: &str = r#"
+[experiment]
+name = "quickstart-test"
+
+[checkpointing]
+max_checkpoints = 2
+async = true
+fsync = false
+
+[training]
+num_epochs = 2
+batch_size = 64
+learning_rate = 0.003
+log_frequency = 10
+checkpoint_save_frequency = 20
+seed = 7
+device = "cpu"
+progress = false
+
+[quickstart]
+train_items = 2000
+valid_items = 500
+hidden = 32
+"#;
+
+#[test]
+fn quickstart_interrupts_resumes_completes_and_forces() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("quickstart.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let args = |force: bool, stop: Option<u64>| QuickstartArgs {
+        config: Some(cfg.clone()),
+        force,
+        runs_dir: Some(dir.path().join("runs")),
+        stop_after_step: stop,
+        quiet: true,
+        ..QuickstartArgs::default()
+    };
+
+    let first = run(args(false, Some(25))).unwrap();
+    assert!(first.result.interrupted);
+    assert_eq!(first.result.steps, 25);
+
+    let second = run(args(false, None)).unwrap();
+    assert!(!second.already_completed);
+    assert_eq!(second.result.resumed_from_step, Some(25));
+    assert_eq!(second.result.steps, 64); // 2 epochs × 32 batches
+    assert!(
+        second.final_accuracy > 0.8,
+        "accuracy {}",
+        second.final_accuracy
+    );
+    // The interrupted run was continued (same run directory) and completed with results.json.
+    assert_eq!(first.run_dir, second.run_dir);
+    let run_dir = second.run_dir.clone().unwrap();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
+    let acc = results["extra"]["final_valid_accuracy"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no final_valid_accuracy in {results}"));
+    assert!((acc - second.final_accuracy).abs() < 1e-12);
+    let events = std::fs::read_to_string(run_dir.join("events.jsonl")).unwrap();
+    assert!(events.contains("train/loss") && events.contains("valid/accuracy"));
+
+    let third = run(args(false, None)).unwrap();
+    assert!(third.already_completed);
+    assert_eq!(third.final_accuracy, second.final_accuracy);
+
+    let forced = run(args(true, None)).unwrap();
+    assert!(!forced.already_completed);
+    assert_eq!(forced.result.resumed_from_step, None);
+    assert_eq!(forced.result.steps, 64);
+    assert_ne!(forced.run_dir, second.run_dir);
+}
