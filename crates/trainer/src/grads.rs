@@ -40,8 +40,12 @@ pub fn squared_norm<M: Module>(module: &M, grads: &GradientsParams) -> Option<Te
 
 /// Reads a one-element tensor back to the host.
 pub(crate) fn read_scalars(t: Tensor<1>) -> Result<Vec<f64>> {
+    let t = if t.dtype() == burn::tensor::DType::F32 {
+        t
+    } else {
+        t.cast(FloatDType::F32)
+    };
     let data = t
-        .cast(FloatDType::F32)
         .try_into_data()
         .map_err(|e| Error::Readback(format!("{e:?}")))?;
     let v: Vec<f32> = data

@@ -565,6 +565,7 @@ impl TrainingManager {
                 let scale = st.scaler.as_ref().map(|s| s.scale).unwrap_or(1.0);
                 let inject = self.inject_nonfinite.contains(&st.step);
                 let mut loss_sum: Option<Tensor<1>> = None;
+                let mut single: Option<GradientsParams> = None;
                 let mut items = 0usize;
                 let end = (st.position + k).min(batches.len());
                 for idx in &batches[st.position..end] {
@@ -579,7 +580,11 @@ impl TrainingManager {
                     } else {
                         out.loss.cast(FloatDType::F32)
                     };
-                    let loss = loss.reshape([1]);
+                    let loss = if loss.dims() == [1] {
+                        loss
+                    } else {
+                        loss.reshape([1])
+                    };
                     let mut scaled = if scale != 1.0 {
                         loss.clone().mul_scalar(scale)
                     } else {
@@ -589,14 +594,22 @@ impl TrainingManager {
                         scaled = scaled.mul_scalar(f32::INFINITY);
                     }
                     let g = GradientsParams::from_grads(scaled.backward(), &model);
-                    acc.add(&model, g);
-                    let l = loss.detach();
+                    if k == 1 {
+                        single = Some(g);
+                    } else {
+                        acc.add(&model, g);
+                    }
+                    let l = if k == 1 { loss } else { loss.detach() };
                     loss_sum = Some(match loss_sum {
                         Some(s) => s.add(l),
                         None => l,
                     });
                 }
-                let (grads, n_micro) = acc.take_sum();
+                // With k = 1 the accumulator (a visit of every parameter) is skipped.
+                let (grads, n_micro) = match single.take() {
+                    Some(g) => (g, 1),
+                    None => acc.take_sum(),
+                };
                 let inv = 1.0 / (n_micro as f64 * scale);
                 let need_norm = amp.is_some() || cfg.gradient_clipping == ClippingKind::Norm;
                 // ONE host readback per step: [loss sum, squared grad norm (when needed)].
@@ -754,6 +767,10 @@ impl TrainingManager {
         {
             model = model_from_bytes(model, bytes)?;
             restored = true;
+            // Report the metrics of the weights being returned.
+            if let Some(best) = st.history.iter().find(|h| Some(h.step) == st.best_step) {
+                last_valid = best.metrics.clone();
+            }
         }
         let result = TrainingResult {
             history: st.history.clone(),
