@@ -20,7 +20,12 @@ use exptrack_checkpoint::{Checkpoint, CheckpointConfig, Compression, ModelCheckp
 static TIMES: Mutex<BTreeMap<(String, String), Vec<f64>>> = Mutex::new(BTreeMap::new());
 
 fn record(size: &str, name: &str, d: Duration) {
-    TIMES.lock().unwrap().entry((size.to_owned(), name.to_owned())).or_default().push(d.as_secs_f64());
+    TIMES
+        .lock()
+        .unwrap()
+        .entry((size.to_owned(), name.to_owned()))
+        .or_default()
+        .push(d.as_secs_f64());
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -37,7 +42,9 @@ fn parse_size(s: &str) -> usize {
         Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    num.parse::<usize>().expect("EXPTRACK_BENCH_SIZES: sizes like 64M,512M,2G") * mul
+    num.parse::<usize>()
+        .expect("EXPTRACK_BENCH_SIZES: sizes like 64M,512M,2G")
+        * mul
 }
 
 /// Weight-like bytes: small random f32 values (zstd gets a little out of the exponents).
@@ -108,7 +115,10 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
             })
         });
         let _ = std::fs::remove_file(&raw_path);
-        for (name, compression) in [("durable_save", Compression::Off), ("durable_save_zstd1", Compression::Zstd(1))] {
+        for (name, compression) in [
+            ("durable_save", Compression::Off),
+            ("durable_save_zstd1", Compression::Zstd(1)),
+        ] {
             let mut ck = ModelCheckpointer::open("bench", env.config(name, compression)).unwrap();
             let mut step = 0u64;
             g.bench_function(BenchmarkId::from_parameter(name), |b| {
@@ -116,7 +126,9 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         step += 1;
-                        let c = Checkpoint::new(step).metric("val_loss", 0.5).file("model.bpk", data.clone());
+                        let c = Checkpoint::new(step)
+                            .metric("val_loss", 0.5)
+                            .file("model.bpk", data.clone());
                         let t = Instant::now();
                         ck.save(c).unwrap();
                         let d = t.elapsed();
@@ -126,13 +138,19 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
                     total
                 })
             });
-            let async_name = if compression == Compression::Off { "save_async_stall" } else { "save_async_stall_zstd1" };
+            let async_name = if compression == Compression::Off {
+                "save_async_stall"
+            } else {
+                "save_async_stall_zstd1"
+            };
             g.bench_function(BenchmarkId::from_parameter(async_name), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         step += 1;
-                        let c = Checkpoint::new(step).metric("val_loss", 0.5).file("model.bpk", data.clone());
+                        let c = Checkpoint::new(step)
+                            .metric("val_loss", 0.5)
+                            .file("model.bpk", data.clone());
                         let t = Instant::now();
                         ck.save_async(c).unwrap();
                         let d = t.elapsed();
@@ -144,22 +162,27 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
                 })
             });
             if compression == Compression::Off {
-                g.bench_function(BenchmarkId::from_parameter("save_async_stall_incl_copy"), |b| {
-                    b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            step += 1;
-                            let t = Instant::now();
-                            let c = Checkpoint::new(step).metric("val_loss", 0.5).file("model.bpk", data.clone());
-                            ck.save_async(c).unwrap();
-                            let d = t.elapsed();
-                            ck.wait().unwrap();
-                            record(label, "save_async_stall_incl_copy", d);
-                            total += d;
-                        }
-                        total
-                    })
-                });
+                g.bench_function(
+                    BenchmarkId::from_parameter("save_async_stall_incl_copy"),
+                    |b| {
+                        b.iter_custom(|iters| {
+                            let mut total = Duration::ZERO;
+                            for _ in 0..iters {
+                                step += 1;
+                                let t = Instant::now();
+                                let c = Checkpoint::new(step)
+                                    .metric("val_loss", 0.5)
+                                    .file("model.bpk", data.clone());
+                                ck.save_async(c).unwrap();
+                                let d = t.elapsed();
+                                ck.wait().unwrap();
+                                record(label, "save_async_stall_incl_copy", d);
+                                total += d;
+                            }
+                            total
+                        })
+                    },
+                );
             }
         }
         g.finish();
@@ -173,8 +196,12 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
         raw_write_fsync(&raw_path, &data);
         let mut stores = Vec::new();
         for (name, compression) in [("plain", Compression::Off), ("zstd1", Compression::Zstd(1))] {
-            let mut ck = ModelCheckpointer::open("bench", env.config(&format!("load-{name}"), compression)).unwrap();
-            let info = ck.save(Checkpoint::new(1).file("model.bpk", data.clone())).unwrap();
+            let mut ck =
+                ModelCheckpointer::open("bench", env.config(&format!("load-{name}"), compression))
+                    .unwrap();
+            let info = ck
+                .save(Checkpoint::new(1).file("model.bpk", data.clone()))
+                .unwrap();
             stores.push((name, ck, info.path_of("model.bpk")));
         }
         for cold in [false, true] {
@@ -199,7 +226,11 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
                 })
             });
             for (name, ck, path) in &stores {
-                let bench_name = if *name == "plain" { format!("load_verified{sfx}") } else { format!("load_verified_{name}{sfx}") };
+                let bench_name = if *name == "plain" {
+                    format!("load_verified{sfx}")
+                } else {
+                    format!("load_verified_{name}{sfx}")
+                };
                 g.bench_function(BenchmarkId::from_parameter(&bench_name), |b| {
                     b.iter_custom(|iters| {
                         let mut total = Duration::ZERO;
@@ -227,21 +258,84 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
 
 fn report(sizes: &[String]) -> String {
     let t = TIMES.lock().unwrap();
-    let m = |size: &str, name: &str| t.get(&(size.to_owned(), name.to_owned())).map(|v| median(v));
+    let m = |size: &str, name: &str| {
+        t.get(&(size.to_owned(), name.to_owned()))
+            .map(|v| median(v))
+    };
     let mut out = String::new();
     out.push_str("| size | metric | ours (median) | baseline (median) | ratio | target |\n|---|---|---|---|---|---|\n");
     for size in sizes {
         let rows: [(&str, &str, &str, bool, &str); 10] = [
-            ("durable save / raw write+fsync (throughput ratio)", "durable_save", "raw_write_fsync", true, ">= 0.90"),
-            ("durable save zstd-1 / raw write+fsync", "durable_save_zstd1", "raw_write_fsync", true, ">= 0.90"),
-            ("verified load / raw read (hot cache)", "load_verified", "raw_read", true, ">= 0.85"),
-            ("verified load / raw read (cold cache)", "load_verified_cold", "raw_read_cold", true, ">= 0.85"),
-            ("verified load zstd-1 / raw read (hot)", "load_verified_zstd1", "raw_read", true, ">= 0.85"),
-            ("verified load zstd-1 / raw read (cold)", "load_verified_zstd1_cold", "raw_read_cold", true, ">= 0.85"),
-            ("save_async stall / sync save", "save_async_stall", "durable_save", false, "<= 0.05"),
-            ("save_async stall incl. buffer copy / sync save", "save_async_stall_incl_copy", "durable_save", false, "<= 0.05"),
-            ("save_async stall zstd-1 / sync save zstd-1", "save_async_stall_zstd1", "durable_save_zstd1", false, "<= 0.05"),
-            ("save_async stall zstd-1 / sync save (no zstd)", "save_async_stall_zstd1", "durable_save", false, "<= 0.05"),
+            (
+                "durable save / raw write+fsync (throughput ratio)",
+                "durable_save",
+                "raw_write_fsync",
+                true,
+                ">= 0.90",
+            ),
+            (
+                "durable save zstd-1 / raw write+fsync",
+                "durable_save_zstd1",
+                "raw_write_fsync",
+                true,
+                ">= 0.90",
+            ),
+            (
+                "verified load / raw read (hot cache)",
+                "load_verified",
+                "raw_read",
+                true,
+                ">= 0.85",
+            ),
+            (
+                "verified load / raw read (cold cache)",
+                "load_verified_cold",
+                "raw_read_cold",
+                true,
+                ">= 0.85",
+            ),
+            (
+                "verified load zstd-1 / raw read (hot)",
+                "load_verified_zstd1",
+                "raw_read",
+                true,
+                ">= 0.85",
+            ),
+            (
+                "verified load zstd-1 / raw read (cold)",
+                "load_verified_zstd1_cold",
+                "raw_read_cold",
+                true,
+                ">= 0.85",
+            ),
+            (
+                "save_async stall / sync save",
+                "save_async_stall",
+                "durable_save",
+                false,
+                "<= 0.05",
+            ),
+            (
+                "save_async stall incl. buffer copy / sync save",
+                "save_async_stall_incl_copy",
+                "durable_save",
+                false,
+                "<= 0.05",
+            ),
+            (
+                "save_async stall zstd-1 / sync save zstd-1",
+                "save_async_stall_zstd1",
+                "durable_save_zstd1",
+                false,
+                "<= 0.05",
+            ),
+            (
+                "save_async stall zstd-1 / sync save (no zstd)",
+                "save_async_stall_zstd1",
+                "durable_save",
+                false,
+                "<= 0.05",
+            ),
         ];
         for (what, ours, base, throughput, target) in rows {
             if let (Some(o), Some(b)) = (m(size, ours), m(size, base)) {
@@ -259,11 +353,23 @@ fn report(sizes: &[String]) -> String {
 }
 
 fn main() {
-    let sizes_env = std::env::var("EXPTRACK_BENCH_SIZES").unwrap_or_else(|_| "64M,512M,2G".to_owned());
-    let labels: Vec<String> = sizes_env.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-    let base = std::env::var_os("EXPTRACK_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new().prefix("exptrack-ckpt-bench").tempdir_in(base).unwrap();
-    let env = Env { root: tmp.path().to_owned() };
+    let sizes_env =
+        std::env::var("EXPTRACK_BENCH_SIZES").unwrap_or_else(|_| "64M,512M,2G".to_owned());
+    let labels: Vec<String> = sizes_env
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let base = std::env::var_os("EXPTRACK_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("exptrack-ckpt-bench")
+        .tempdir_in(base)
+        .unwrap();
+    let env = Env {
+        root: tmp.path().to_owned(),
+    };
     let mut c = Criterion::default().configure_from_args();
     for label in &labels {
         bench_size(&mut c, &env, label, parse_size(label));
