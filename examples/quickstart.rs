@@ -1,46 +1,55 @@
-//! Quickstart: trains a small classifier on generated data with tracking to a local run
-//! directory (local store + TensorBoard files) and prints where to look.
+//! Quickstart: trains a burn MLP classifier on a generated dataset (no download, CPU) with
+//! tracking to a local run directory (local store + TensorBoard files) and crash-safe
+//! checkpoints, then prints where to look.
 //!
 //! ```text
 //! cargo run --release --example quickstart
-//! cargo run --release --example quickstart -- --config examples/quickstart.toml
+//! cargo run --release --example quickstart -- --config my.toml --force
 //! ```
 //!
-//! Options: `--config FILE` (TOML as in the README), `--runs DIR` (default `runs`),
-//! `--epochs N`, `--mlflow URI` (also log to an MLflow server; needs `--features mlflow`),
-//! `--wandb offline|online` (also log to W&B; needs `--features wandb`).
+//! Rerunning after an interruption (Ctrl-C, a crash) resumes from the latest checkpoint; rerunning
+//! a completed experiment prints "already completed" with the earlier results unless `--force`.
+//!
+//! Options:
+//! - `--config FILE`: an experiment config (TOML); the built-in default is printed by
+//!   `--print-config`.
+//! - `--force`: retrain a completed experiment.
+//! - `--runs DIR`: root of the local store and checkpoints (default `runs`).
+//! - `--stop-after-step N`: stop after the checkpoint at step N, as if interrupted.
+//! - `--mlflow URI`: also log to an MLflow server (build with `--features mlflow`).
+//! - `--wandb offline|online`: also log to W&B (build with `--features wandb`).
 
 use std::path::PathBuf;
 
-use exptrack::{ExperimentConfig, RunStatus};
+use exptrack_trainer::quickstart::{self, QuickstartArgs};
 
+#[derive(Default)]
 struct Args {
     config: Option<PathBuf>,
+    force: bool,
     runs: Option<PathBuf>,
-    epochs: usize,
+    stop_after_step: Option<u64>,
     mlflow: Option<String>,
     wandb: Option<String>,
+    quiet: bool,
 }
 
+const USAGE: &str = "usage: quickstart [--config FILE] [--force] [--runs DIR] [--stop-after-step N] \
+                     [--mlflow URI] [--wandb offline|online] [--quiet] [--print-config]";
+
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        config: None,
-        runs: None,
-        epochs: 30,
-        mlflow: None,
-        wandb: None,
-    };
+    let mut args = Args::default();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--config" => args.config = Some(it.next().ok_or("--config needs a file")?.into()),
+            "--force" => args.force = true,
+            "--quiet" => args.quiet = true,
             "--runs" => args.runs = Some(it.next().ok_or("--runs needs a directory")?.into()),
-            "--epochs" => {
-                args.epochs = it
-                    .next()
-                    .ok_or("--epochs needs a number")?
-                    .parse()
-                    .map_err(|e| format!("--epochs: {e}"))?
+            "--stop-after-step" => {
+                let n = it.next().ok_or("--stop-after-step needs a step")?;
+                args.stop_after_step =
+                    Some(n.parse().map_err(|e| format!("--stop-after-step: {e}"))?);
             }
             "--mlflow" => args.mlflow = Some(it.next().ok_or("--mlflow needs a tracking URI")?),
             "--wandb" => {
@@ -50,53 +59,25 @@ fn parse_args() -> Result<Args, String> {
                 }
                 args.wandb = Some(mode);
             }
-            "-h" | "--help" => {
-                println!(
-                    "usage: quickstart [--config FILE] [--runs DIR] [--epochs N] [--mlflow URI] [--wandb offline|online]"
-                );
+            "--print-config" => {
+                print!("{}", quickstart::DEFAULT_CONFIG);
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
     Ok(args)
 }
 
-/// Two Gaussian blobs in 8 dimensions, deterministic (xorshift), labels 0/1.
-fn dataset(n: usize, seed: u64) -> Vec<([f64; 8], f64)> {
-    let mut s = seed | 1;
-    let mut rnd = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut gauss = move || {
-        let (u, v) = (rnd().max(1e-12), rnd());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    };
-    (0..n)
-        .map(|i| {
-            let y = (i % 2) as f64;
-            let mut x = [0.0; 8];
-            for (d, xd) in x.iter_mut().enumerate() {
-                let centre = if y > 0.5 { 0.6 } else { -0.6 } * if d % 2 == 0 { 1.0 } else { -0.5 };
-                *xd = centre + gauss();
-            }
-            (x, y)
-        })
-        .collect()
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    let mut config = match &args.config {
-        Some(p) => ExperimentConfig::from_file(p)?,
-        None => ExperimentConfig::named("quickstart"),
-    };
-    if let Some(r) = &args.runs {
-        config.tracking.runs_dir = r.clone();
-    }
+    // The trackers the config (plus --mlflow / --wandb) switches on; the trainer adds the local
+    // store and runs them all behind one ExperimentTracker.
+    let mut config = quickstart::load_config(args.config.as_deref())?;
     if let Some(uri) = &args.mlflow {
         config.tracking.use_mlflow = true;
         config.tracking.mlflow_tracking_uri = Some(uri.clone());
@@ -105,79 +86,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.tracking.use_wandb = true;
         config.tracking.wandb_mode = Some(mode.clone());
     }
-    let lr = 0.1;
-    let tracker = exptrack::tracker(config)?.build()?;
-    tracker.log_hyperparameters(&[
-        ("lr", exptrack::ParamValue::from(lr)),
-        ("epochs", exptrack::ParamValue::from(args.epochs)),
-        ("model", exptrack::ParamValue::from("logistic regression")),
-    ])?;
+    let trackers = exptrack::backends_from_config(&config)?;
 
-    let train = dataset(4000, 7);
-    let valid = dataset(1000, 11);
-    let mut w = [0.0f64; 8];
-    let mut b = 0.0f64;
-    let mut step = 0u64;
-    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
-    let mut acc = 0.0;
-    for epoch in 0..args.epochs {
-        for chunk in train.chunks(64) {
-            let (mut gw, mut gb, mut loss) = ([0.0; 8], 0.0, 0.0);
-            for (x, y) in chunk {
-                let p = sigmoid(x.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + b);
-                loss -= y * p.max(1e-12).ln() + (1.0 - y) * (1.0 - p).max(1e-12).ln();
-                for d in 0..8 {
-                    gw[d] += (p - y) * x[d];
-                }
-                gb += p - y;
-            }
-            let n = chunk.len() as f64;
-            for d in 0..8 {
-                w[d] -= lr * gw[d] / n;
-            }
-            b -= lr * gb / n;
-            step += 1;
-            tracker.log_metrics(step, &[("train/loss", loss / n), ("train/lr", lr)])?;
-        }
-        let correct = valid
-            .iter()
-            .filter(|(x, y)| {
-                let p = sigmoid(x.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + b);
-                (p > 0.5) == (*y > 0.5)
-            })
-            .count();
-        acc = correct as f64 / valid.len() as f64;
-        tracker.log_metrics(step, &[("val/accuracy", acc), ("epoch", epoch as f64)])?;
+    let outcome = quickstart::run(QuickstartArgs {
+        config: args.config.clone(),
+        force: args.force,
+        runs_dir: args.runs.clone(),
+        trackers,
+        stop_after_step: args.stop_after_step,
+        quiet: args.quiet,
+    })?;
+
+    if outcome.already_completed {
+        return Ok(());
     }
-    tracker.set_result("final_val_accuracy", serde_json::json!(acc))?;
-    let run_dir = tracker.run_dir().to_path_buf();
-    let report = tracker.finish(RunStatus::Completed)?;
-    println!("final validation accuracy: {:.2}%", acc * 100.0);
-    println!("run directory: {}", run_dir.display());
-    println!("  events.jsonl, summary.json, results.json: the local store");
+    let runs_root = args
+        .runs
+        .unwrap_or_else(|| config.tracking.runs_dir.clone());
+    println!();
+    if outcome.result.interrupted {
+        println!(
+            "stopped after step {} as asked; rerun the same command to resume",
+            outcome.result.steps
+        );
+    } else {
+        println!(
+            "final validation accuracy: {:.2}% in {:.1} s",
+            outcome.final_accuracy * 100.0,
+            outcome.elapsed.as_secs_f64()
+        );
+    }
+    if let Some(dir) = &outcome.run_dir {
+        println!("run directory:  {}", dir.display());
+        println!("  events.jsonl, summary.json, results.json, TensorBoard event files");
+        println!("  exptrack runs show {}", dir.display());
+    }
+    println!("checkpoints:    {}", outcome.checkpoint_dir.display());
     println!(
-        "  TensorBoard: tensorboard --logdir {}",
-        run_dir
-            .parent()
-            .and_then(|p| p.parent())
-            .unwrap_or(&run_dir)
-            .display()
+        "TensorBoard:    tensorboard --logdir {}",
+        runs_root.display()
     );
     if let Some(uri) = &args.mlflow {
         println!(
-            "  MLflow: {uri} (experiment {:?})",
-            report
-                .run_dir
-                .parent()
-                .and_then(|p| p.file_name())
-                .unwrap_or_default()
+            "MLflow:         {uri} (experiment {:?})",
+            config.experiment.name
         );
     }
-    if args.wandb.as_deref() == Some("offline") {
-        print_wandb_sync(&run_dir);
-    }
-    if !report.is_complete() {
-        println!("{report}");
+    if args.wandb.as_deref() == Some("offline")
+        && let Some(dir) = &outcome.run_dir
+    {
+        print_wandb_sync(dir);
     }
     Ok(())
 }
@@ -203,11 +161,8 @@ fn print_wandb_sync(run_dir: &std::path::Path) {
             })
         });
         match found {
-            Some(dir) => println!(
-                "  W&B (offline): upload with `wandb sync {}`",
-                dir.display()
-            ),
-            None => println!("  W&B (offline): run directory under {}", root.display()),
+            Some(dir) => println!("W&B (offline):  wandb sync {}", dir.display()),
+            None => println!("W&B (offline):  run directory under {}", root.display()),
         }
     }
     #[cfg(not(feature = "wandb"))]

@@ -279,16 +279,18 @@ pub fn run(args: QuickstartArgs) -> Result<QuickstartOutcome> {
             })?;
         result.already_completed = true;
         let acc = result.final_metric("valid/accuracy").unwrap_or(f64::NAN);
+        let best = match (result.best_metric, result.best_epoch) {
+            (Some(m), Some(e)) => format!(", best {} {m:.4} at epoch {}", result.monitor, e + 1),
+            (Some(m), None) => format!(", best {} {m:.4}", result.monitor),
+            _ => String::new(),
+        };
         println!(
             "experiment `{}` already completed (checkpoints in {}): valid/accuracy {:.4}, \
-             valid/loss {:.4}, best {} {:?} at epoch {:?}; pass --force to retrain",
+             valid/loss {:.4}{best}; pass --force to retrain",
             experiment_id,
             checkpoint_dir.display(),
             acc,
             result.final_metric("valid/loss").unwrap_or(f64::NAN),
-            result.monitor,
-            result.best_metric,
-            result.best_epoch.map(|e| e + 1),
         );
         return Ok(QuickstartOutcome {
             already_completed: true,
@@ -342,6 +344,7 @@ pub fn run(args: QuickstartArgs) -> Result<QuickstartOutcome> {
         tracker
             .set_result("final_valid_accuracy", serde_json::json!(acc))
             .map_err(tracking)?;
+        log_plots(&tracker, &run_dir);
         tracker.finish(RunStatus::Completed).map_err(tracking)?;
     }
     if !args.quiet {
@@ -369,4 +372,32 @@ pub fn run(args: QuickstartArgs) -> Result<QuickstartOutcome> {
         checkpoint_dir,
         elapsed: started.elapsed(),
     })
+}
+
+/// Renders the run's curves into `<run_dir>/plots` and logs them as artifacts (feature `plots`).
+/// A plotting failure is reported on stderr and never fails the run.
+fn log_plots(tracker: &ExperimentTracker, run_dir: &std::path::Path) {
+    #[cfg(feature = "plots")]
+    {
+        // The plots are drawn from the local store: make sure it has every event first.
+        if let Err(e) = tracker.flush_timeout(Duration::from_secs(10)) {
+            eprintln!("warning: flush before plotting: {e}");
+        }
+        match exptrack_plot::plot_run(run_dir, run_dir.join("plots")) {
+            Ok(files) => {
+                for f in files {
+                    let name = match f.file_name() {
+                        Some(n) => format!("plots/{}", n.to_string_lossy()),
+                        None => continue,
+                    };
+                    if let Err(e) = tracker.log_artifact(&f, &name) {
+                        eprintln!("warning: logging plot {}: {e}", f.display());
+                    }
+                }
+            }
+            Err(e) => eprintln!("warning: plotting the run failed: {e}"),
+        }
+    }
+    #[cfg(not(feature = "plots"))]
+    let _ = (tracker, run_dir);
 }
