@@ -24,7 +24,7 @@ pub enum Resume {
     #[default]
     Never,
     /// Continue the newest run of this experiment that did not complete (status running, failed
-    /// or killed); start a new one when there is none.
+    /// or killed) and is not open in another process; start a new one when there is none.
     LatestUnfinished,
     /// Continue the run with this id (created when absent).
     RunId(String),
@@ -165,6 +165,7 @@ impl ExperimentTrackerBuilder {
                 let latest = list_runs(&runs_root)?.into_iter().rfind(|r| {
                     r.metadata.experiment_id == experiment_id
                         && r.metadata.status != RunStatus::Completed
+                        && !crate::store::run_in_use(&r.dir)
                 });
                 match latest {
                     Some(r) => (r.metadata.run_id.clone(), Some(r.metadata)),

@@ -177,6 +177,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Takes the exclusive lock of an open run directory.
+fn lock_run_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(".lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx("opening run lock", &path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "run directory {} is open in another process; use a new run (or wait for it to finish)",
+            dir.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(Error::Io {
+            context: "locking run directory",
+            path,
+            source: e,
+        }),
+    }
+}
+
+/// Whether another process (or handle) has the run open.
+pub fn run_in_use(dir: &Path) -> bool {
+    let Ok(f) = OpenOptions::new().write(true).open(dir.join(".lock")) else {
+        return false;
+    };
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
 /// fsyncs a directory (no-op where directories cannot be opened, e.g. on Windows).
 pub fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
@@ -196,6 +233,9 @@ pub fn run_dir(runs_root: &Path, experiment_id: &str, run_id: &str) -> PathBuf {
 
 /// The writing side of a run directory, owned by the dispatcher thread.
 pub(crate) struct RunWriter {
+    /// Exclusive lock on `<run_dir>/.lock` for as long as the run is open, so two processes
+    /// never append to one log (released by the OS when the process dies).
+    _lock: File,
     dir: PathBuf,
     events_path: PathBuf,
     events: BufWriter<File>,
@@ -239,6 +279,7 @@ impl RunWriter {
     pub(crate) fn open(ctx: &RunContext, config_toml: &str) -> Result<Self> {
         let dir = ctx.run_dir.clone();
         fs::create_dir_all(&dir).ctx("creating run directory", &dir)?;
+        let lock = lock_run_dir(&dir)?;
         let events_path = dir.join(files::EVENTS);
         let mut next_seq = 1;
         let mut len = 0;
@@ -281,6 +322,7 @@ impl RunWriter {
             index.entries.push((1, 0));
         }
         Ok(RunWriter {
+            _lock: lock,
             dir,
             events_path,
             events: BufWriter::with_capacity(1 << 20, file),

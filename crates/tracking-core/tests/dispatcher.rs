@@ -461,3 +461,33 @@ fn finish_cancels_a_blocked_tracker_at_the_deadline() {
     );
     assert!(took < Duration::from_millis(2000), "finish took {took:?}");
 }
+
+#[test]
+fn an_open_run_is_never_resumed_by_a_second_handle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = builder(tmp.path()).build().unwrap();
+    first.log_metrics(0, &[("x", 0.0)]).unwrap();
+    // LatestUnfinished skips the run that is still open (it is "running", not resumable)...
+    let second = builder(tmp.path())
+        .resume(exptrack_core::Resume::LatestUnfinished)
+        .build()
+        .unwrap();
+    assert_ne!(second.run_dir(), first.run_dir());
+    // ...and naming it explicitly is a clear error instead of two writers on one log.
+    let run_id = first.metadata().run_id.clone();
+    let err = builder(tmp.path())
+        .resume(exptrack_core::Resume::RunId(run_id))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("open in another process"), "{err}");
+    let first_dir = first.run_dir().to_path_buf();
+    first.finish(RunStatus::Failed).unwrap();
+    second.finish(RunStatus::Completed).unwrap();
+    // Once closed, it can be resumed.
+    let third = builder(tmp.path())
+        .resume(exptrack_core::Resume::LatestUnfinished)
+        .build()
+        .unwrap();
+    assert_eq!(third.run_dir(), first_dir);
+    third.finish(RunStatus::Completed).unwrap();
+}
