@@ -14,7 +14,7 @@
 //! - `--config FILE`: an experiment config (TOML); the built-in default is printed by
 //!   `--print-config`.
 //! - `--force`: retrain a completed experiment.
-//! - `--runs DIR`: root of the local store and checkpoints (default `runs`).
+//! - `--runs DIR` (or `--runs-dir DIR`): root of the local store and checkpoints (default `runs`).
 //! - `--stop-after-step N`: stop after the checkpoint at step N, as if interrupted.
 //! - `--mlflow URI`: also log to an MLflow server (build with `--features mlflow`).
 //! - `--wandb offline|online`: also log to W&B (build with `--features wandb`).
@@ -45,7 +45,9 @@ fn parse_args() -> Result<Args, String> {
             "--config" => args.config = Some(it.next().ok_or("--config needs a file")?.into()),
             "--force" => args.force = true,
             "--quiet" => args.quiet = true,
-            "--runs" => args.runs = Some(it.next().ok_or("--runs needs a directory")?.into()),
+            "--runs" | "--runs-dir" => {
+                args.runs = Some(it.next().ok_or("--runs needs a directory")?.into())
+            }
             "--stop-after-step" => {
                 let n = it.next().ok_or("--stop-after-step needs a step")?;
                 args.stop_after_step =

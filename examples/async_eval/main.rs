@@ -2,7 +2,7 @@
 //! this in a second one (from the same directory, with the same config):
 //!
 //! ```text
-//! cargo run --release -p exptrack-trainer --example quickstart -- [--config FILE]
+//! cargo run --release --example quickstart -- [--config FILE] [--runs-dir DIR]
 //! cargo run --release --example async_eval -- [--config FILE] [--runs-dir DIR] [--poll-secs 2] [--once]
 //! ```
 //!
