@@ -13,7 +13,7 @@
 //!     .with_lr_scheduler_record(scheduler.to_record())?;
 //! checkpointer.save_async(ckpt)?;
 //! // on resume
-//! let mut loaded = checkpointer.load_latest_valid()?.expect("a checkpoint");
+//! let mut loaded = checkpointer.load_latest_valid()?.ok_or("no checkpoint")?;
 //! let model = loaded.load_model(model)?;
 //! let optim = loaded.load_optimizer(optim)?;
 //! let scheduler = scheduler.load_record(loaded.lr_scheduler_record()?);

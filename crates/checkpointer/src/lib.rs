@@ -27,8 +27,8 @@
 //! # Example
 //! ```
 //! use exptrack_checkpoint::{Checkpoint, CheckpointConfig, ModelCheckpointer, Resume};
-//! # fn main() -> Result<(), exptrack_checkpoint::Error> {
-//! # let tmp = tempfile::tempdir().unwrap();
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
 //! let config = CheckpointConfig {
 //!     dir: tmp.path().join("checkpoints"),
 //!     max_checkpoints: Some(3),

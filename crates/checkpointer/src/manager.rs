@@ -75,7 +75,7 @@ pub enum Resume {
 /// // Kept: the last two (3, 4) and the best (2).
 /// assert_eq!(ckpt.list().iter().map(|c| c.step).collect::<Vec<_>>(), [2, 3, 4]);
 /// assert_eq!(ckpt.best().map(|c| c.step), Some(2));
-/// let loaded = ckpt.load_latest_valid()?.expect("a checkpoint");
+/// let loaded = ckpt.load_latest_valid()?.ok_or("no checkpoint")?;
 /// assert_eq!(loaded.file("model.bpk"), Some(&[4u8; 1024][..]));
 /// # Ok(()) }
 /// ```
