@@ -149,6 +149,12 @@ fn wait_timeout(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     }
 }
 
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({sig})");
+}
+
 fn state(path: &Path) -> EvalState {
     EvalState::load(path)
         .expect("state file parses")
@@ -226,12 +232,33 @@ fn end_to_end_with_sigkill() {
         } else {
             std::thread::sleep(Duration::from_millis(37));
         }
+        // Pause training while no watcher is alive: "none missed" is a promise about
+        // checkpoints committed while a watcher runs; with the trainer going on, retention could
+        // prune checkpoints no watcher ever had a chance to see (that case is tested in
+        // tests/lease.rs as missed-by-retention).
+        signal(&trainer, libc::SIGSTOP);
         watcher.kill().expect("SIGKILL watcher");
         let status = watcher.wait().expect("wait");
         assert!(!status.success(), "the watcher was killed, not finished");
         kills += 1;
         std::thread::sleep(Duration::from_millis(50));
         watcher = spawn("watcher", &watcher_env);
+        // Resume training once the new watcher has dealt with everything committed so far.
+        wait_for(
+            Duration::from_secs(20),
+            "the restarted watcher to catch up",
+            || {
+                let saved = std::fs::read_to_string(&saved_log)
+                    .unwrap_or_default()
+                    .lines()
+                    .count();
+                EvalState::load(&state_path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.steps.len() >= saved)
+            },
+        );
+        signal(&trainer, libc::SIGCONT);
     }
     let t_status = wait_timeout(&mut trainer, Duration::from_secs(30), "trainer");
     assert!(t_status.success(), "trainer failed: {t_status}");
