@@ -3,14 +3,13 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::data::ClassificationBatch;
-use crate::model::{ModelOutput, StepOutput, TrainModel};
+use crate::model::{StepOutput, TrainModel};
 
 /// conv(1→16, 3×3, same) → ReLU → maxpool 2 → conv(16→32, 3×3, same) → ReLU → maxpool 2 →
 /// linear(32·(h/4)·(w/4) → 64) → ReLU → linear(64 → classes).
@@ -53,18 +52,6 @@ impl TrainModel for SmallCnn {
     type Batch = ClassificationBatch<4>;
 
     fn step(&self, batch: Self::Batch) -> StepOutput {
-        let logits = self.forward(batch.inputs);
-        let num_items = batch.targets.dims()[0];
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.targets.clone());
-        StepOutput {
-            loss,
-            num_items,
-            output: ModelOutput::Classification {
-                logits,
-                targets: batch.targets,
-            },
-        }
+        StepOutput::classification(self.forward(batch.inputs), batch.targets)
     }
 }

@@ -15,6 +15,22 @@ pub struct StepOutput {
     pub num_items: usize,
 }
 
+impl StepOutput {
+    /// The usual classification step: mean cross-entropy of `logits: [batch, classes]` against
+    /// class indices `targets: [batch]`, with the logits kept for accuracy.
+    pub fn classification(logits: Tensor<2>, targets: Tensor<1, Int>) -> Self {
+        let num_items = targets.dims()[0];
+        let loss = burn::nn::loss::CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), targets.clone());
+        StepOutput {
+            loss,
+            num_items,
+            output: ModelOutput::Classification { logits, targets },
+        }
+    }
+}
+
 /// Model outputs the trainer knows how to score.
 #[derive(Debug, Clone)]
 pub enum ModelOutput {

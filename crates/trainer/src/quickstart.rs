@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
@@ -29,7 +28,7 @@ use crate::config::TrainingConfig;
 use crate::data::{ClassificationBatch, ClassificationData};
 use crate::error::{Error, Result};
 use crate::manager::{TrainingManager, TrainingResult};
-use crate::model::{ModelOutput, StepOutput, TrainModel};
+use crate::model::{StepOutput, TrainModel};
 
 /// Number of input features of the generated dataset.
 pub const FEATURES: usize = 16;
@@ -110,19 +109,7 @@ impl TrainModel for Mlp {
     type Batch = ClassificationBatch<2>;
 
     fn step(&self, batch: Self::Batch) -> StepOutput {
-        let logits = self.forward(batch.inputs);
-        let num_items = batch.targets.dims()[0];
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.targets.clone());
-        StepOutput {
-            loss,
-            num_items,
-            output: ModelOutput::Classification {
-                logits,
-                targets: batch.targets,
-            },
-        }
+        StepOutput::classification(self.forward(batch.inputs), batch.targets)
     }
 }
 
