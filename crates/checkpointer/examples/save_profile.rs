@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut ck = ModelCheckpointer::open("p", cfg)?;
     let mut ckz = ModelCheckpointer::open("p", cfg_z)?;
-    let mut t: [Vec<Duration>; 9] = Default::default();
+    let mut t: [Vec<Duration>; 10] = Default::default();
     let inline = |path: &std::path::Path, sub: usize| -> std::io::Result<()> {
         use sha2::Digest;
         use std::os::fd::AsRawFd;
@@ -121,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = Instant::now();
         ckz.save(c)?;
         t[3].push(s.elapsed());
-        for (i, (hash, kick)) in [(false, false), (true, false), (false, true)]
+        for (i, (hash, kick)) in [(false, false), (true, false), (false, true), (true, true)]
             .into_iter()
             .enumerate()
         {
@@ -136,7 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = std::fs::remove_file(&p);
             let s = Instant::now();
             inline(&p, sub)?;
-            t[7 + i].push(s.elapsed());
+            t[8 + i].push(s.elapsed());
         }
     }
     for (name, v) in [
@@ -147,6 +147,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "chunked",
         "chunked+hash",
         "chunked+kick",
+        "chunked+hash thread+kick",
         "inline256K+kick",
         "inline1M+kick",
     ]

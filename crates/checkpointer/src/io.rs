@@ -2,20 +2,22 @@
 //!
 //! Speed comes from overlapping the costs of a durable hashed write: every [`KICK`] bytes
 //! `sync_file_range(SYNC_FILE_RANGE_WRITE)` starts writeback of what was just written, so the disk
-//! works while later pieces are still being hashed and copied, and the final `fsync` only waits for
-//! the tail. sha256 runs inline on [`SUB`]-sized pieces just before each piece is written, so the
-//! kernel copies it out of the CPU cache instead of reading RAM a second time. (A separate hash
-//! thread was measured too: it only wins with an idle spare core and loses badly on a loaded
-//! machine, where it time-slices with the writer and doubles the memory traffic; see
-//! docs/performance.md.) Reads mirror this: kernel readahead (`POSIX_FADV_SEQUENTIAL`) keeps the
-//! disk busy while each piece is hashed.
+//! works while later pieces are still being copied, and the final `fsync` only waits for the tail.
+//! sha256 (~1.5 GB/s per core with SHA-NI) is the one CPU-heavy step: for payloads of at least
+//! [`PAR_MIN`] bytes on a machine with a second core it runs on a helper thread beside the writer
+//! (the bytes are borrowed immutably, so what is hashed is what is written); otherwise, or when the
+//! thread cannot be started, each [`SUB`]-sized piece is hashed inline just before it is written,
+//! while it is in the CPU cache. Reads mirror this: the calling thread reads [`PIPE`]-sized pieces
+//! into the final buffer (kernel readahead via `POSIX_FADV_SEQUENTIAL`) and hands each finished
+//! piece to a hashing thread, so a verified read costs about max(read, hash) instead of their sum.
+//! docs/performance.md has the measurements behind these choices.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::thread;
 
 use sha2::{Digest, Sha256};
@@ -30,6 +32,69 @@ pub(crate) const CHUNK: usize = 8 << 20;
 const KICK: u64 = 8 << 20;
 /// Hash-then-write piece size (fits in L2, so the write copies from cache).
 const SUB: usize = 1 << 20;
+/// Payloads at least this big are hashed on a helper thread when a second core exists.
+const PAR_MIN: usize = 4 << 20;
+/// Piece handed from the reading thread to the hashing thread (small, so the hash tail after the
+/// last read is short).
+const PIPE: usize = 2 << 20;
+
+/// Whether a helper thread can run beside the caller (more than one core available).
+fn spare_core() -> bool {
+    static SPARE: OnceLock<bool> = OnceLock::new();
+    *SPARE.get_or_init(|| thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+/// Runs `work` while `data`'s sha256 is computed, and returns both. `work` gets a per-piece
+/// callback to call with each piece just before writing it, and whether a helper thread is
+/// hashing: then the callback is a no-op and the helper hashes the whole of `data` concurrently
+/// (so `work` can go on to fsync meanwhile); otherwise (small data, one core, or no thread could
+/// be spawned) the callback is the inline hasher. When `work` fails, the helper stops early.
+fn hash_beside<T>(
+    data: &[u8],
+    work: impl FnOnce(&mut dyn FnMut(&[u8]), bool) -> Result<T>,
+) -> Result<(T, Vec<u8>)> {
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        let stop = &stop;
+        let helper = if data.len() >= PAR_MIN && spare_core() {
+            thread::Builder::new()
+                .name("exptrack-ckpt-sha256".to_owned())
+                .spawn_scoped(s, move || {
+                    let mut h = Sha256::new();
+                    for piece in data.chunks(SUB) {
+                        if stop.load(Ordering::Relaxed) {
+                            return None;
+                        }
+                        h.update(piece);
+                    }
+                    Some(h.finalize().to_vec())
+                })
+                .ok()
+        } else {
+            None
+        };
+        match helper {
+            Some(helper) => {
+                let result = work(&mut |_| {}, true);
+                if result.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                let digest = helper.join();
+                result.and_then(|value| match digest {
+                    Ok(Some(d)) => Ok((value, d)),
+                    _ => Err(Error::Worker {
+                        message: "sha256 thread stopped without a digest".to_owned(),
+                    }),
+                })
+            }
+            None => {
+                let mut h = Sha256::new();
+                let value = work(&mut |piece| h.update(piece), false)?;
+                Ok((value, h.finalize().to_vec()))
+            }
+        }
+    })
+}
 
 /// Options shared by all writes of one checkpointer.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +121,15 @@ impl<'a> SyncingWriter<'a> {
             written: 0,
             kicked: 0,
         }
+    }
+
+    /// fsyncs now (when fsync is on), e.g. while another thread finishes the digest.
+    fn sync_now(&mut self) -> io::Result<()> {
+        if self.opts.fsync {
+            self.file.sync_all()?;
+            self.kicked = self.written;
+        }
+        Ok(())
     }
 
     /// Starts writeback of the tail and returns the file for a later [`sync_files`].
@@ -200,8 +274,8 @@ pub(crate) fn sync_files(files: Vec<Unsynced>, opts: &WriteOpts) -> Result<()> {
     })
 }
 
-/// Writes `data` to a new file `path`, hashing each piece just before writing it (compressing if
-/// asked). The returned file still needs [`sync_files`].
+/// Writes `data` to a new file `path` (compressing if asked) while its sha256 is computed (see
+/// [`hash_beside`]). The returned file still needs [`sync_files`].
 pub(crate) fn write_bytes(
     path: &Path,
     name: &str,
@@ -210,24 +284,30 @@ pub(crate) fn write_bytes(
     opts: &WriteOpts,
 ) -> Result<(FileEntry, Unsynced)> {
     let mut w = SyncingWriter::new(create_new(path)?, opts);
-    let mut hasher = Sha256::new();
-    match compression {
-        Compression::Off => {
-            for piece in data.chunks(SUB) {
-                hasher.update(piece);
-                w.write_all(piece).ctx("write", path)?;
+    let ((), digest) = hash_beside(data, |on_piece, threaded| {
+        match compression {
+            Compression::Off => {
+                for piece in data.chunks(SUB) {
+                    on_piece(piece);
+                    w.write_all(piece).ctx("write", path)?;
+                }
+            }
+            Compression::Zstd(level) => {
+                let mut enc = zstd_encoder(&mut w, level, Some(data.len() as u64), path)?;
+                for piece in data.chunks(SUB) {
+                    on_piece(piece);
+                    enc.write_all(piece).ctx("write", path)?;
+                }
+                enc.finish().ctx("write", path)?;
             }
         }
-        Compression::Zstd(level) => {
-            let mut enc = zstd_encoder(&mut w, level, Some(data.len() as u64), path)?;
-            for piece in data.chunks(SUB) {
-                hasher.update(piece);
-                enc.write_all(piece).ctx("write", path)?;
-            }
-            enc.finish().ctx("write", path)?;
+        if threaded {
+            // The disk flush does not need the digest: wait for it while the helper hashes
+            // (the later `sync_files` then finds nothing left to write).
+            w.sync_now().ctx("fsync", path)?;
         }
-    }
-    let digest = hasher.finalize();
+        Ok(())
+    })?;
     let (file, stored) = w.finish();
     Ok((
         entry(name, data.len() as u64, &digest, stored, compression),
@@ -317,19 +397,62 @@ pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Applies `op` to every file, big files (at least [`PAR_MIN`] bytes) on their own threads when
+/// there is more than one of them and a second core, so their hashing runs in parallel. Results
+/// come back in the order of `files`; on failure, the error of the first failing file in that
+/// order.
+pub(crate) fn each_file<T: Send>(
+    files: &[FileEntry],
+    op: impl Fn(&FileEntry) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let big = files.iter().filter(|f| f.size >= PAR_MIN as u64).count();
+    if big < 2 || !spare_core() {
+        return files.iter().map(&op).collect();
+    }
+    thread::scope(|s| {
+        let op = &op;
+        let handles: Vec<_> = files
+            .iter()
+            .map(|f| {
+                if f.size < PAR_MIN as u64 {
+                    return None;
+                }
+                thread::Builder::new()
+                    .name("exptrack-ckpt-load".to_owned())
+                    .spawn_scoped(s, move || op(f))
+                    .ok()
+            })
+            .collect();
+        files
+            .iter()
+            .zip(handles)
+            .map(|(f, h)| match h {
+                Some(h) => h.join().unwrap_or_else(|_| {
+                    Err(Error::Worker {
+                        message: "checkpoint load thread panicked".to_owned(),
+                    })
+                }),
+                None => op(f),
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
+    })
+}
+
 /// Hashes a stored file without keeping it in memory.
 pub(crate) fn verify_file(path: &Path, entry: &FileEntry) -> Result<()> {
     let file = File::open(path).ctx("open", path)?;
     check_stored_len(&file, path, entry)?;
     advise_sequential(&file);
     let (digest, n) = match entry.encoding {
-        Encoding::Raw => hashed_pump(file, path, |_| Ok(()))?,
+        Encoding::Raw => hashed_drain(file, path, entry.size)?,
         Encoding::Zstd => {
             let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
                 path: path.to_owned(),
                 source,
             })?;
-            hashed_pump(DecodeErrors(dec), path, |_| Ok(())).map_err(|e| as_decompress(e, path))?
+            hashed_drain(DecodeErrors(dec), path, entry.size).map_err(|e| as_decompress(e, path))?
         }
     };
     if n != entry.size {
@@ -340,6 +463,80 @@ pub(crate) fn verify_file(path: &Path, entry: &FileEntry) -> Result<()> {
         });
     }
     check_digest(path, entry, &digest)
+}
+
+/// Reads `reader` to the end and returns its sha256 and length, keeping nothing. When `expected`
+/// bytes are many and a second core exists, a helper thread hashes while this one reads (a few
+/// [`PIPE`]-sized buffers go back and forth); otherwise [`hashed_pump`].
+fn hashed_drain<R: Read>(mut reader: R, path: &Path, expected: u64) -> Result<(Vec<u8>, u64)> {
+    if expected < PAR_MIN as u64 || !spare_core() {
+        return hashed_pump(reader, path, |_| Ok(()));
+    }
+    let piped = thread::scope(|s| {
+        let (full_tx, full_rx) = mpsc::channel::<(Vec<u8>, usize)>();
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        let spawned = thread::Builder::new()
+            .name("exptrack-ckpt-sha256".to_owned())
+            .spawn_scoped(s, move || {
+                let mut h = Sha256::new();
+                for (buf, k) in full_rx {
+                    h.update(&buf[..k]);
+                    // The reader may have stopped already; the buffer is simply dropped then.
+                    let _ = empty_tx.send(buf);
+                }
+                h.finalize().to_vec()
+            });
+        let Ok(hasher) = spawned else {
+            return None;
+        };
+        let mut spare: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; PIPE]).collect();
+        let mut n = 0u64;
+        let mut result = Ok(());
+        loop {
+            let mut buf = match spare.pop() {
+                Some(b) => b,
+                None => match empty_rx.recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                },
+            };
+            let k = match read_full(&mut reader, &mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) => {
+                    result = Err(Error::io("read", path, e));
+                    break;
+                }
+            };
+            n += k as u64;
+            if full_tx.send((buf, k)).is_err() {
+                break;
+            }
+        }
+        drop(full_tx);
+        let digest = hasher.join().map_err(|_| Error::Worker {
+            message: "sha256 thread panicked".to_owned(),
+        });
+        Some(result.and(digest).map(|d| (d, n)))
+    });
+    match piped {
+        Some(result) => result,
+        None => hashed_pump(reader, path, |_| Ok(())),
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut k = 0;
+    while k < buf.len() {
+        match reader.read(&mut buf[k..]) {
+            Ok(0) => break,
+            Ok(m) => k += m,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(k)
 }
 
 /// Marks decoder errors so they can be told apart from I/O errors.
@@ -389,8 +586,9 @@ fn check_digest(path: &Path, entry: &FileEntry, digest: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Fills `out` from `reader` piece by piece, hashing each piece while it is still in cache. The
-/// reader must then be at its end.
+/// Fills `out` from `reader` and returns the sha256 of what was read. The reader must then be at
+/// its end. Big buffers are hashed on a helper thread, [`PIPE`] bytes behind the reader; small ones
+/// (or with one core) piece by piece while each is still in cache.
 fn fill_hashed<R: Read>(
     mut reader: R,
     out: &mut [u8],
@@ -398,9 +596,7 @@ fn fill_hashed<R: Read>(
     compressed: bool,
 ) -> Result<Vec<u8>> {
     let expected = out.len() as u64;
-    let mut h = Sha256::new();
-    let mut done = 0u64;
-    for piece in out.chunks_mut(SUB) {
+    let fill = |reader: &mut R, piece: &mut [u8], done: u64| {
         reader.read_exact(piece).map_err(|source| {
             if source.kind() == io::ErrorKind::UnexpectedEof {
                 Error::SizeMismatch {
@@ -416,7 +612,52 @@ fn fill_hashed<R: Read>(
             } else {
                 Error::io("read", path, source)
             }
-        })?;
+        })
+    };
+    if out.len() >= PAR_MIN && spare_core() {
+        let piped = thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<&[u8]>();
+            let spawned = thread::Builder::new()
+                .name("exptrack-ckpt-sha256".to_owned())
+                .spawn_scoped(s, move || {
+                    let mut h = Sha256::new();
+                    for piece in rx {
+                        h.update(piece);
+                    }
+                    h.finalize().to_vec()
+                });
+            let Ok(hasher) = spawned else {
+                return None;
+            };
+            let mut done = 0u64;
+            let mut result = Ok(());
+            for piece in out.chunks_mut(PIPE) {
+                if let Err(e) = fill(&mut reader, piece, done) {
+                    result = Err(e);
+                    break;
+                }
+                done += piece.len() as u64;
+                let filled: &[u8] = piece;
+                if tx.send(filled).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            let digest = hasher.join().map_err(|_| Error::Worker {
+                message: "sha256 thread panicked".to_owned(),
+            });
+            Some(result.and(digest))
+        });
+        if let Some(result) = piped {
+            let digest = result?;
+            ensure_eof(&mut reader, path, expected, compressed)?;
+            return Ok(digest);
+        }
+    }
+    let mut h = Sha256::new();
+    let mut done = 0u64;
+    for piece in out.chunks_mut(SUB) {
+        fill(&mut reader, piece, done)?;
         h.update(&*piece);
         done += piece.len() as u64;
     }

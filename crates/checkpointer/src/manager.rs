@@ -377,13 +377,15 @@ impl ModelCheckpointer {
     pub fn load(&self, step: u64) -> Result<LoadedCheckpoint> {
         let _lease = self.read_lease(step)?;
         let info = self.shared.info(step)?;
-        let mut files = BTreeMap::new();
-        for f in &info.files {
-            files.insert(
-                f.name.clone(),
-                io::read_verified(&info.dir.join(&f.name), f)?,
-            );
-        }
+        let loaded = io::each_file(&info.files, |f| {
+            io::read_verified(&info.dir.join(&f.name), f)
+        })?;
+        let files: BTreeMap<String, Vec<u8>> = info
+            .files
+            .iter()
+            .map(|f| f.name.clone())
+            .zip(loaded)
+            .collect();
         Ok(LoadedCheckpoint { info, files })
     }
 
@@ -432,9 +434,7 @@ impl ModelCheckpointer {
     pub fn verify(&self, step: u64) -> Result<()> {
         let _lease = self.read_lease(step)?;
         let info = self.shared.info(step)?;
-        for f in &info.files {
-            io::verify_file(&info.dir.join(&f.name), f)?;
-        }
+        io::each_file(&info.files, |f| io::verify_file(&info.dir.join(&f.name), f))?;
         Ok(())
     }
 
