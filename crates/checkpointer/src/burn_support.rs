@@ -19,9 +19,19 @@
 //! let scheduler = scheduler.load_record(loaded.lr_scheduler_record()?);
 //! ```
 //!
-//! Safetensors export through burn-store is not included (it would pull burn-store's dependency tree
-//! into every checkpointer build); burnpack is burn's native format and `export_best` writes the
-//! plain file.
+//! With the `safetensors` feature, [`export_safetensors`] writes a module's weights as a
+//! `.safetensors` file in PyTorch's conventions (burn-store's `BurnToPyTorchAdapter`: `Linear`
+//! weights transposed to `[out, in]`, norm `gamma`/`beta` named `weight`/`bias`), atomically, for
+//! PyTorch users; [`BurnCheckpoint::with_safetensors`] adds the same bytes to a checkpoint.
+//! It is a separate feature because it pulls burn-store's safetensors support into the build.
+//!
+//! ```ignore
+//! // The best checkpoint's weights, for `safetensors.torch.load_file` on the Python side.
+//! let best = checkpointer.best().ok_or("no checkpoint")?;
+//! let mut best = checkpointer.load(best.step)?;
+//! let model = best.load_model(template_model)?;
+//! exptrack_checkpoint::burn_support::export_safetensors(&model, "best.safetensors")?;
+//! ```
 
 use burn::lr_scheduler::LrSchedulerRecord;
 use burn::module::Module;
@@ -51,6 +61,53 @@ fn to_vec(bytes: Bytes) -> Vec<u8> {
     bytes.try_into_vec::<u8>().unwrap_or_else(|b| b.to_vec())
 }
 
+/// File name of the safetensors copy of the weights ([`BurnCheckpoint::with_safetensors`]).
+#[cfg(feature = "safetensors")]
+pub const SAFETENSORS_FILE: &str = "model.safetensors";
+
+/// A module's weights as safetensors bytes in PyTorch's conventions (see the module docs).
+#[cfg(feature = "safetensors")]
+pub fn safetensors_bytes<M: Module>(model: &M) -> Result<Vec<u8>> {
+    use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+    let err = |e: burn::store::SafetensorsStoreError| Error::Record {
+        name: SAFETENSORS_FILE.to_owned(),
+        message: e.to_string(),
+    };
+    let mut store = SafetensorsStore::from_bytes(None)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .metadata("producer", "exptrack");
+    model.save_into(&mut store).map_err(err)?;
+    store.get_bytes().map_err(err)
+}
+
+/// Writes a module's weights to `path` as safetensors (PyTorch conventions), atomically: a
+/// temporary sibling, fsync, rename, fsync of the directory. An existing file is replaced.
+#[cfg(feature = "safetensors")]
+pub fn export_safetensors<M: Module>(model: &M, path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
+    let bytes = safetensors_bytes(model)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::InvalidFileName {
+            name: path.display().to_string(),
+            reason: "an export path needs a UTF-8 file name",
+        })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    crate::io::replace_atomic(
+        dir,
+        name,
+        &bytes,
+        &crate::io::WriteOpts {
+            fsync: true,
+            budget: None,
+        },
+    )
+}
+
 /// Builder methods that put burn state into a [`Checkpoint`].
 pub trait BurnCheckpoint: Sized {
     /// Adds `model.clone().into_record().into_bytes()` as [`MODEL_FILE`] (cloning a module only
@@ -60,6 +117,10 @@ pub trait BurnCheckpoint: Sized {
     fn with_optimizer(self, optim: &ModuleOptimizer) -> Result<Self>;
     /// Adds an LR scheduler record (`scheduler.to_record()`) as [`SCHEDULER_FILE`].
     fn with_lr_scheduler_record(self, record: LrSchedulerRecord) -> Result<Self>;
+    /// Adds the weights as safetensors in PyTorch's conventions ([`safetensors_bytes`]) as
+    /// [`SAFETENSORS_FILE`], hashed and committed like the rest.
+    #[cfg(feature = "safetensors")]
+    fn with_safetensors<M: Module>(self, model: &M) -> Result<Self>;
 }
 
 impl BurnCheckpoint for Checkpoint {
@@ -84,6 +145,11 @@ impl BurnCheckpoint for Checkpoint {
             .into_bytes()
             .map_err(|e| record_err(SCHEDULER_FILE, e))?;
         Ok(self.file(SCHEDULER_FILE, to_vec(bytes)))
+    }
+
+    #[cfg(feature = "safetensors")]
+    fn with_safetensors<M: Module>(self, model: &M) -> Result<Self> {
+        Ok(self.file(SAFETENSORS_FILE, safetensors_bytes(model)?))
     }
 }
 
