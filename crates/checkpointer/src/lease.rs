@@ -4,8 +4,9 @@
 //! A lease is a file `<experiment dir>/leases/<step>-<pid>-<n>`, created before the reader touches the
 //! checkpoint and removed when the [`Lease`] is dropped. Leases of processes that no longer exist are
 //! stale and ignored (and cleaned up). The pruner renames a victim away, then looks at the leases
-//! again and puts it back if a lease appeared in between, so a reader either gets a lease on a
-//! checkpoint that stays, or `NotFound`.
+//! again and puts it back if a lease appeared in between; a reader that finds the checkpoint
+//! missing while such a renamed copy exists waits for that decision. So a reader either gets a
+//! lease on a checkpoint that stays, or `NotFound` for one that is really gone.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,9 @@ use crate::error::{Error, IoContext, Result};
 pub(crate) const LEASES_DIR: &str = "leases";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How long a reader waits for a pruner that has renamed the checkpoint away to decide.
+const PRUNE_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An RAII reader lease on one checkpoint: while it lives, retention will not delete the checkpoint.
 #[derive(Debug)]
@@ -40,13 +44,45 @@ impl Lease {
             dir: ckpt_dir,
         };
         // Checked after the lease exists: see the module docs.
-        if !lease.dir.join(crate::format::CHECKPOINT_JSON).is_file() {
-            return Err(Error::NotFound {
-                step,
-                dir: exp_dir.to_owned(),
-            });
+        if lease.committed() || lease.settled_after_prune(exp_dir) {
+            return Ok(lease);
         }
-        Ok(lease)
+        Err(Error::NotFound {
+            step,
+            dir: exp_dir.to_owned(),
+        })
+    }
+
+    fn committed(&self) -> bool {
+        self.dir.join(crate::format::CHECKPOINT_JSON).is_file()
+    }
+
+    /// The checkpoint was missing. A pruner may have renamed it to `.del-<dir>-*` just before our
+    /// lease appeared; it then sees the lease and renames it back. Waits (at most
+    /// [`PRUNE_SETTLE`]) while such a directory exists, and returns whether the checkpoint came
+    /// back. Without this, a reader could get `NotFound` for a checkpoint that stays.
+    fn settled_after_prune(&self, exp_dir: &Path) -> bool {
+        let Some(dir_name) = self.dir.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let prefix = format!("{}{dir_name}-", crate::format::DEL_PREFIX);
+        let pending = || {
+            std::fs::read_dir(exp_dir).is_ok_and(|rd| {
+                rd.flatten().any(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(&prefix))
+                })
+            })
+        };
+        let deadline = std::time::Instant::now() + PRUNE_SETTLE;
+        while pending() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            if self.committed() {
+                return true;
+            }
+        }
+        self.committed()
     }
 
     /// The leased step.

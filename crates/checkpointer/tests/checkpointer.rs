@@ -812,3 +812,64 @@ fn several_big_files_load_in_parallel_and_name_the_bad_one() {
     }
     c.verify(1).unwrap();
 }
+
+/// The pruner renames a victim to `.del-*` before re-checking leases, and puts it back if a lease
+/// appeared. A reader arriving in that gap waits for the decision: it gets its lease when the
+/// checkpoint comes back, and `NotFound` when it is really deleted (or the renamed copy is a
+/// leftover that never resolves, after at most about a second).
+#[test]
+fn lease_in_the_prune_gap_waits_for_the_pruners_decision() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = ModelCheckpointer::open("exp", config(tmp.path())).unwrap();
+    c.save(Checkpoint::new(1).file("m", vec![1; 10])).unwrap();
+    let dir = c.experiment_dir().join("ckpt-000000000001");
+    let away = c.experiment_dir().join(".del-ckpt-000000000001-99-0");
+
+    // Put back (a lease appeared): the reader's lease succeeds.
+    fs::rename(&dir, &away).unwrap();
+    let (d, a) = (dir.clone(), away.clone());
+    let restorer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        fs::rename(&a, &d).unwrap();
+    });
+    let lease = c.lease(1).expect("lease once the pruner puts it back");
+    assert_eq!(lease.step(), 1);
+    restorer.join().unwrap();
+    drop(lease);
+
+    // Really deleted: NotFound once the renamed copy is gone.
+    fs::rename(&dir, &away).unwrap();
+    let a = away.clone();
+    let reaper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        fs::remove_dir_all(&a).unwrap();
+    });
+    let t = Instant::now();
+    assert!(matches!(c.lease(1), Err(Error::NotFound { .. })));
+    assert!(
+        t.elapsed() >= Duration::from_millis(90),
+        "waited for the decision"
+    );
+    reaper.join().unwrap();
+
+    // A leftover that never resolves: NotFound after the bounded wait.
+    c.save(Checkpoint::new(2).file("m", vec![2; 10])).unwrap();
+    let dir2 = c.experiment_dir().join("ckpt-000000000002");
+    fs::rename(
+        &dir2,
+        c.experiment_dir().join(".del-ckpt-000000000002-99-1"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    assert!(matches!(c.lease(2), Err(Error::NotFound { .. })));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    // With nothing pending, a missing step is NotFound at once.
+    let t = Instant::now();
+    assert!(matches!(c.lease(77), Err(Error::NotFound { .. })));
+    assert!(t.elapsed() < Duration::from_millis(500));
+}
