@@ -289,7 +289,8 @@ pub struct TrainingConfig {
     pub checkpoint_save_frequency: u64,
     /// Seed for initialization, shuffling and the device RNG.
     pub seed: u64,
-    /// Device: `cpu`, `flex`, `ndarray`, `wgpu`, `vulkan`, `cuda` or `auto`.
+    /// Device: `cpu`, `flex`, `ndarray`, `wgpu`, `vulkan`, `cuda` or `auto` (the first compiled GPU
+    /// runtime with a hardware adapter, else the CPU; see [`parse_device`]).
     pub device: String,
     /// Shuffle the training data every epoch.
     pub shuffle: bool,
@@ -489,8 +490,11 @@ fn not_compiled(name: &str, feature: &str) -> Error {
 
 /// Parses a device name into a burn [`Device`] (no autodiff).
 ///
-/// `cpu` means burn's `flex` backend (or `ndarray` when only that feature is on); `auto` picks the
-/// first compiled GPU backend (CUDA, then Vulkan, then wgpu) and falls back to the CPU.
+/// `cpu` means burn's `flex` backend (or `ndarray` when only that feature is on). `wgpu`,
+/// `vulkan` and `cuda` fail with [`Error::Device`] when the runtime is not compiled in or the
+/// machine offers no adapter for it (so a missing driver is reported here, not as a panic at the
+/// first tensor). `auto` picks the first compiled GPU runtime with a hardware adapter
+/// ([`detect_gpu`]) and falls back to the CPU.
 pub fn parse_device(name: &str) -> Result<Device> {
     match parse_device_name(name)? {
         "cpu" => cpu_device(name),
@@ -515,55 +519,109 @@ pub fn parse_device(name: &str) -> Result<Device> {
                 Err(not_compiled(name, "ndarray"))
             }
         }
-        "wgpu" => {
-            #[cfg(feature = "wgpu")]
-            {
-                Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+        "auto" => match detect_gpu() {
+            Some(runtime) => {
+                tracing::info!(runtime, "device `auto`: using the GPU");
+                gpu_device(runtime, false)?.ok_or_else(|| no_adapter(name, runtime))
             }
-            #[cfg(not(feature = "wgpu"))]
-            {
-                Err(not_compiled(name, "wgpu"))
-            }
-        }
-        "vulkan" => {
-            #[cfg(feature = "vulkan")]
-            {
-                Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice))
-            }
-            #[cfg(not(feature = "vulkan"))]
-            {
-                Err(not_compiled(name, "vulkan"))
-            }
-        }
-        "cuda" => {
-            #[cfg(feature = "cuda")]
-            {
-                Ok(Device::cuda(0))
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                Err(not_compiled(name, "cuda"))
-            }
-        }
-        _ => auto_device(name),
+            None => cpu_device(name).map_err(|e| Error::Device {
+                device: name.to_owned(),
+                reason: format!(
+                    "no GPU adapter found (GPU runtimes compiled in: {}) and no CPU backend: {e}",
+                    list_or_none(&compiled_gpu_runtimes())
+                ),
+            }),
+        },
+        runtime => gpu_device(runtime, false)?.ok_or_else(|| no_adapter(name, runtime)),
     }
 }
 
-#[allow(unreachable_code)] // which branch returns depends on the compiled features
-fn auto_device(name: &str) -> Result<Device> {
+/// The GPU runtimes compiled into this build (cargo features `cuda`, `vulkan`, `wgpu`), in the
+/// order `device = "auto"` tries them.
+pub fn compiled_gpu_runtimes() -> Vec<&'static str> {
+    [
+        ("cuda", cfg!(feature = "cuda")),
+        ("vulkan", cfg!(feature = "vulkan")),
+        ("wgpu", cfg!(feature = "wgpu")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect()
+}
+
+/// The first compiled GPU runtime (see [`compiled_gpu_runtimes`]) for which the machine has a
+/// hardware adapter; `None` when there is none. Software rasterizers (lavapipe, llvmpipe) do not
+/// count: name the runtime explicitly to use one.
+pub fn detect_gpu() -> Option<&'static str> {
+    compiled_gpu_runtimes()
+        .into_iter()
+        .find(|runtime| matches!(gpu_device(runtime, true), Ok(Some(_))))
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn no_adapter(name: &str, runtime: &str) -> Error {
+    let reason = match runtime {
+        "cuda" => {
+            "no CUDA device found: the NVIDIA driver (libcuda) is not loadable or reports no GPU"
+        }
+        "vulkan" => {
+            "no Vulkan adapter found: install the Vulkan loader (libvulkan1) and a GPU driver's \
+             ICD, or point VK_DRIVER_FILES at one"
+        }
+        _ => "no wgpu adapter found on any graphics API (Vulkan, Metal, DX12, OpenGL)",
+    };
+    Error::Device {
+        device: name.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The default device of GPU `runtime` when the machine has an adapter for it (with
+/// `hardware_only`, one that is not a software rasterizer); `Err` when the runtime is not
+/// compiled in. Enumerating adapters opens no device.
+fn gpu_device(runtime: &str, hardware_only: bool) -> Result<Option<Device>> {
+    // (the runtime's default device, every adapter it lists, its software adapter if any)
+    #[allow(unused_mut, unused_assignments)] // which arms exist depends on the features
+    let mut found: Option<(Device, Vec<Device>, Option<Device>)> = None;
     #[cfg(feature = "cuda")]
-    {
-        return Ok(Device::cuda(0));
+    if runtime == "cuda" {
+        let adapters = Device::enumerate(burn::tensor::DeviceType::Cuda);
+        found = Some((Device::cuda(0), adapters.to_vec(), None));
     }
     #[cfg(feature = "vulkan")]
-    {
-        return Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice));
+    if runtime == "vulkan" {
+        use burn::tensor::DeviceKind;
+        let adapters = Device::enumerate(burn::tensor::DeviceType::Vulkan);
+        found = Some((
+            Device::vulkan(DeviceKind::DefaultDevice),
+            adapters.to_vec(),
+            Some(Device::vulkan(DeviceKind::Cpu)),
+        ));
     }
     #[cfg(feature = "wgpu")]
-    {
-        return Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+    if runtime == "wgpu" {
+        use burn::tensor::DeviceKind;
+        let adapters = Device::enumerate(burn::tensor::DeviceType::Wgpu);
+        found = Some((
+            Device::wgpu(DeviceKind::DefaultDevice),
+            adapters.to_vec(),
+            Some(Device::wgpu(DeviceKind::Cpu)),
+        ));
     }
-    cpu_device(name)
+    let Some((device, adapters, software)) = found else {
+        return Err(not_compiled(runtime, runtime));
+    };
+    let usable = adapters
+        .iter()
+        .any(|a| !hardware_only || Some(a) != software.as_ref());
+    Ok(usable.then_some(device))
 }
 
 fn cpu_device(name: &str) -> Result<Device> {
@@ -689,10 +747,14 @@ mod tests {
     fn devices_parse_and_uncompiled_ones_are_explained() {
         assert!(parse_device("cpu").is_ok());
         assert!(parse_device("AUTO").is_ok());
-        #[cfg(not(feature = "cuda"))]
-        {
-            let err = parse_device("cuda").unwrap_err();
-            assert!(err.to_string().contains("`cuda` cargo feature"), "{err}");
+        for runtime in ["cuda", "vulkan", "wgpu"] {
+            if !compiled_gpu_runtimes().contains(&runtime) {
+                let err = parse_device(runtime).unwrap_err().to_string();
+                assert!(err.contains(&format!("`{runtime}` cargo feature")), "{err}");
+            }
+        }
+        if compiled_gpu_runtimes().is_empty() {
+            assert_eq!(detect_gpu(), None);
         }
     }
 
