@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{
     AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
     momentum::MomentumConfig,
@@ -170,6 +170,17 @@ impl std::fmt::Debug for TrainingManager {
             .field("has_store", &self.store.is_some())
             .field("force", &self.force)
             .finish()
+    }
+}
+
+/// Initializes every float parameter that is still lazy.
+struct InitializeLazy;
+
+impl ModuleVisitor for InitializeLazy {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !param.is_initialized() {
+            let _ = param.val();
+        }
     }
 }
 
@@ -445,7 +456,10 @@ impl TrainingManager {
     /// newest checkpoint; for an experiment the store marks completed, returns the final
     /// checkpoint's weights with [`TrainingResult::already_completed`] set, unless forced.
     ///
-    /// Create the model on [`device`](Self::device).
+    /// Create the model on [`device`](Self::device). Parameters burn has not initialized yet
+    /// (it initializes lazily, on first use) are initialized when `fit` starts, from the device
+    /// RNG as it is then ([`new`](Self::new) seeds it with `seed`), so a fresh model starts from
+    /// the same weights as in a hand-written loop seeded the same way.
     pub fn fit<M, S>(&mut self, model: M, train: &S, valid: &S) -> Result<(M, TrainingResult)>
     where
         M: TrainModel,
@@ -520,6 +534,11 @@ impl TrainingManager {
             tracing::info!(step = st.step, epoch = st.epoch, "resuming from checkpoint");
         }
 
+        if resumed_from.is_none() {
+            // burn initializes a parameter on first use; do it now, from the device RNG as the
+            // caller left it, rather than inside the first step after the per-step reseed.
+            model.visit(&mut InitializeLazy);
+        }
         if resumed_from.is_none()
             && let Some(sink) = &self.sink
         {
