@@ -273,7 +273,15 @@ pub struct TrainingConfig {
     pub max_grad_norm: f64,
     /// Micro-batches averaged per optimizer step.
     pub gradient_accumulation_steps: usize,
-    /// Reduced-precision compute.
+    /// Reduced-precision compute, with dynamic loss scaling.
+    ///
+    /// An optimizer step whose gradients hold an inf or NaN is skipped (weights and optimizer
+    /// state untouched, the loss scale halved) and does **not** advance the learning-rate
+    /// schedule: the schedule counts applied updates, so warm-up, decay and `onecycle` keep their
+    /// shape however many steps the scaler skips (as Hugging Face Accelerate does; Lightning
+    /// steps the scheduler regardless, its open issue #5558). The step still counts for
+    /// `log_frequency`, `eval_frequency`, checkpoints and the epoch, and is logged with the rate
+    /// it would have used. [`TrainingResult::skipped_steps`](crate::TrainingResult) counts them.
     pub mixed_precision: MixedPrecision,
     /// Initial loss scale (PyTorch GradScaler `init_scale`, 2^16).
     pub loss_scale_init: f64,

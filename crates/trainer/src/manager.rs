@@ -645,7 +645,12 @@ impl TrainingManager {
                     Some(s) => s.update(finite),
                     None => true,
                 };
-                let lr = schedule.next_lr();
+                // A skipped step does not advance the schedule (see `TrainingConfig::mixed_precision`).
+                let lr = if take_step {
+                    schedule.next_lr()
+                } else {
+                    schedule.peek_lr()
+                };
                 if take_step {
                     let mut factor = inv;
                     if let (ClippingKind::Norm, Some(norm)) = (cfg.gradient_clipping, grad_norm) {

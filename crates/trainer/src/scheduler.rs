@@ -328,6 +328,12 @@ impl LrSchedule {
         matches!(self.inner, Inner::Plateau(_))
     }
 
+    /// The rate the next [`next_lr`](Self::next_lr) will return, without advancing the schedule
+    /// (what a step the loss scaler skips is logged with).
+    pub fn peek_lr(&self) -> f64 {
+        self.clone().next_lr()
+    }
+
     /// The rate returned by the last [`next_lr`](Self::next_lr) (the base rate before any).
     pub fn current_lr(&self) -> f64 {
         self.last_lr

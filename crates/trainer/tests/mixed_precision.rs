@@ -9,7 +9,7 @@ use exptrack_trainer::burn::tensor::{DType, FloatDType, Tensor};
 use exptrack_trainer::data::{BatchContext, BatchSource};
 use exptrack_trainer::manager::{model_from_bytes, model_to_bytes};
 use exptrack_trainer::quickstart::{CLASSES, FEATURES, Mlp, generate_dataset};
-use exptrack_trainer::{MixedPrecision, TrainModel, TrainingConfig, TrainingManager};
+use exptrack_trainer::{MemorySink, MixedPrecision, TrainModel, TrainingConfig, TrainingManager};
 
 #[test]
 fn casting_in_the_forward_gives_f32_gradients_on_the_master() {
@@ -73,6 +73,46 @@ fn injected_inf_gradients_skip_the_step_and_halve_the_scale() {
     assert_eq!(r1.skipped_steps, 0);
     assert_eq!(r1.loss_scale, Some(1024.0));
     assert_eq!(params_of(&model), params_of(&model1));
+}
+
+#[test]
+fn a_skipped_step_does_not_advance_the_lr_schedule() {
+    // Warm-up over 4 steps: applied steps use 1/4, 2/4, 3/4, 4/4 of the rate. Step 1 is skipped,
+    // so it is logged with the rate it would have used and step 2 uses that rate again.
+    let cfg = quiet(TrainingConfig {
+        num_epochs: 1,
+        batch_size: 4,
+        shuffle: false,
+        mixed_precision: MixedPrecision::F16,
+        loss_scale_init: 1024.0,
+        learning_rate: 0.1,
+        warmup_steps: 4,
+        log_frequency: 1,
+        ..TrainingConfig::default()
+    });
+    let sink = MemorySink::new();
+    let mut m = TrainingManager::new(cfg)
+        .unwrap()
+        .with_sink(sink.clone())
+        .inject_nonfinite_grads_at(vec![1]);
+    let model = small_mlp(m.device(), 6);
+    let data = toy_data(20, 6, 4); // five steps
+    let (_, result) = m.fit(model, &data, &data).unwrap();
+    assert_eq!(result.steps, 5);
+    assert_eq!(result.skipped_steps, 1);
+    let lrs: Vec<f64> = sink
+        .series("train/lr")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let expected = [0.025, 0.05, 0.05, 0.075, 0.1];
+    assert_eq!(lrs.len(), expected.len(), "{lrs:?}");
+    for (got, want) in lrs.iter().zip(expected) {
+        assert!(
+            (got - want).abs() < 1e-12,
+            "lr per step {lrs:?}, expected {expected:?}"
+        );
+    }
 }
 
 #[test]
