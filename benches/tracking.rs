@@ -10,6 +10,9 @@
 //!
 //! Run: `cargo bench --bench tracking`.
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
