@@ -108,7 +108,7 @@ impl MixedPrecision {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             MixedPrecision::Off => "off",
             MixedPrecision::F16 => "f16",

@@ -25,7 +25,10 @@
 //! - `flex` (default): burn's pure-Rust CPU backend (`device = "cpu"`), with SIMD and rayon.
 //! - `ndarray`: burn-ndarray for users who pin it (`device = "ndarray"`; `cpu` when `flex` is off).
 //! - `wgpu`, `vulkan`, `cuda`: GPU backends (`device = "wgpu" | "vulkan" | "cuda"`; `auto` picks
-//!   the first compiled GPU backend). Off by default so the default build stays CPU-only.
+//!   the first compiled GPU backend with a hardware adapter, else the CPU). Off by default so the
+//!   default build stays CPU-only.
+//! - `burn-train`: `BurnTrainModel` (module `burn_train`) trains models written for
+//!   burn-train's `TrainStep` / `InferenceStep` (pulls in burn's `train` feature).
 //!
 //! ## Example
 //! ```ignore
@@ -41,6 +44,8 @@
 //! ```
 
 pub mod amp;
+#[cfg(feature = "burn-train")]
+pub mod burn_train;
 pub mod checkpoint;
 pub mod cnn;
 pub mod config;
@@ -55,6 +60,8 @@ pub mod model;
 pub mod quickstart;
 pub mod scheduler;
 
+#[cfg(feature = "burn-train")]
+pub use burn_train::BurnTrainModel;
 pub use checkpoint::{CheckpointStore, DirCheckpointStore, TrainingCheckpoint};
 pub use config::{
     ClippingKind, EarlyStoppingConfig, MixedPrecision, Mode, OptimizerKind, SchedulerKind,
@@ -64,7 +71,7 @@ pub use data::{BatchContext, BatchSource, ClassificationBatch, ClassificationDat
 pub use error::{Error, Result};
 pub use logging::{MemorySink, MetricSink};
 pub use manager::{EvalRecord, TrainingManager, TrainingResult};
-pub use model::{ModelOutput, StepOutput, TrainModel};
+pub use model::{ModelOutput, StepOutput, TrainModel, TrainStepOutput};
 
 /// burn, re-exported so users build models against the exact version this crate uses.
 pub use burn;

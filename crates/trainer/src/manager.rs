@@ -20,7 +20,7 @@ use crate::data::{BatchContext, BatchSource, epoch_order};
 use crate::error::{Error, Result};
 use crate::grads::{self, MeanGradAccumulator, clip_coefficient, read_scalars};
 use crate::logging::MetricSink;
-use crate::model::{ModelOutput, TrainModel};
+use crate::model::{ModelOutput, TrainModel, TrainStepOutput};
 use crate::scheduler::LrSchedule;
 
 /// One evaluation of the validation set.
@@ -365,7 +365,8 @@ impl TrainingManager {
     }
 
     /// Test hook: the gradients of these optimizer steps are made infinite (the loss is
-    /// multiplied by +inf before `backward`).
+    /// multiplied by +inf before `backward`; models that compute their own gradients are not
+    /// affected).
     #[doc(hidden)]
     pub fn inject_nonfinite_grads_at(mut self, steps: Vec<u64>) -> Self {
         self.inject_nonfinite = steps;
@@ -590,8 +591,21 @@ impl TrainingManager {
                 for idx in &batches[st.position..end] {
                     let batch = train.batch(idx, &train_ctx)?;
                     let out = match amp {
-                        Some(d) => cast_module(model.clone(), d).step(batch),
-                        None => model.step(batch),
+                        Some(d) => cast_module(model.clone(), d).train_step(batch),
+                        None => model.train_step(batch),
+                    };
+                    let (out, own_grads) = match out {
+                        TrainStepOutput::Loss(out) => (out, None),
+                        TrainStepOutput::Gradients { .. } if amp.is_some() => {
+                            return Err(Error::Config(format!(
+                                "mixed_precision = \"{}\" needs the loss before backward to scale \
+                                 it, but this model computes its own gradients (e.g. burn-train's \
+                                 TrainStep); use mixed_precision = \"off\", or train it from its \
+                                 loss (BurnTrainModel::with_inference_loss, or TrainModel::step)",
+                                cfg.mixed_precision.name()
+                            )));
+                        }
+                        TrainStepOutput::Gradients { grads, output } => (output, Some(grads)),
                     };
                     items += out.num_items;
                     let loss = if out.loss.dtype() == DType::F32 {
@@ -604,15 +618,20 @@ impl TrainingManager {
                     } else {
                         loss.reshape([1])
                     };
-                    let mut scaled = if scale != 1.0 {
-                        loss.clone().mul_scalar(scale)
-                    } else {
-                        loss.clone()
+                    let g = match own_grads {
+                        Some(g) => g,
+                        None => {
+                            let mut scaled = if scale != 1.0 {
+                                loss.clone().mul_scalar(scale)
+                            } else {
+                                loss.clone()
+                            };
+                            if inject {
+                                scaled = scaled.mul_scalar(f32::INFINITY);
+                            }
+                            GradientsParams::from_grads(scaled.backward(), &model)
+                        }
                     };
-                    if inject {
-                        scaled = scaled.mul_scalar(f32::INFINITY);
-                    }
-                    let g = GradientsParams::from_grads(scaled.backward(), &model);
                     if k == 1 {
                         single = Some(g);
                     } else {
@@ -662,7 +681,7 @@ impl TrainingManager {
                         }
                         _ => grads::scale(&model, grads, factor),
                     };
-                    model = optim.step(lr, model, grads);
+                    model = model.optimize(&mut optim, lr, grads);
                 }
                 st.step += 1;
                 st.position = end;

@@ -2,6 +2,7 @@
 //! [`TrainingManager`](crate::TrainingManager).
 
 use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor};
 
 /// What a model returns for a batch.
@@ -74,4 +75,35 @@ pub trait TrainModel: Module + 'static {
     type Batch;
     /// Forward pass and loss for one batch.
     fn step(&self, batch: Self::Batch) -> StepOutput;
+
+    /// One training micro-batch. The default returns [`step`](Self::step)'s loss, which the
+    /// trainer scales (mixed precision) and backpropagates. A model that computes its own
+    /// gradients (burn-train's `TrainStep`, see the `burn-train` feature) returns
+    /// [`TrainStepOutput::Gradients`] instead; the trainer then averages, clips and applies them
+    /// as they are, which rules out mixed precision (its loss cannot be scaled before backward).
+    fn train_step(&self, batch: Self::Batch) -> TrainStepOutput {
+        TrainStepOutput::Loss(self.step(batch))
+    }
+
+    /// Applies one optimizer update with the (unscaled, averaged, clipped) gradients. The
+    /// default is `optim.step(lr, self, grads)`; override it to act around the update (burn-train's
+    /// `TrainStep::optimize`, e.g. clamping weights afterwards).
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: f64, grads: GradientsParams) -> Self {
+        optim.step(lr, self, grads)
+    }
+}
+
+/// What [`TrainModel::train_step`] returns.
+#[derive(Debug)]
+pub enum TrainStepOutput {
+    /// The loss, still on the autodiff graph: the trainer scales and backpropagates it.
+    Loss(StepOutput),
+    /// Gradients the model computed itself from its unscaled loss, keyed by the parameters of
+    /// the model `train_step` was called on; `output.loss` is only read for logging.
+    Gradients {
+        /// The gradients.
+        grads: GradientsParams,
+        /// Loss and outputs of the batch.
+        output: StepOutput,
+    },
 }
