@@ -54,7 +54,11 @@ if ! ls .gl/*.deb >/dev/null 2>&1; then
   fi
 fi
 mkdir -p "$stage"
-grep -qx "/$stage/" .git/info/exclude 2>/dev/null || echo "/$stage/" >> .git/info/exclude
+if ! git check-ignore -q "$stage/$name"; then # the run tool carries only ignored paths
+  gitdir=$(git rev-parse --git-dir)
+  mkdir -p "$gitdir/info"
+  echo "/$stage/" >> "$gitdir/info/exclude"
+fi
 
 echo "==> cargo build --release --example $name (features: $features)"
 start=$(date +%s)
