@@ -527,10 +527,10 @@ pub fn parse_device(name: &str) -> Result<Device> {
                 Err(not_compiled(name, "ndarray"))
             }
         }
-        "auto" => match detect_gpu() {
-            Some(runtime) => {
+        "auto" => match first_gpu() {
+            Some((runtime, device)) => {
                 tracing::info!(runtime, "device `auto`: using the GPU");
-                gpu_device(runtime, false)?.ok_or_else(|| no_adapter(name, runtime))
+                Ok(device)
             }
             None => cpu_device(name).map_err(|e| Error::Device {
                 device: name.to_owned(),
@@ -561,9 +561,13 @@ pub fn compiled_gpu_runtimes() -> Vec<&'static str> {
 /// hardware adapter; `None` when there is none. Software rasterizers (lavapipe, llvmpipe) do not
 /// count: name the runtime explicitly to use one.
 pub fn detect_gpu() -> Option<&'static str> {
+    first_gpu().map(|(runtime, _)| runtime)
+}
+
+fn first_gpu() -> Option<(&'static str, Device)> {
     compiled_gpu_runtimes()
         .into_iter()
-        .find(|runtime| matches!(gpu_device(runtime, true), Ok(Some(_))))
+        .find_map(|runtime| Some((runtime, gpu_device(runtime, true).ok()??)))
 }
 
 fn list_or_none(names: &[&str]) -> String {
