@@ -56,6 +56,7 @@ pub struct ExperimentTrackerBuilder {
     system_metrics: Option<Duration>,
     crate_versions: BTreeMap<String, String>,
     collect_system_info: bool,
+    skip_relogged_metrics: bool,
 }
 
 impl std::fmt::Debug for ExperimentTrackerBuilder {
@@ -139,6 +140,17 @@ impl ExperimentTrackerBuilder {
         self
     }
 
+    /// After a resume, drop metric points whose step is at or below the last step the resumed
+    /// run already logged for that key (default: on). A training loop that restarts from its last
+    /// checkpoint replays the steps between that checkpoint and the interruption; without this,
+    /// those steps would reach every backend twice (MLflow keeps both points, TensorBoard draws a
+    /// zigzag, W&B rejects steps that go backwards). With a deterministic loop the replayed values
+    /// are the ones already logged. Turn it off to keep every point.
+    pub fn skip_relogged_metrics(mut self, on: bool) -> Self {
+        self.skip_relogged_metrics = on;
+        self
+    }
+
     /// Creates the run directory, opens every tracker on its own thread and starts the
     /// dispatcher.
     pub fn build(self) -> Result<ExperimentTracker> {
@@ -213,6 +225,17 @@ impl ExperimentTrackerBuilder {
         } else {
             BTreeMap::new()
         };
+        let logged = if resumed {
+            crate::store::max_metric_steps(&dir)?
+        } else {
+            std::collections::HashMap::new()
+        };
+        let sampler_start = logged.get(crate::sysmetrics::STEP_KEY).map_or(0, |s| s + 1);
+        let relogged = if self.skip_relogged_metrics {
+            Relogged::new(logged)
+        } else {
+            None
+        };
 
         let flush_interval = self.flush_interval;
         let mut names = std::collections::BTreeSet::new();
@@ -275,7 +298,7 @@ impl ExperimentTrackerBuilder {
                 .map(Duration::from_secs_f64)
         });
         let sampler = match interval {
-            Some(i) => crate::sysmetrics::spawn(tx.clone(), i),
+            Some(i) => crate::sysmetrics::spawn(tx.clone(), i, sampler_start),
             None => None,
         };
 
@@ -289,6 +312,7 @@ impl ExperimentTrackerBuilder {
             metadata,
             n_trackers,
             finish_timeout,
+            relogged,
         });
         if self.handle_signals {
             signals::register(&inner);
@@ -312,6 +336,28 @@ struct Inner {
     metadata: ExperimentMetadata,
     n_trackers: usize,
     finish_timeout: Duration,
+    relogged: Option<Relogged>,
+}
+
+/// Metric steps a resumed run logged before this process: what
+/// [`ExperimentTrackerBuilder::skip_relogged_metrics`] drops.
+#[derive(Debug)]
+struct Relogged {
+    /// The highest step over all keys (steps above it need no lookup).
+    max_step: u64,
+    per_key: std::collections::HashMap<String, u64>,
+}
+
+impl Relogged {
+    fn new(per_key: std::collections::HashMap<String, u64>) -> Option<Self> {
+        let max_step = per_key.values().copied().max()?;
+        Some(Relogged { max_step, per_key })
+    }
+
+    /// Whether `key` at `step` was logged before the resume.
+    fn seen(&self, key: &str, step: u64) -> bool {
+        step <= self.max_step && self.per_key.get(key).is_some_and(|&m| step <= m)
+    }
 }
 
 impl Inner {
@@ -362,6 +408,10 @@ impl Inner {
 ///   one never delays or drops events for the others or for the caller. A failing backend is
 ///   retried with backoff and replayed from the local store's `events.jsonl`, in order, exactly
 ///   once.
+/// - **Resume-safe.** A resumed run drops metric points at or below the step each key already
+///   reached before the interruption, so replaying steps from the last checkpoint does not log
+///   them twice ([`ExperimentTrackerBuilder::skip_relogged_metrics`]); system metrics continue
+///   their step count.
 /// - **Run guard.** Dropping the handle without [`finish`](Self::finish) (an early return or a
 ///   panic) finishes the run as [`RunStatus::Failed`]; Ctrl-C / SIGTERM finish it as
 ///   [`RunStatus::Killed`].
@@ -396,6 +446,7 @@ impl ExperimentTracker {
             system_metrics: None,
             crate_versions: BTreeMap::new(),
             collect_system_info: true,
+            skip_relogged_metrics: true,
         }
     }
 
@@ -416,13 +467,18 @@ impl ExperimentTracker {
 
     /// Logs scalar metrics at `step`.
     pub fn log_metrics<K: AsRef<str>>(&self, step: u64, values: &[(K, f64)]) -> Result<()> {
-        let values = values
+        let relogged = self.inner.relogged.as_ref().filter(|r| step <= r.max_step);
+        let values: Vec<Metric> = values
             .iter()
+            .filter(|(k, _)| relogged.is_none_or(|r| !r.seen(k.as_ref(), step)))
             .map(|(k, v)| Metric {
                 key: k.as_ref().to_owned(),
                 value: *v,
             })
             .collect();
+        if values.is_empty() {
+            return Ok(());
+        }
         self.inner.send(Msg::Event(Event::Metrics {
             step,
             timestamp_ms: now_ms(),
@@ -533,6 +589,27 @@ impl ExperimentTracker {
 
     /// Sends an already-built event.
     pub fn log_event(&self, event: Event) -> Result<()> {
+        let event = match (event, &self.inner.relogged) {
+            (
+                Event::Metrics {
+                    step,
+                    timestamp_ms,
+                    mut values,
+                },
+                Some(r),
+            ) if step <= r.max_step => {
+                values.retain(|m| !r.seen(&m.key, step));
+                if values.is_empty() {
+                    return Ok(());
+                }
+                Event::Metrics {
+                    step,
+                    timestamp_ms,
+                    values,
+                }
+            }
+            (event, _) => event,
+        };
         self.inner.send(Msg::Event(event))
     }
 

@@ -532,6 +532,25 @@ fn itoa_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// Reads a log, calling `f` for every event; returns (last seq, byte length of the valid prefix).
 /// A torn (unterminated or unparsable) final line is ignored; a bad line elsewhere is an error.
+/// The highest step logged for each metric key in a run directory's event log (empty when the run
+/// has no log yet).
+pub(crate) fn max_metric_steps(dir: &Path) -> Result<std::collections::HashMap<String, u64>> {
+    let mut out = std::collections::HashMap::new();
+    let path = dir.join(files::EVENTS);
+    if !path.exists() {
+        return Ok(out);
+    }
+    scan_log(&path, |e| {
+        if let Event::Metrics { step, values, .. } = e {
+            for m in values {
+                let max = out.entry(m.key).or_insert(step);
+                *max = (*max).max(step);
+            }
+        }
+    })?;
+    Ok(out)
+}
+
 fn scan_log(path: &Path, mut f: impl FnMut(Event)) -> Result<(u64, u64)> {
     let file = File::open(path).ctx("opening event log", path)?;
     let mut reader = BufReader::new(file);

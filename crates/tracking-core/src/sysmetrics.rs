@@ -8,8 +8,13 @@ use crossbeam_channel::Sender;
 use crate::dispatch::Msg;
 use crate::handle::Sampler;
 
+/// The key whose steps a resumed run's sampler continues after (every sample logs it).
+pub(crate) const STEP_KEY: &str = "system/cpu_percent";
+
+/// Starts sampling every `interval`; the samples' steps count up from `start_step` (after the
+/// samples of a resumed run's earlier processes).
 #[cfg(feature = "system-metrics")]
-pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration) -> Option<Sampler> {
+pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration, start_step: u64) -> Option<Sampler> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
@@ -26,7 +31,7 @@ pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration) -> Option<Sampler> {
             let mut sys = System::new();
             let pid = Pid::from_u32(std::process::id());
             sys.refresh_cpu_usage();
-            let mut step = 0u64;
+            let mut step = start_step;
             let mut next = Instant::now() + interval;
             while !stop2.load(Ordering::SeqCst) {
                 if Instant::now() < next {
@@ -43,7 +48,7 @@ pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration) -> Option<Sampler> {
                 );
                 let total = sys.total_memory().max(1) as f64;
                 let mut values = vec![
-                    Metric::new("system/cpu_percent", f64::from(sys.global_cpu_usage())),
+                    Metric::new(STEP_KEY, f64::from(sys.global_cpu_usage())),
                     Metric::new(
                         "system/memory_percent",
                         sys.used_memory() as f64 / total * 100.0,
@@ -71,7 +76,7 @@ pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration) -> Option<Sampler> {
 }
 
 #[cfg(not(feature = "system-metrics"))]
-pub(crate) fn spawn(_tx: Sender<Msg>, _interval: Duration) -> Option<Sampler> {
+pub(crate) fn spawn(_tx: Sender<Msg>, _interval: Duration, _start_step: u64) -> Option<Sampler> {
     tracing::warn!("system metrics requested but exptrack-core was built without `system-metrics`");
     None
 }

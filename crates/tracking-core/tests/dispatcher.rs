@@ -491,3 +491,79 @@ fn an_open_run_is_never_resumed_by_a_second_handle() {
     assert_eq!(third.run_dir(), first_dir);
     third.finish(RunStatus::Completed).unwrap();
 }
+
+/// A training loop resumed from its last checkpoint replays the steps logged before the
+/// interruption: those points are dropped (each key by its own last step), later ones and keys
+/// first seen at a replayed step go through, and every backend and the local log get each
+/// (key, step) once. With the option off, the replayed points are kept.
+#[test]
+fn resumed_run_drops_metrics_replayed_after_a_crash() {
+    for skip in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = builder(tmp.path()).build().unwrap();
+        for step in 0..=10 {
+            t.log_metrics(step, &[("train/loss", step as f64)]).unwrap();
+        }
+        t.log_metrics(5, &[("val/loss", 0.5)]).unwrap();
+        let dir = t.run_dir().to_path_buf();
+        drop(t); // the crash: marked failed
+
+        let (tracker, seen) = TestTracker::new("backend", Behaviour::default());
+        let t = builder(tmp.path())
+            .with_tracker(Box::new(tracker))
+            .resume(exptrack_core::Resume::LatestUnfinished)
+            .skip_relogged_metrics(skip)
+            .build()
+            .unwrap();
+        assert_eq!(t.run_dir(), dir);
+        // The replay from the checkpoint at step 6, then new steps.
+        for step in 6..=15 {
+            t.log_metrics(step, &[("train/loss", step as f64), ("train/lr", 0.1)])
+                .unwrap();
+            if step % 5 == 0 {
+                t.log_event(exptrack_core::Event::Metrics {
+                    step,
+                    timestamp_ms: 0,
+                    values: vec![exptrack_core::Metric::new("val/loss", step as f64 / 10.0)],
+                })
+                .unwrap();
+            }
+        }
+        t.finish(RunStatus::Completed).unwrap();
+
+        let mut in_log: Vec<(String, u64)> = Vec::new();
+        for (_, e) in RunReader::open(&dir).unwrap().events().unwrap() {
+            if let exptrack_core::Event::Metrics { step, values, .. } = e {
+                in_log.extend(values.into_iter().map(|m| (m.key, step)));
+            }
+        }
+        let count =
+            |key: &str, step: u64| in_log.iter().filter(|p| **p == (key.into(), step)).count();
+        for step in 0..=15 {
+            let replayed = (6..=10).contains(&step);
+            let want = if replayed && !skip { 2 } else { 1 };
+            assert_eq!(
+                count("train/loss", step),
+                want,
+                "train/loss@{step} skip={skip}"
+            );
+        }
+        // train/lr was never logged before: every step of it goes through.
+        for step in 6..=15 {
+            assert_eq!(count("train/lr", step), 1, "train/lr@{step}");
+        }
+        // val/loss had only step 5 before; 10 and 15 are new for it.
+        assert_eq!(count("val/loss", 5), 1);
+        assert_eq!(count("val/loss", 10), 1);
+        assert_eq!(count("val/loss", 15), 1);
+
+        // The backend (a fresh tracker, replayed from the log) sees the same multiset.
+        let mut backend: Vec<(String, u64)> = metric_points(&seen.lock().unwrap().events)
+            .into_iter()
+            .map(|(s, k, _)| (k, s))
+            .collect();
+        backend.sort();
+        in_log.sort();
+        assert_eq!(backend, in_log, "skip={skip}");
+    }
+}
