@@ -421,6 +421,11 @@ fn sync_to_wandb_online_uploads_config_history_and_summary_without_leaking_the_k
     assert!(out.contains("run closed as completed"), "{out}");
     // EXPTRACK_LOG=trace: every log line of the CLI and its HTTP stack is on stderr.
     assert!(!stderr(&o).is_empty(), "no log output at trace level");
+    assert!(
+        !stderr(&o).contains('\u{1b}'),
+        "colour codes in log output that is not a terminal:\n{}",
+        stderr(&o)
+    );
     for (stream, text) in [("stdout", out.as_str()), ("stderr", &stderr(&o))] {
         assert!(
             !text.contains(API_KEY),
