@@ -2,7 +2,7 @@
 //! `examples/quickstart.rs` adds TensorBoard).
 //!
 //! ```text
-//! cargo run --release -p exptrack-trainer --example quickstart -- [--config FILE] [--force] [--runs-dir DIR] [--stop-after-step N]
+//! cargo run --release -p exptrack-trainer --example trainer_quickstart -- [--config FILE] [--force] [--runs-dir DIR] [--stop-after-step N]
 //! ```
 
 use std::path::PathBuf;

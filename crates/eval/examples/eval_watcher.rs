@@ -4,7 +4,7 @@
 //! `ModelCheckpointer` (whose `model.bin` is the model below):
 //!
 //! ```text
-//! cargo run -p exptrack-eval --example async_eval -- \
+//! cargo run -p exptrack-eval --example eval_watcher -- \
 //!     --checkpoints checkpoints --experiment demo --runs runs [--poll-secs 10]
 //! ```
 //!
@@ -12,7 +12,7 @@
 //! logistic-regression model every few steps, keeping the last 3):
 //!
 //! ```text
-//! cargo run -p exptrack-eval --example async_eval -- --demo
+//! cargo run -p exptrack-eval --example eval_watcher -- --demo
 //! ```
 //!
 //! The watcher evaluates every committed checkpoint on the validation set (`eval/valid/*`) and on
