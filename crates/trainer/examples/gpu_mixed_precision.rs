@@ -372,16 +372,21 @@ fn main() -> ExitCode {
             Some(r) => r.to_owned(),
             None => {
                 let compiled = compiled_gpu_runtimes();
-                eprintln!(
-                    "error: no GPU adapter found (GPU runtimes in this build: {}). This example \
-                     measures a GPU: build it with `--features vulkan` (or `wgpu`, `cuda`) and run \
-                     it on a machine with a GPU; `--device cpu --hidden 256 --batch 64 --steps 5 \
-                     --warmup 1` runs a small smoke test on the CPU instead.",
-                    if compiled.is_empty() {
-                        "none".to_owned()
-                    } else {
+                let why = if compiled.is_empty() {
+                    "this build has no GPU runtime: build it with `--features vulkan` (or `wgpu`, \
+                     `cuda`)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "this build has {} but the machine offers no hardware adapter for them \
+                         (for Vulkan: the loader libvulkan1 and the driver's ICD, see \
+                         VK_DRIVER_FILES); run it on a machine with a GPU",
                         compiled.join(", ")
-                    }
+                    )
+                };
+                eprintln!(
+                    "error: no GPU adapter found: {why}. In a default (CPU) build, `--device cpu \
+                     --hidden 256 --batch 64 --steps 5 --warmup 1` runs a small smoke test instead."
                 );
                 return ExitCode::from(2);
             }
