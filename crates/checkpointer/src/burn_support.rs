@@ -65,7 +65,8 @@ fn to_vec(bytes: Bytes) -> Vec<u8> {
 #[cfg(feature = "safetensors")]
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 
-/// A module's weights as safetensors bytes in PyTorch's conventions (see the module docs).
+/// A module's weights as safetensors bytes in PyTorch's conventions (see the module docs), with
+/// the metadata `{"format": "pt"}`. Deterministic: the same weights give the same bytes.
 #[cfg(feature = "safetensors")]
 pub fn safetensors_bytes<M: Module>(model: &M) -> Result<Vec<u8>> {
     use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
@@ -73,9 +74,13 @@ pub fn safetensors_bytes<M: Module>(model: &M) -> Result<Vec<u8>> {
         name: SAFETENSORS_FILE.to_owned(),
         message: e.to_string(),
     };
+    // One metadata entry, `format: pt`: what Hugging Face transformers requires of a PyTorch
+    // safetensors file, and with a single key the header (burn-store keeps metadata in a
+    // HashMap) is the same bytes every time, so identical weights give identical files.
     let mut store = SafetensorsStore::from_bytes(None)
         .with_to_adapter(BurnToPyTorchAdapter)
-        .metadata("producer", "exptrack");
+        .clear_metadata()
+        .metadata("format", "pt");
     model.save_into(&mut store).map_err(err)?;
     store.get_bytes().map_err(err)
 }

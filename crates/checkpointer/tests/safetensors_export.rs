@@ -102,10 +102,13 @@ fn export_round_trips_through_burn_and_into_checkpoints() {
         ck.load_file(1, SAFETENSORS_FILE).unwrap(),
         std::fs::read(&path).unwrap()
     );
-    assert_eq!(
-        safetensors_bytes(&model).unwrap(),
-        std::fs::read(&path).unwrap()
-    );
+    // Deterministic: the same weights give the same bytes, call after call.
+    for _ in 0..20 {
+        assert_eq!(
+            safetensors_bytes(&model).unwrap(),
+            std::fs::read(&path).unwrap()
+        );
+    }
 }
 
 #[test]
@@ -184,5 +187,5 @@ fn python_safetensors_reads_pytorch_layout() {
             .collect();
         assert_eq!(got, want, "{name}");
     }
-    assert_eq!(json["metadata"]["producer"], "exptrack");
+    assert_eq!(json["metadata"], serde_json::json!({"format": "pt"}));
 }
