@@ -1,10 +1,9 @@
-//! Shared helpers: runs written by the real tracker, the built binary, and a real `mlflow server`.
+//! Shared helpers: runs written by the real tracker, the built binary, and a real `mlflow server`
+//! (the MLflow backend's harness).
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use exptrack_core::{ExperimentConfig, ExperimentTracker, RunStatus};
 
@@ -122,144 +121,10 @@ pub fn make_run(runs: &Path, spec: &RunSpec<'_>) -> (PathBuf, String) {
 
 // ------------------------------------------------------------------ MLflow peer
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
+// The real `mlflow server` harness of the MLflow backend's tests (free port, sqlite store,
+// process group killed at exit, CI=true fails when the peer is missing), shared rather than copied.
+#[path = "../../../backend-mlflow/tests/common/mod.rs"]
+mod mlflow_harness;
 
-/// The `mlflow` executable next to `EXPTRACK_PEER_PYTHON`; `None` after printing
-/// `skipping: ...` when it is missing outside CI; panics when it is missing in CI.
-pub fn mlflow_exe() -> Option<PathBuf> {
-    let why = match std::env::var("EXPTRACK_PEER_PYTHON") {
-        Err(_) => "EXPTRACK_PEER_PYTHON is not set (run scripts/peers.sh)".to_owned(),
-        Ok(py) => {
-            let exe = Path::new(&py).with_file_name("mlflow");
-            if exe.is_file() {
-                return Some(exe);
-            }
-            format!("no mlflow executable beside {py}")
-        }
-    };
-    assert!(!ci(), "MLflow peer missing with CI=true: {why}");
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipping: MLflow peer missing: {why}");
-    None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A `mlflow server` on 127.0.0.1 in its own process group; killed (the whole group) on drop.
-pub struct MlflowServer {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Child,
-}
-
-impl MlflowServer {
-    pub fn start(exe: &Path) -> MlflowServer {
-        let dir = tempfile::Builder::new()
-            .prefix("exptrack-cli-mlflow-")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
-        let d = dir.path();
-        let log = std::fs::File::create(d.join("server.log")).expect("log");
-        let mut cmd = Command::new(exe);
-        cmd.arg("server")
-            .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", d.join("mlflow.db").display()))
-            .arg("--artifacts-destination")
-            .arg(d.join("artifacts"))
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--workers",
-                "1",
-            ])
-            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-            .current_dir(d)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        // SAFETY: only setsid(2), which is async-signal-safe, runs between fork and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn mlflow server");
-        let mut s = MlflowServer { dir, port, child };
-        s.wait_healthy(Duration::from_secs(240));
-        s
-    }
-
-    pub fn uri(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_healthy(&mut self, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "mlflow server exited ({status}) before becoming healthy:\n{}",
-                    self.log_tail()
-                );
-            }
-            if health_ok(self.port) {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "mlflow server not healthy after {limit:?}:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        let start = log.len().saturating_sub(4000);
-        log.get(start..).unwrap_or("").to_owned()
-    }
-}
-
-/// `GET /health` over a plain TCP connection (no HTTP client dependency needed).
-fn health_ok(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200")
-}
-
-impl Drop for MlflowServer {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: kill(2) on the process group this test created (setsid made the child its
-        // leader); no memory is shared.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
+#[allow(unused_imports)] // not every test binary starts a server
+pub use mlflow_harness::{MlflowServer, mlflow_exe};
