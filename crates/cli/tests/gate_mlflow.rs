@@ -5,6 +5,40 @@ mod common;
 use common::*;
 use exptrack_mlflow::{MlflowTrackerBuilder, TAG_LOGGED_MODEL};
 
+/// `exptrack gate RUN --metric test_accuracy --min 0.9 --promote gate-model@champion --mlflow URI`
+/// plus `extra` arguments, with `env`.
+fn gate(
+    run: &str,
+    runs: &str,
+    uri: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut args = vec![
+        "gate",
+        run,
+        "--dir",
+        runs,
+        "--metric",
+        "test_accuracy",
+        "--min",
+        "0.9",
+        "--promote",
+        "gate-model@champion",
+        "--mlflow",
+        uri,
+    ];
+    args.extend_from_slice(extra);
+    exptrack_env(&args, env)
+}
+
+/// `exptrack sync RUN --dir RUNS --to mlflow=URI`, expected to succeed; returns its stdout.
+fn sync(run: &str, runs: &str, uri: &str) -> String {
+    let o = exptrack(&["sync", run, "--dir", runs, "--to", &format!("mlflow={uri}")]);
+    assert_code(&o, 0);
+    stdout(&o)
+}
+
 #[test]
 fn gate_fails_below_threshold_and_promotes_above() {
     let Some(exe) = mlflow_exe() else { return };
@@ -36,20 +70,8 @@ fn gate_fails_below_threshold_and_promotes_above() {
         },
     );
     for id in [&weak, &good] {
-        let o = exptrack(&[
-            "sync",
-            id,
-            "--dir",
-            runs_s,
-            "--to",
-            &format!("mlflow={uri}"),
-        ]);
-        assert_code(&o, 0);
-        assert!(
-            stdout(&o).starts_with("mlflow: delivered "),
-            "{}",
-            stdout(&o)
-        );
+        let out = sync(id, runs_s, &uri);
+        assert!(out.starts_with("mlflow: delivered "), "{out}");
     }
 
     let client = MlflowTrackerBuilder::new()
@@ -57,36 +79,11 @@ fn gate_fails_below_threshold_and_promotes_above() {
         .build_client()
         .unwrap();
     // A second sync has nothing left to deliver.
-    let o = exptrack(&[
-        "sync",
-        &good,
-        "--dir",
-        runs_s,
-        "--to",
-        &format!("mlflow={uri}"),
-    ]);
-    assert_code(&o, 0);
-    assert!(
-        stdout(&o).contains("delivered 0 event(s)"),
-        "{}",
-        stdout(&o)
-    );
+    let out = sync(&good, runs_s, &uri);
+    assert!(out.contains("delivered 0 event(s)"), "{out}");
 
     // Below the threshold: exit 1, nothing registered.
-    let o = exptrack(&[
-        "gate",
-        &weak,
-        "--dir",
-        runs_s,
-        "--metric",
-        "test_accuracy",
-        "--min",
-        "0.9",
-        "--promote",
-        "gate-model@champion",
-        "--mlflow",
-        &uri,
-    ]);
+    let o = gate(&weak, runs_s, &uri, &[], &[]);
     assert_code(&o, 1);
     assert!(
         stdout(&o).starts_with("FAIL test_accuracy = 0.82"),
@@ -97,21 +94,7 @@ fn gate_fails_below_threshold_and_promotes_above() {
     assert!(client.get_registered_model("gate-model").unwrap().is_none());
 
     // Above: a model version from the run's logged model, and the alias points at it.
-    let o = exptrack(&[
-        "gate",
-        &good,
-        "--dir",
-        runs_s,
-        "--metric",
-        "test_accuracy",
-        "--min",
-        "0.9",
-        "--promote",
-        "gate-model@champion",
-        "--mlflow",
-        &uri,
-        "--json",
-    ]);
+    let o = gate(&good, runs_s, &uri, &["--json"], &[]);
     assert_code(&o, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["passed"], true);
@@ -139,20 +122,7 @@ fn gate_fails_below_threshold_and_promotes_above() {
     assert_eq!(by_alias.version, version);
 
     // Promoting again moves the alias to the new version.
-    let o = exptrack(&[
-        "gate",
-        &good,
-        "--dir",
-        runs_s,
-        "--metric",
-        "test_accuracy",
-        "--min",
-        "0.9",
-        "--promote",
-        "gate-model@champion",
-        "--mlflow",
-        &uri,
-    ]);
+    let o = gate(&good, runs_s, &uri, &[], &[]);
     assert_code(&o, 0);
     let out = stdout(&o);
     assert!(out.contains("promoted gate-model version"), "{out}");
@@ -175,20 +145,7 @@ fn gate_fails_below_threshold_and_promotes_above() {
             ..Default::default()
         },
     );
-    let o = exptrack(&[
-        "gate",
-        &unsynced,
-        "--dir",
-        runs_s,
-        "--metric",
-        "test_accuracy",
-        "--min",
-        "0.9",
-        "--promote",
-        "gate-model@champion",
-        "--mlflow",
-        &uri,
-    ]);
+    let o = gate(&unsynced, runs_s, &uri, &[], &[]);
     assert_code(&o, 2);
     assert!(stderr(&o).contains("exptrack sync"), "{}", stderr(&o));
 
@@ -197,21 +154,11 @@ fn gate_fails_below_threshold_and_promotes_above() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     });
-    let o = exptrack_env(
-        &[
-            "gate",
-            &good,
-            "--dir",
-            runs_s,
-            "--metric",
-            "test_accuracy",
-            "--min",
-            "0.9",
-            "--promote",
-            "gate-model@champion",
-            "--mlflow",
-            &dead,
-        ],
+    let o = gate(
+        &good,
+        runs_s,
+        &dead,
+        &[],
         &[("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")],
     );
     assert_code(&o, 3);
