@@ -380,84 +380,37 @@ fn gate_thresholds_without_promotion() {
         },
     );
     let d = s(&runs);
-    let o = exptrack(&[
-        "gate",
-        &id,
-        "--dir",
-        d,
-        "--metric",
-        "test_accuracy",
-        "--min",
-        "0.9",
-    ]);
+    let gate = |rest: &[&str]| {
+        let mut args = vec!["gate", id.as_str(), "--dir", d];
+        args.extend_from_slice(rest);
+        exptrack(&args)
+    };
+    let o = gate(&["--metric", "test_accuracy", "--min", "0.9"]);
     assert_code(&o, 0);
     assert!(
         stdout(&o).starts_with("PASS test_accuracy = 0.93"),
         "{}",
         stdout(&o)
     );
-    let o = exptrack(&[
-        "gate",
-        &id,
-        "--dir",
-        d,
-        "--metric",
-        "test_accuracy",
-        "--min",
-        "0.95",
-    ]);
+    let o = gate(&["--metric", "test_accuracy", "--min", "0.95"]);
     assert_code(&o, 1);
     assert!(stdout(&o).starts_with("FAIL"));
     assert!(stderr(&o).contains("below"));
-    let o = exptrack(&[
-        "gate",
-        &id,
-        "--dir",
-        d,
-        "--metric",
-        "test_accuracy",
-        "--max",
-        "0.9",
-    ]);
+    let o = gate(&["--metric", "test_accuracy", "--max", "0.9"]);
     assert_code(&o, 1);
     // A logged metric: last valid/loss = 2.5/sqrt(50) ~ 0.354; min over the run is the same.
-    let o = exptrack(&[
-        "gate",
-        &id,
-        "--dir",
-        d,
-        "--metric",
-        "valid/loss",
-        "--max",
-        "0.4",
-        "--json",
-    ]);
+    let o = gate(&["--metric", "valid/loss", "--max", "0.4", "--json"]);
     assert_code(&o, 0);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["passed"], true);
-    let o = exptrack(&[
-        "gate",
-        &id,
-        "--dir",
-        d,
-        "--metric",
-        "valid/loss",
-        "--stat",
-        "max",
-        "--max",
-        "0.4",
-    ]);
+    let o = gate(&["--metric", "valid/loss", "--stat", "max", "--max", "0.4"]);
     assert_code(&o, 1);
     // Unknown metric: exit 2 and the known keys as a hint.
-    let o = exptrack(&["gate", &id, "--dir", d, "--metric", "nope", "--min", "1"]);
+    let o = gate(&["--metric", "nope", "--min", "1"]);
     assert_code(&o, 2);
     assert!(stderr(&o).contains("hint: known:"), "{}", stderr(&o));
     // Bad --promote syntax: exit 2.
-    let o = exptrack(&[
-        "gate",
-        &id,
-        "--dir",
-        d,
+    let o = gate(&[
         "--metric",
         "test_accuracy",
         "--min",
