@@ -66,6 +66,31 @@ fn response(status: &str, extra: &str, body: &str) -> String {
     )
 }
 
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A client whose next retry would be 30 s away: a test that returns quickly proves that
+/// something other than the backoff (cancel, a deadline) ended the wait.
+fn slow_retry_client() -> HttpClient {
+    HttpClient::builder()
+        .retry(RetryConfig {
+            max_retries: 10,
+            initial_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+            retry_timeout: Duration::from_secs(600),
+            ..fast_retry()
+        })
+        .no_proxy(true)
+        .build()
+        .unwrap()
+}
+
 fn fast_retry() -> RetryConfig {
     RetryConfig {
         max_retries: 4,
@@ -204,11 +229,7 @@ fn retries_exhausted_is_transient() {
 #[test]
 fn connection_refused_is_retried_then_transient() {
     // Bind then drop to get a port nobody listens on.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let client = HttpClient::builder()
         .retry(RetryConfig {
             max_retries: 2,
@@ -229,22 +250,8 @@ fn connection_refused_is_retried_then_transient() {
 
 #[test]
 fn cancel_stops_waiting_at_once() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client = HttpClient::builder()
-        .retry(RetryConfig {
-            max_retries: 10,
-            initial_backoff: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(30),
-            retry_timeout: Duration::from_secs(600),
-            ..fast_retry()
-        })
-        .no_proxy(true)
-        .build()
-        .unwrap();
+    let port = closed_port();
+    let client = slow_retry_client();
     let token = client.cancel_token().clone();
     let t = Instant::now();
     let canceller = thread::spawn(move || {
@@ -275,22 +282,8 @@ fn cancel_stops_waiting_at_once() {
 
 #[test]
 fn deadline_gives_up() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client = HttpClient::builder()
-        .retry(RetryConfig {
-            max_retries: 10,
-            initial_backoff: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(30),
-            retry_timeout: Duration::from_secs(600),
-            ..fast_retry()
-        })
-        .no_proxy(true)
-        .build()
-        .unwrap();
+    let port = closed_port();
+    let client = slow_retry_client();
     let t = Instant::now();
     let err = client
         .send_with_retry_until(Some(Instant::now() + Duration::from_millis(200)), |c| {
