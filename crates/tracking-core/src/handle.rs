@@ -12,7 +12,7 @@ use crossbeam_channel::{Sender, bounded, unbounded};
 use crate::config::ExperimentConfig;
 use crate::dispatch::{DispatchSettings, Dispatcher, FinishReport, Msg, spawn_worker};
 use crate::error::{Error, Result};
-use crate::event::{ArtifactKind, Event, Metric, ParamValue, now_ms};
+use crate::event::{ArtifactKind, Event, Metric, ParamValue, TimestampMs, now_ms};
 use crate::metadata::{ExperimentMetadata, RunStatus, SystemInfo, new_run_id, sanitize_component};
 use crate::store::{RunWriter, list_runs, read_cursors, run_dir};
 use crate::tracker::{RunContext, Tracker};
@@ -467,21 +467,33 @@ impl ExperimentTracker {
 
     /// Logs scalar metrics at `step`.
     pub fn log_metrics<K: AsRef<str>>(&self, step: u64, values: &[(K, f64)]) -> Result<()> {
-        let relogged = self.inner.relogged.as_ref().filter(|r| step <= r.max_step);
-        let values: Vec<Metric> = values
+        let values = values
             .iter()
-            .filter(|(k, _)| relogged.is_none_or(|r| !r.seen(k.as_ref(), step)))
             .map(|(k, v)| Metric {
                 key: k.as_ref().to_owned(),
                 value: *v,
             })
             .collect();
-        if values.is_empty() {
-            return Ok(());
+        self.send_metrics(step, now_ms(), values)
+    }
+
+    /// Sends a metrics event, minus the points a resumed run already logged
+    /// ([`ExperimentTrackerBuilder::skip_relogged_metrics`]); nothing when none is left.
+    fn send_metrics(
+        &self,
+        step: u64,
+        timestamp_ms: TimestampMs,
+        mut values: Vec<Metric>,
+    ) -> Result<()> {
+        if let Some(r) = self.inner.relogged.as_ref().filter(|r| step <= r.max_step) {
+            values.retain(|m| !r.seen(&m.key, step));
+            if values.is_empty() {
+                return Ok(());
+            }
         }
         self.inner.send(Msg::Event(Event::Metrics {
             step,
-            timestamp_ms: now_ms(),
+            timestamp_ms,
             values,
         }))
     }
@@ -589,28 +601,14 @@ impl ExperimentTracker {
 
     /// Sends an already-built event.
     pub fn log_event(&self, event: Event) -> Result<()> {
-        let event = match (event, &self.inner.relogged) {
-            (
-                Event::Metrics {
-                    step,
-                    timestamp_ms,
-                    mut values,
-                },
-                Some(r),
-            ) if step <= r.max_step => {
-                values.retain(|m| !r.seen(&m.key, step));
-                if values.is_empty() {
-                    return Ok(());
-                }
-                Event::Metrics {
-                    step,
-                    timestamp_ms,
-                    values,
-                }
-            }
-            (event, _) => event,
-        };
-        self.inner.send(Msg::Event(event))
+        match event {
+            Event::Metrics {
+                step,
+                timestamp_ms,
+                values,
+            } => self.send_metrics(step, timestamp_ms, values),
+            event => self.inner.send(Msg::Event(event)),
+        }
     }
 
     /// A barrier: returns once the local store is fsynced and every tracker has received and
