@@ -83,16 +83,46 @@ impl Env {
     }
 }
 
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Benchmarks `name` in `g`: `one` runs one iteration and returns the time of its measured part
+/// (set-up and checks around it are not counted). Every time is also recorded for the ratio table.
+fn timed(g: &mut Group<'_>, label: &str, name: &str, mut one: impl FnMut() -> Duration) {
+    g.bench_function(BenchmarkId::from_parameter(name), |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let d = one();
+                    record(label, name, d);
+                    d
+                })
+                .sum()
+        })
+    });
+}
+
+/// The time `f` takes, and its result.
+fn clock<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t = Instant::now();
+    let v = f();
+    (t.elapsed(), v)
+}
+
 fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
     let data = payload(size);
     let big = size >= (256 << 20);
     let samples = if big { 10 } else { 20 };
-    let tune = |g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>| {
+    let tune = |g: &mut Group<'_>| {
         g.sampling_mode(SamplingMode::Flat)
             .sample_size(samples)
             .warm_up_time(Duration::from_millis(if big { 500 } else { 1000 }))
             .measurement_time(Duration::from_secs(if big { 10 } else { 8 }))
             .throughput(Throughput::Bytes(size as u64));
+    };
+    let checkpoint = |step: u64| {
+        Checkpoint::new(step)
+            .metric("val_loss", 0.5)
+            .file("model.bpk", data.clone())
     };
 
     // ---- save ----
@@ -100,89 +130,41 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
         let mut g = c.benchmark_group(format!("checkpoint_save/{label}"));
         tune(&mut g);
         let raw_path = env.root.join("raw.bin");
-        g.bench_function(BenchmarkId::from_parameter("raw_write_fsync"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let _ = std::fs::remove_file(&raw_path);
-                    let t = Instant::now();
-                    raw_write_fsync(&raw_path, &data);
-                    let d = t.elapsed();
-                    record(label, "raw_write_fsync", d);
-                    total += d;
-                }
-                total
-            })
+        timed(&mut g, label, "raw_write_fsync", || {
+            let _ = std::fs::remove_file(&raw_path);
+            clock(|| raw_write_fsync(&raw_path, &data)).0
         });
         let _ = std::fs::remove_file(&raw_path);
-        for (name, compression) in [
-            ("durable_save", Compression::Off),
-            ("durable_save_zstd1", Compression::Zstd(1)),
+        for (name, async_name, compression) in [
+            ("durable_save", "save_async_stall", Compression::Off),
+            (
+                "durable_save_zstd1",
+                "save_async_stall_zstd1",
+                Compression::Zstd(1),
+            ),
         ] {
             let mut ck = ModelCheckpointer::open("bench", env.config(name, compression)).unwrap();
             let mut step = 0u64;
-            g.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        step += 1;
-                        let c = Checkpoint::new(step)
-                            .metric("val_loss", 0.5)
-                            .file("model.bpk", data.clone());
-                        let t = Instant::now();
-                        ck.save(c).unwrap();
-                        let d = t.elapsed();
-                        record(label, name, d);
-                        total += d;
-                    }
-                    total
-                })
+            timed(&mut g, label, name, || {
+                step += 1;
+                let c = checkpoint(step);
+                clock(|| ck.save(c).unwrap()).0
             });
-            let async_name = if compression == Compression::Off {
-                "save_async_stall"
-            } else {
-                "save_async_stall_zstd1"
-            };
-            g.bench_function(BenchmarkId::from_parameter(async_name), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        step += 1;
-                        let c = Checkpoint::new(step)
-                            .metric("val_loss", 0.5)
-                            .file("model.bpk", data.clone());
-                        let t = Instant::now();
-                        ck.save_async(c).unwrap();
-                        let d = t.elapsed();
-                        ck.wait().unwrap();
-                        record(label, async_name, d);
-                        total += d;
-                    }
-                    total
-                })
+            timed(&mut g, label, async_name, || {
+                step += 1;
+                let c = checkpoint(step);
+                let (d, ()) = clock(|| ck.save_async(c).unwrap());
+                ck.wait().unwrap();
+                d
             });
             if compression == Compression::Off {
-                g.bench_function(
-                    BenchmarkId::from_parameter("save_async_stall_incl_copy"),
-                    |b| {
-                        b.iter_custom(|iters| {
-                            let mut total = Duration::ZERO;
-                            for _ in 0..iters {
-                                step += 1;
-                                let t = Instant::now();
-                                let c = Checkpoint::new(step)
-                                    .metric("val_loss", 0.5)
-                                    .file("model.bpk", data.clone());
-                                ck.save_async(c).unwrap();
-                                let d = t.elapsed();
-                                ck.wait().unwrap();
-                                record(label, "save_async_stall_incl_copy", d);
-                                total += d;
-                            }
-                            total
-                        })
-                    },
-                );
+                // The same, counting the copy of the caller's buffer into the checkpoint.
+                timed(&mut g, label, "save_async_stall_incl_copy", || {
+                    step += 1;
+                    let (d, ()) = clock(|| ck.save_async(checkpoint(step)).unwrap());
+                    ck.wait().unwrap();
+                    d
+                });
             }
         }
         g.finish();
@@ -206,24 +188,16 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
         }
         for cold in [false, true] {
             let sfx = if cold { "_cold" } else { "" };
-            let raw_name = format!("raw_read{sfx}");
-            g.bench_function(BenchmarkId::from_parameter(&raw_name), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        if cold {
-                            exptrack_checkpoint::evict_from_page_cache(&raw_path).unwrap();
-                        }
-                        let t = Instant::now();
-                        let v = std::fs::read(&raw_path).unwrap();
-                        let d = t.elapsed();
-                        assert_eq!(v.len(), size);
-                        drop(v);
-                        record(label, &raw_name, d);
-                        total += d;
-                    }
-                    total
-                })
+            let evict = |path: &Path| {
+                if cold {
+                    exptrack_checkpoint::evict_from_page_cache(path).unwrap();
+                }
+            };
+            timed(&mut g, label, &format!("raw_read{sfx}"), || {
+                evict(&raw_path);
+                let (d, v) = clock(|| std::fs::read(&raw_path).unwrap());
+                assert_eq!(v.len(), size);
+                d
             });
             for (name, ck, path) in &stores {
                 let bench_name = if *name == "plain" {
@@ -231,23 +205,11 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
                 } else {
                     format!("load_verified_{name}{sfx}")
                 };
-                g.bench_function(BenchmarkId::from_parameter(&bench_name), |b| {
-                    b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            if cold {
-                                exptrack_checkpoint::evict_from_page_cache(path).unwrap();
-                            }
-                            let t = Instant::now();
-                            let v = ck.load_file(1, "model.bpk").unwrap();
-                            let d = t.elapsed();
-                            assert_eq!(v.len(), size);
-                            drop(v);
-                            record(label, &bench_name, d);
-                            total += d;
-                        }
-                        total
-                    })
+                timed(&mut g, label, &bench_name, || {
+                    evict(path);
+                    let (d, v) = clock(|| ck.load_file(1, "model.bpk").unwrap());
+                    assert_eq!(v.len(), size);
+                    d
                 });
             }
         }
@@ -270,34 +232,20 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
                 .file("optimizer.bpk", optim.to_vec()),
         )
         .unwrap();
-        g.bench_function(BenchmarkId::from_parameter("raw_read_2files"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let a = std::fs::read(&raw_pair[0]).unwrap();
-                    let o = std::fs::read(&raw_pair[1]).unwrap();
-                    let d = t.elapsed();
-                    assert_eq!(a.len() + o.len(), size);
-                    record(label, "raw_read_2files", d);
-                    total += d;
-                }
-                total
-            })
+        timed(&mut g, label, "raw_read_2files", || {
+            let (d, (a, o)) = clock(|| {
+                (
+                    std::fs::read(&raw_pair[0]).unwrap(),
+                    std::fs::read(&raw_pair[1]).unwrap(),
+                )
+            });
+            assert_eq!(a.len() + o.len(), size);
+            d
         });
-        g.bench_function(BenchmarkId::from_parameter("load_verified_2files"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let loaded = pair.load(1).unwrap();
-                    let d = t.elapsed();
-                    assert_eq!(loaded.files.values().map(Vec::len).sum::<usize>(), size);
-                    record(label, "load_verified_2files", d);
-                    total += d;
-                }
-                total
-            })
+        timed(&mut g, label, "load_verified_2files", || {
+            let (d, loaded) = clock(|| pair.load(1).unwrap());
+            assert_eq!(loaded.files.values().map(Vec::len).sum::<usize>(), size);
+            d
         });
         for p in &raw_pair {
             let _ = std::fs::remove_file(p);
