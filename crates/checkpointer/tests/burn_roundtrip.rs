@@ -2,25 +2,16 @@
 #![cfg(feature = "burn-flex")]
 
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
-use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use exptrack_checkpoint::burn_support::{BurnCheckpoint, MODEL_FILE};
 use exptrack_checkpoint::{Checkpoint, CheckpointConfig, ModelCheckpointer};
 
-#[derive(Module, Debug)]
-struct Net {
-    a: Linear,
-    b: Linear,
-}
+#[path = "common/burn_net.rs"]
+mod burn_net;
 
-fn net(device: &Device) -> Net {
-    Net {
-        a: LinearConfig::new(4, 8).init(device),
-        b: LinearConfig::new(8, 1).init(device),
-    }
-}
+use burn_net::{Net, net};
 
 fn weights(n: &Net) -> Vec<f32> {
     let mut v: Vec<f32> = n.a.weight.val().into_data().try_to_vec::<f32>().unwrap();

@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Device;
 use exptrack_checkpoint::burn_support::{
@@ -14,18 +12,10 @@ use exptrack_checkpoint::burn_support::{
 };
 use exptrack_checkpoint::{Checkpoint, CheckpointConfig, ModelCheckpointer};
 
-#[derive(Module, Debug)]
-struct Net {
-    a: Linear,
-    b: Linear,
-}
+#[path = "common/burn_net.rs"]
+mod burn_net;
 
-fn net(device: &Device) -> Net {
-    Net {
-        a: LinearConfig::new(4, 8).init(device),
-        b: LinearConfig::new(8, 3).init(device),
-    }
-}
+use burn_net::{Net, net};
 
 /// `(name, shape as burn stores it, values)` of every parameter.
 fn params(n: &Net) -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
