@@ -5,24 +5,12 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+mod profile_common;
+
 use exptrack_checkpoint::{Checkpoint, CheckpointConfig, Compression, ModelCheckpointer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let size_mb: usize = args
-        .get(1)
-        .map(|s| s.trim_end_matches('M').parse())
-        .transpose()?
-        .unwrap_or(64);
-    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    let base = args
-        .get(3)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::tempdir_in(base)?;
-    let data: Vec<u8> = (0..size_mb << 20)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
-        .collect();
+    let profile_common::Setup { data, rounds, tmp } = profile_common::setup()?;
     let cfg = CheckpointConfig {
         dir: tmp.path().join("ck"),
         max_checkpoints: Some(1),
@@ -139,27 +127,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t[8 + i].push(s.elapsed());
         }
     }
-    for (name, v) in [
-        "raw write+fsync",
-        "durable save",
-        "sha256 alone",
-        "durable save zstd1",
-        "chunked",
-        "chunked+hash",
-        "chunked+kick",
-        "chunked+hash thread+kick",
-        "inline256K+kick",
-        "inline1M+kick",
-    ]
-    .iter()
-    .zip(t.iter_mut())
-    {
-        v.sort();
-        println!(
-            "{name:>20}: median {:>8.1} ms  min {:>8.1} ms",
-            v[v.len() / 2].as_secs_f64() * 1e3,
-            v[0].as_secs_f64() * 1e3
-        );
-    }
+    profile_common::print_medians(
+        &[
+            "raw write+fsync",
+            "durable save",
+            "sha256 alone",
+            "durable save zstd1",
+            "chunked",
+            "chunked+hash",
+            "chunked+kick",
+            "chunked+hash thread+kick",
+            "inline256K+kick",
+            "inline1M+kick",
+        ],
+        &mut t,
+    );
     Ok(())
 }
