@@ -16,16 +16,19 @@
 mod common;
 #[path = "../../backend-wandb/tests/common/upload.rs"]
 mod upload;
+// The W&B backend's test harness: the recorder (a local stand-in for the W&B API) and isolated().
+#[path = "../../backend-wandb/tests/common/mod.rs"]
+mod wandb_common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::{assert_code, stderr, stdout};
 use exptrack_core::{ExperimentConfig, ExperimentTracker, RunStatus};
 use serde_json::{Value, json};
 use upload::{Upload, strip};
+use wandb_common::{Recorder, isolated};
 
 /// A fake 40-character API key, distinctive enough to search for.
 const API_KEY: &str = "c0ffee00deadbeef1234567890abcdefc0ffee00";
@@ -109,87 +112,6 @@ fn wandb_python() -> Option<PathBuf> {
         Some(v) => missing(&format!("wandb {v} in {}, 0.31.0 required", py.display())),
         None => missing(&format!("`import wandb` fails with {}", py.display())),
     }
-}
-
-/// `crates/backend-wandb/tests/recorder.py` on 127.0.0.1, logging every request.
-struct Recorder {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Recorder {
-    fn start(py: &Path, dir: &Path) -> Recorder {
-        let log = dir.join("requests.jsonl");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend-wandb/tests/recorder.py");
-        let mut child = Command::new(py)
-            .arg(&script)
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the recorder");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the recorder's port");
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("the recorder printed {line:?}, not its port"));
-        Recorder { child, port, log }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("request line"))
-            .collect()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `program` with no W&B settings or proxies inherited, `HOME` (so `~/.netrc`) in `home`, and
-/// loopback exempt from proxies.
-fn isolated(program: &Path, home: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        if let Some(k) = k.to_str()
-            && (k.starts_with("WANDB_")
-                || k.to_ascii_lowercase().ends_with("_proxy")
-                || k == "EXPTRACK_RUNS_DIR"
-                || k == "NETRC")
-        {
-            cmd.env_remove(k);
-        }
-    }
-    for d in ["home", "config", "cache", "data"] {
-        std::fs::create_dir_all(home.join(d)).expect("mkdir");
-    }
-    cmd.env("HOME", home.join("home"))
-        .env("WANDB_CONFIG_DIR", home.join("config"))
-        .env("WANDB_CACHE_DIR", home.join("cache"))
-        .env("WANDB_DATA_DIR", home.join("data"))
-        .env("WANDB_SILENT", "true")
-        .env("WANDB_DISABLE_GIT", "true")
-        .env("WANDB_ERROR_REPORTING", "false")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::null());
-    cmd
 }
 
 fn exptrack(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

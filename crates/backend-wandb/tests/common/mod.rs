@@ -52,17 +52,22 @@ pub fn wandb_exe(py: &Path) -> PathBuf {
     py.parent().expect("python has a parent dir").join("wandb")
 }
 
-/// A command with HOME / WANDB_* pointing into `home`, no credentials inherited, and every
-/// non-loopback HTTP request sent to a dead local proxy.
+/// A command with HOME / WANDB_* pointing into `home`, no credentials inherited (W&B settings,
+/// `NETRC`, exptrack's runs dir), stdin closed, and every non-loopback HTTP request sent to a dead
+/// local proxy. (The CLI's W&B tests use it too.)
 pub fn isolated(program: &Path, home: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (k, _) in std::env::vars_os() {
         if let Some(k) = k.to_str()
-            && (k.starts_with("WANDB_") || k.ends_with("_PROXY") || k.ends_with("_proxy"))
+            && (k.starts_with("WANDB_")
+                || k.to_ascii_lowercase().ends_with("_proxy")
+                || k == "NETRC"
+                || k == "EXPTRACK_RUNS_DIR")
         {
             cmd.env_remove(k);
         }
     }
+    cmd.stdin(Stdio::null());
     for d in ["home", "config", "cache", "data"] {
         std::fs::create_dir_all(home.join(d)).unwrap();
     }
@@ -132,10 +137,13 @@ pub struct Recorder {
 impl Recorder {
     pub fn start(py: &Path, dir: &Path) -> Recorder {
         let log = dir.join(format!("requests-{}.jsonl", rand_suffix()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recorder.py");
+        // Via the crates directory, so the CLI's tests (which include this file) find it too.
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend-wandb/tests/recorder.py");
         let mut child = Command::new(py)
             .arg(script)
             .arg(&log)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
