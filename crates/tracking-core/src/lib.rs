@@ -26,6 +26,7 @@ pub mod error;
 pub mod event;
 mod handle;
 pub mod metadata;
+pub mod shutdown;
 pub mod store;
 mod sysmetrics;
 pub mod tracker;

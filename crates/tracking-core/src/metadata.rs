@@ -275,6 +275,38 @@ pub fn sanitize_component(s: &str) -> String {
     out
 }
 
+/// The one rule for a name that becomes a path component (an experiment id, a run id, a file name
+/// inside a checkpoint), used by the local store, the checkpointer and every reader of names from disk:
+/// non-empty, at most 200 bytes, not starting with `.`, and only `[A-Za-z0-9_.-]`. `Err` says why.
+///
+/// ```
+/// use exptrack_core::metadata::check_component;
+/// assert!(check_component("ckpt-000042").is_ok());
+/// assert!(check_component("../escape").is_err());
+/// assert!(check_component("/etc/passwd").is_err());
+/// ```
+pub fn check_component(s: &str) -> std::result::Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("is empty");
+    }
+    if s.len() > 200 {
+        return Err("is longer than 200 bytes");
+    }
+    if s.starts_with('.') {
+        return Err("starts with '.'");
+    }
+    if s.contains(['/', '\\']) {
+        return Err("contains a path separator");
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err("contains a character other than A-Z, a-z, 0-9, '_', '-' and '.'");
+    }
+    Ok(())
+}
+
 /// A fresh run id: `YYYYMMDD-HHMMSS-` plus 6 random lowercase hex characters (sortable by start).
 pub fn new_run_id() -> String {
     let suffix: u32 = rand::random::<u32>() & 0x00ff_ffff;
