@@ -24,11 +24,13 @@ fn signal_child() {
         t.log_metrics(i, &[("x", i as f64)]).unwrap();
     }
     t.flush().unwrap();
+    // Written under another name and renamed, so the parent never reads a half-written file.
     std::fs::write(
-        format!("{dir}/ready"),
+        format!("{dir}/ready.tmp"),
         t.run_dir().to_string_lossy().as_bytes(),
     )
     .unwrap();
+    std::fs::rename(format!("{dir}/ready.tmp"), format!("{dir}/ready")).unwrap();
     std::thread::sleep(Duration::from_secs(60));
     panic!("not killed");
 }
