@@ -670,35 +670,35 @@ impl StatsMap {
 }
 
 fn update_stats(stats: &mut StatsMap, key: &str, step: u64, v: f64) {
-    if !stats.map.contains_key(key) {
-        if stats.map.len() >= MAX_METRIC_KEYS {
-            if !stats.warned_keys {
-                stats.warned_keys = true;
-                tracing::warn!(
-                    key,
-                    "more than {MAX_METRIC_KEYS} metric keys: later keys get no summary (they are \
-                     still logged and delivered)"
-                );
-            }
-            return;
-        }
-        stats.map.insert(
-            key.to_owned(),
-            Stats {
-                summary: MetricSummary::new(step, v),
-                history: MetricHistory::default(),
-            },
-        );
-    } else if let Some(s) = stats.map.get_mut(key) {
+    if let Some(s) = stats.map.get_mut(key) {
         s.summary.update(step, v);
-    }
-    let Some(s) = stats.map.get_mut(key) else {
+        push_history(s, &mut stats.points, step, v);
         return;
+    }
+    if stats.map.len() >= MAX_METRIC_KEYS {
+        if !stats.warned_keys {
+            stats.warned_keys = true;
+            tracing::warn!(
+                key,
+                "more than {MAX_METRIC_KEYS} metric keys: later keys get no summary (they are \
+                 still logged and delivered)"
+            );
+        }
+        return;
+    }
+    let mut s = Stats {
+        summary: MetricSummary::new(step, v),
+        history: MetricHistory::default(),
     };
-    if s.history.steps.len() < HISTORY_CAP && stats.points < HISTORY_TOTAL_CAP {
+    push_history(&mut s, &mut stats.points, step, v);
+    stats.map.insert(key.to_owned(), s);
+}
+
+fn push_history(s: &mut Stats, points: &mut usize, step: u64, v: f64) {
+    if s.history.steps.len() < HISTORY_CAP && *points < HISTORY_TOTAL_CAP {
         s.history.steps.push(step);
         s.history.values.push(v);
-        stats.points += 1;
+        *points += 1;
     } else {
         s.history.truncated = true;
     }
