@@ -132,23 +132,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The experiment id becomes a directory name: it must pass the one rule shared with the local
+/// store ([`exptrack_core::metadata::check_component`]), so an id the store derives is always
+/// accepted here and one it would refuse is refused here too.
 fn validate_id(id: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(Error::InvalidExperimentId {
-            id: id.to_owned(),
-            reason,
-        })
-    };
-    if id.is_empty() {
-        return bad("empty");
-    }
-    if id.contains('/') || id.contains('\\') || id.contains('\0') {
-        return bad("contains a path separator or NUL");
-    }
-    if id.starts_with('.') {
-        return bad("starts with '.'");
-    }
-    Ok(())
+    exptrack_core::metadata::check_component(id).map_err(|reason| Error::InvalidExperimentId {
+        id: id.to_owned(),
+        reason,
+    })
 }
 
 impl ModelCheckpointer {

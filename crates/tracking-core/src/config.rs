@@ -22,9 +22,13 @@
 //! Sections other than these four are kept (and hashed) but not interpreted here. Unknown keys inside
 //! `[experiment]` and `[tracking]` are errors naming the key, file, line and column.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -59,8 +63,9 @@ fn default_hash_exclude() -> Vec<String> {
     vec!["tracking".to_owned()]
 }
 
-/// `[tracking]`: which backends to open and where the local store lives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[tracking]`: which backends to open and where the local store lives. `Debug` redacts the
+/// secrets of URIs ([`crate::redact_uri`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackingSection {
     /// Root of the local run store (`<runs_dir>/<experiment_id>/<run_id>/`).
@@ -85,11 +90,18 @@ pub struct TrackingSection {
     pub wandb_mode: Option<String>,
     /// Directory for W&B offline runs (`WANDB_DIR` overrides).
     pub wandb_dir: Option<PathBuf>,
-    /// Sample `system/*` metrics every this many seconds (off when absent or 0).
+    /// Sample `system/*` metrics every this many seconds (off when absent or 0; otherwise
+    /// [`SYSTEM_METRICS_INTERVAL_SECS`]).
     pub system_metrics_interval_secs: Option<f64>,
-    /// Capacity of the caller → dispatcher queue, in messages.
+    /// Capacity of the caller → dispatcher queue, in messages ([`QUEUE_CAPACITY`]).
     pub queue_capacity: usize,
-    /// How long `finish` waits for slow backends before leaving their events in the spool.
+    /// Capacity of the caller → dispatcher queue, in bytes of event payload (images, text,
+    /// histograms; [`QUEUE_BYTES`], default 256 MiB). A call that would pass it waits until the
+    /// dispatcher has taken earlier events off the queue; one event larger than the bound is let
+    /// through alone.
+    pub queue_capacity_bytes: u64,
+    /// How long `finish` waits for slow backends before leaving their events in the spool
+    /// ([`FINISH_TIMEOUT_SECS`]).
     pub finish_timeout_secs: f64,
 }
 
@@ -109,10 +121,22 @@ impl Default for TrackingSection {
             wandb_dir: None,
             system_metrics_interval_secs: None,
             queue_capacity: 65_536,
+            queue_capacity_bytes: 256 << 20,
             finish_timeout_secs: 30.0,
         }
     }
 }
+
+/// Allowed range of `[tracking].queue_capacity` (messages). The queue's slots are allocated up
+/// front, so the upper bound keeps a typo from reserving gigabytes.
+pub const QUEUE_CAPACITY: (usize, usize) = (1, 1 << 24);
+/// Allowed range of `[tracking].queue_capacity_bytes`: 1 MiB to 64 GiB.
+pub const QUEUE_BYTES: (u64, u64) = (1 << 20, 64 << 30);
+/// Allowed range of `[tracking].finish_timeout_secs` (seconds, finite): up to one day.
+pub const FINISH_TIMEOUT_SECS: (f64, f64) = (0.0, 86_400.0);
+/// Allowed range of a non-zero `[tracking].system_metrics_interval_secs` (seconds, finite); 0
+/// switches the sampler off.
+pub const SYSTEM_METRICS_INTERVAL_SECS: (f64, f64) = (0.01, 86_400.0);
 
 #[derive(Deserialize)]
 struct KnownSections {
@@ -121,8 +145,34 @@ struct KnownSections {
     tracking: TrackingSection,
 }
 
-/// A parsed configuration document.
-#[derive(Debug, Clone, PartialEq)]
+impl std::fmt::Debug for TrackingSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<String>| s.as_deref().map(crate::redact_uri);
+        f.debug_struct("TrackingSection")
+            .field("runs_dir", &self.runs_dir)
+            .field("use_tensorboard", &self.use_tensorboard)
+            .field("tensorboard_log_dir", &self.tensorboard_log_dir)
+            .field("use_mlflow", &self.use_mlflow)
+            .field("mlflow_tracking_uri", &redacted(&self.mlflow_tracking_uri))
+            .field("mlflow_experiment_name", &self.mlflow_experiment_name)
+            .field("use_wandb", &self.use_wandb)
+            .field("wandb_project", &self.wandb_project)
+            .field("wandb_entity", &self.wandb_entity)
+            .field("wandb_mode", &self.wandb_mode)
+            .field("wandb_dir", &self.wandb_dir)
+            .field(
+                "system_metrics_interval_secs",
+                &self.system_metrics_interval_secs,
+            )
+            .field("queue_capacity", &self.queue_capacity)
+            .field("queue_capacity_bytes", &self.queue_capacity_bytes)
+            .field("finish_timeout_secs", &self.finish_timeout_secs)
+            .finish()
+    }
+}
+
+/// A parsed configuration document. `Debug` redacts secrets ([`crate::redact_config`]).
+#[derive(Clone, PartialEq)]
 pub struct ExperimentConfig {
     /// `[experiment]`.
     pub experiment: ExperimentSection,
@@ -133,6 +183,86 @@ pub struct ExperimentConfig {
     pub document: toml::Table,
     /// The file it came from, if any.
     pub source: Option<PathBuf>,
+    /// Where each key was written, for errors that name a line.
+    locations: Locations,
+}
+
+impl std::fmt::Debug for ExperimentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExperimentConfig")
+            .field("experiment", &self.experiment)
+            .field("tracking", &self.tracking)
+            .field("document", &crate::redact_config(&self.document))
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where each key of a parsed document was written. Layout is not part of a config's identity:
+/// two configs compare equal whatever their layout.
+#[derive(Clone, Default)]
+struct Locations {
+    /// What errors call the document (its file, or the `origin` given to `parse`).
+    origin: Option<PathBuf>,
+    /// The text, while it still describes the document.
+    text: Option<Arc<str>>,
+    /// Dotted key → (byte offset of the key, byte range of its value).
+    keys: BTreeMap<String, (usize, Range<usize>)>,
+}
+
+impl PartialEq for Locations {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Locations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locations")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Locations {
+    fn from_text(text: &str, origin: &Path) -> Self {
+        let mut keys = BTreeMap::new();
+        if let Ok(doc) = toml::de::DeTable::parse(text) {
+            collect_keys(doc.get_ref(), "", &mut keys);
+        }
+        Locations {
+            origin: Some(origin.to_path_buf()),
+            text: Some(Arc::from(text)),
+            keys,
+        }
+    }
+
+    /// The innermost key whose value contains byte `offset`.
+    fn key_at(&self, offset: usize) -> Option<&str> {
+        self.keys
+            .iter()
+            .filter(|(_, (_, v))| v.start <= offset && offset < v.end.max(v.start + 1))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(k, _)| k.as_str())
+    }
+}
+
+fn collect_keys(
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+    out: &mut BTreeMap<String, (usize, Range<usize>)>,
+) {
+    for (k, v) in table {
+        let dotted = if prefix.is_empty() {
+            k.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", k.get_ref())
+        };
+        if let toml::de::DeValue::Table(t) = v.get_ref() {
+            collect_keys(t, &dotted, out);
+        }
+        out.insert(dotted, (k.span().start, v.span()));
+    }
 }
 
 impl ExperimentConfig {
@@ -150,13 +280,15 @@ impl ExperimentConfig {
         let origin = origin.as_ref();
         let document: toml::Table =
             toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
+        let locations = Locations::from_text(text, origin);
         let known: KnownSections =
-            toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
+            toml::from_str(text).map_err(|e| parse_error_at(text, &locations, origin, &e))?;
         let cfg = ExperimentConfig {
             experiment: known.experiment,
             tracking: known.tracking,
             document,
             source: None,
+            locations,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -181,12 +313,19 @@ impl ExperimentConfig {
             tracking: TrackingSection::default(),
             document,
             source: None,
+            locations: Locations::default(),
         }
     }
 
     /// Sets (or replaces) a whole section of the document, e.g. `training`, so it is hashed and
     /// passed to the trackers. `experiment` and `tracking` are re-parsed and validated.
     pub fn set_section(&mut self, name: &str, table: toml::Table) -> Result<()> {
+        // The text no longer describes the document: forget it and the section's locations.
+        self.locations.text = None;
+        let prefix = format!("{name}.");
+        self.locations
+            .keys
+            .retain(|k, _| k != name && !k.starts_with(&prefix));
         self.document
             .insert(name.to_owned(), toml::Value::Table(table.clone()));
         match name {
@@ -210,23 +349,134 @@ impl ExperimentConfig {
         self.document.get(name).and_then(|v| v.as_table())
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks every value of `[experiment]` and `[tracking]` (run again by
+    /// [`ExperimentTrackerBuilder::build`](crate::ExperimentTrackerBuilder::build), so values set
+    /// in code are checked too). Errors name the key, its line and the allowed range.
+    pub fn validate(&self) -> Result<()> {
         if self.experiment.name.trim().is_empty() {
-            return Err(Error::Config(
-                "[experiment].name must not be empty".to_owned(),
+            return Err(self.key_error("experiment.name", "must not be empty"));
+        }
+        if let Some(id) = &self.experiment.id
+            && !id.is_empty()
+            && let Err(why) = crate::metadata::check_component(id)
+        {
+            return Err(self.key_error(
+                "experiment.id",
+                format!(
+                    "= {id:?} {why}; an experiment id becomes a directory name (at most 200 bytes of \
+                     A-Z, a-z, 0-9, '_', '-' and '.', not starting with '.')"
+                ),
             ));
         }
-        if self.tracking.queue_capacity == 0 {
-            return Err(Error::Config(
-                "[tracking].queue_capacity must be at least 1".to_owned(),
+        let t = &self.tracking;
+        let (lo, hi) = QUEUE_CAPACITY;
+        if !(lo..=hi).contains(&t.queue_capacity) {
+            return Err(self.key_error(
+                "tracking.queue_capacity",
+                format!(
+                    "= {} is out of range: allowed {lo} to {hi} (messages)",
+                    t.queue_capacity
+                ),
             ));
         }
-        if self.tracking.finish_timeout_secs.is_nan() || self.tracking.finish_timeout_secs < 0.0 {
-            return Err(Error::Config(
-                "[tracking].finish_timeout_secs must be >= 0".to_owned(),
+        let (lo, hi) = QUEUE_BYTES;
+        if !(lo..=hi).contains(&t.queue_capacity_bytes) {
+            return Err(self.key_error(
+                "tracking.queue_capacity_bytes",
+                format!(
+                    "= {} is out of range: allowed {lo} to {hi} (bytes)",
+                    t.queue_capacity_bytes
+                ),
             ));
+        }
+        let (lo, hi) = FINISH_TIMEOUT_SECS;
+        check_secs(
+            self,
+            "tracking.finish_timeout_secs",
+            t.finish_timeout_secs,
+            lo,
+            hi,
+            false,
+        )?;
+        if let Some(s) = t.system_metrics_interval_secs {
+            let (lo, hi) = SYSTEM_METRICS_INTERVAL_SECS;
+            check_secs(
+                self,
+                "tracking.system_metrics_interval_secs",
+                s,
+                lo,
+                hi,
+                true,
+            )?;
         }
         Ok(())
+    }
+
+    /// Line and column (1-based) where a dotted key (e.g. `training.learning_rate`) was written,
+    /// when the config was parsed from text and the key is in it.
+    pub fn locate(&self, dotted_key: &str) -> Option<(usize, usize)> {
+        let text = self.locations.text.as_deref()?;
+        let (offset, _) = self.locations.keys.get(dotted_key)?;
+        Some(line_col(text, *offset))
+    }
+
+    /// An error about the value of a dotted key: `file:line:column: key message` when the key's
+    /// place is known ([`Error::ConfigParse`]), else `key message` ([`Error::Config`]). Sections
+    /// interpreted elsewhere (`[training]`, `[checkpointing]`) report their bad values with it.
+    ///
+    /// ```
+    /// use exptrack_core::ExperimentConfig;
+    /// let cfg = ExperimentConfig::parse("[experiment]\nname = \"x\"\n[training]\nlr = -1\n", "exp.toml")?;
+    /// let err = cfg.key_error("training.lr", "= -1 is out of range: allowed > 0");
+    /// assert_eq!(err.to_string(), "exp.toml:4:1: training.lr = -1 is out of range: allowed > 0");
+    /// # Ok::<(), exptrack_core::Error>(())
+    /// ```
+    pub fn key_error(&self, dotted_key: &str, message: impl std::fmt::Display) -> Error {
+        match (self.locate(dotted_key), self.locations.origin.as_ref()) {
+            (Some((line, column)), Some(origin)) => Error::ConfigParse {
+                path: self.source.clone().unwrap_or_else(|| origin.clone()),
+                line,
+                column,
+                message: format!("{dotted_key} {message}"),
+            },
+            _ => Error::Config(format!("{dotted_key} {message}")),
+        }
+    }
+
+    /// Deserializes section `name` (e.g. `training`) into `T`, `None` when absent. When the config
+    /// was parsed from text, errors (unknown keys, wrong types) name the file, line, column and
+    /// key, like errors in `[experiment]` and `[tracking]`.
+    pub fn section_as<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let Some(table) = self.section(name) else {
+            return Ok(None);
+        };
+        if let Some(text) = self.locations.text.as_deref()
+            && let Ok(doc) = toml::de::DeTable::parse(text)
+        {
+            let section = doc.get_ref().iter().find_map(|(k, v)| {
+                let key: &str = k.get_ref();
+                match (key == name, v.get_ref()) {
+                    (true, toml::de::DeValue::Table(t)) => {
+                        Some(toml::Spanned::new(v.span(), t.clone()))
+                    }
+                    _ => None,
+                }
+            });
+            if let Some(section) = section {
+                let origin = self
+                    .source
+                    .clone()
+                    .or_else(|| self.locations.origin.clone());
+                let origin = origin.unwrap_or_default();
+                return T::deserialize(toml::de::Deserializer::from(section))
+                    .map(Some)
+                    .map_err(|e| parse_error_at(text, &self.locations, &origin, &e));
+            }
+        }
+        toml::Value::Table(table.clone())
+            .try_into()
+            .map(Some)
+            .map_err(|e: toml::de::Error| Error::Config(format!("[{name}]: {}", e.message())))
     }
 
     /// The config hash (see [`config_hash`]) with this document's exclusions.
@@ -244,10 +494,56 @@ impl ExperimentConfig {
         }
     }
 
-    /// The document serialized back to TOML (written as the run's `config.toml`).
+    /// The document serialized back to TOML with its secrets redacted
+    /// ([`crate::redact_config`]): what is written as the run's `config.toml`.
     pub fn to_toml_string(&self) -> String {
-        toml::to_string_pretty(&self.document).unwrap_or_default()
+        toml::to_string_pretty(&crate::redact_config(&self.document)).unwrap_or_default()
     }
+}
+
+/// Checks a number of seconds: finite and within `lo..=hi` (or 0 when `zero_is_off`).
+fn check_secs(
+    cfg: &ExperimentConfig,
+    key: &str,
+    v: f64,
+    lo: f64,
+    hi: f64,
+    zero_is_off: bool,
+) -> Result<()> {
+    if v.is_finite() && ((lo..=hi).contains(&v) || (zero_is_off && v == 0.0)) {
+        return Ok(());
+    }
+    let off = if zero_is_off { ", or 0 for off" } else { "" };
+    Err(cfg.key_error(
+        key,
+        format!(
+            "= {} is out of range: allowed {lo} to {hi} seconds{off}",
+            toml_float(v)
+        ),
+    ))
+}
+
+/// A float as TOML writes it (`inf`, `-inf`, `nan`).
+fn toml_float(v: f64) -> String {
+    if v.is_nan() {
+        "nan".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.to_owned()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// [`parse_error`], naming the key whose value the error is in.
+fn parse_error_at(text: &str, loc: &Locations, origin: &Path, e: &toml::de::Error) -> Error {
+    let mut err = parse_error(text, origin, e);
+    if let (Error::ConfigParse { message, .. }, Some(span)) = (&mut err, e.span())
+        && let Some(key) = loc.key_at(span.start)
+        && !message.contains(key)
+    {
+        *message = format!("{key}: {message}");
+    }
+    err
 }
 
 fn parse_error(text: &str, origin: &Path, e: &toml::de::Error) -> Error {

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,8 +32,123 @@ use crate::tracker::{Batch, RunContext, Tracker, TrackerError};
 
 /// Most events handed to trackers in one batch.
 pub(crate) const MAX_BATCH: usize = 4096;
+/// Most bytes of events ([`Event::approx_bytes`]) in one batch (a batch holds at least one event).
+pub(crate) const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Live batches queued per worker before it falls back to replaying from the log.
 const WORKER_QUEUE: usize = 64;
+/// Live bytes queued per worker before it falls back to replaying from the log: a slow backend
+/// holds at most this much of the run's payload in memory (plus the batch it is writing).
+pub(crate) const WORKER_QUEUE_BYTES: usize = 64 << 20;
+
+/// Byte accounting of the caller → dispatcher queue (the channel bounds messages; this bounds
+/// their payload).
+#[derive(Debug)]
+pub(crate) struct QueueBytes {
+    used: AtomicUsize,
+    max: usize,
+    /// False once the dispatcher thread is gone (then nobody frees room).
+    alive: AtomicBool,
+}
+
+/// The sending side of the caller → dispatcher queue, shared by the handle and the sampler.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    tx: Sender<Msg>,
+    bytes: Arc<QueueBytes>,
+}
+
+impl Queue {
+    /// A queue of `capacity` messages and `max_bytes` bytes; the receiver and the accounting go to
+    /// the dispatcher.
+    pub(crate) fn new(
+        capacity: usize,
+        max_bytes: usize,
+    ) -> (Queue, Receiver<Msg>, Arc<QueueBytes>) {
+        let (tx, rx) = bounded(capacity);
+        let bytes = Arc::new(QueueBytes {
+            used: AtomicUsize::new(0),
+            max: max_bytes.max(1),
+            alive: AtomicBool::new(true),
+        });
+        (
+            Queue {
+                tx,
+                bytes: Arc::clone(&bytes),
+            },
+            rx,
+            bytes,
+        )
+    }
+
+    /// Enqueues a message. An event first waits for room in bytes: only while the queue already
+    /// holds more than its byte bound of events that the dispatcher has not taken yet (it takes
+    /// them before writing anything, so the wait is for that hand-off, not for disk or network).
+    /// An event larger than the whole bound goes through once the queue is empty.
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), ()> {
+        let n = match &msg {
+            Msg::Event(e) => e.approx_bytes(),
+            _ => 0,
+        };
+        if n > 0 {
+            self.reserve(n)?;
+        }
+        self.tx.send(msg).map_err(|_| {
+            self.bytes.release(n);
+        })
+    }
+
+    fn reserve(&self, n: usize) -> Result<(), ()> {
+        let b = &self.bytes;
+        let mut wait = Duration::from_micros(50);
+        loop {
+            let used = b.used.load(Ordering::SeqCst);
+            if used == 0 || used.saturating_add(n) <= b.max {
+                if b.used
+                    .compare_exchange(
+                        used,
+                        used.saturating_add(n),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            if !b.alive.load(Ordering::SeqCst) {
+                return Err(());
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_millis(2));
+        }
+    }
+}
+
+impl QueueBytes {
+    pub(crate) fn release(&self, n: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// Bytes of events in the queue now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
+/// Marks the queue's dispatcher gone when dropped (also when its thread panics).
+struct Alive(Arc<QueueBytes>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+    }
+}
 /// Longest wait between retries of a failing tracker.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -134,6 +249,10 @@ pub(crate) struct WorkerShared {
     /// Last sequence number the tracker has durably stored (acknowledged by a successful
     /// `flush` or `close`, not just `write`): what `cursors.json` records.
     pub(crate) durable: AtomicU64,
+    /// Events this tracker will never get (missed live and not in the log).
+    pub(crate) lost: AtomicU64,
+    /// Bytes of live batches waiting in its queue.
+    pub(crate) queued_bytes: AtomicUsize,
     pub(crate) errors: Mutex<Vec<String>>,
 }
 
@@ -152,6 +271,7 @@ impl WorkerShared {
 struct DataBatch {
     first_seq: u64,
     events: Arc<Vec<Event>>,
+    bytes: usize,
 }
 
 enum Ctrl {
@@ -275,7 +395,10 @@ impl Worker {
                     Err(_) => return,
                 },
                 recv(self.data_rx) -> b => match b {
-                    Ok(b) => { let _ = self.deliver(b.first_seq, &b.events); }
+                    Ok(b) => {
+                        self.shared.queued_bytes.fetch_sub(b.bytes, Ordering::SeqCst);
+                        let _ = self.deliver(b.first_seq, &b.events);
+                    }
                     Err(_) => return,
                 },
                 default(Duration::from_millis(200)) => self.maybe_flush(),
@@ -366,7 +489,7 @@ impl Worker {
                     name: self.name.clone(),
                     delivered_seq: self.shared.durable.load(Ordering::SeqCst),
                     last_seq: upto,
-                    complete: caught_up && closed,
+                    complete: caught_up && closed && self.shared.lost.load(Ordering::SeqCst) == 0,
                     errors,
                 });
                 true
@@ -376,7 +499,7 @@ impl Worker {
 
     /// Waits `d` (or until the deadline), still accepting control messages.
     fn pause(&mut self, d: Duration) -> Result<(), Stop> {
-        let until = Instant::now() + d;
+        let until = crate::clock::after(d);
         loop {
             let now = Instant::now();
             if let Some(dl) = self.deadline
@@ -402,7 +525,9 @@ impl Worker {
                     self.pending.push_back(c);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wake - now),
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(wake.saturating_duration_since(now))
+                }
             }
         }
     }
@@ -491,12 +616,36 @@ impl Worker {
                 }
             };
             if events.is_empty() {
-                // Not in the log (the store failed to write it): nothing more we can do.
-                return Err(Stop::GaveUp);
+                let broken_at = self.index.lock().ok().and_then(|i| i.broken_at);
+                match broken_at {
+                    // Never going to be in the log: report the events as not delivered and go
+                    // on with the next ones, so one gap does not stop the backend.
+                    Some(at) if from >= at => {
+                        self.lost(from, upto);
+                        return Ok(());
+                    }
+                    // Not in the log yet (a write is being retried): try again later.
+                    _ => return Err(Stop::GaveUp),
+                }
             }
             self.write_with_retry(from, &events)?;
         }
         Ok(())
+    }
+
+    /// Records events `from..=upto` as never delivered to this tracker (they missed the live
+    /// queue and are not in the log) and moves past them.
+    fn lost(&mut self, from: u64, upto: u64) {
+        let n = upto - from + 1;
+        self.shared.lost.fetch_add(n, Ordering::SeqCst);
+        let msg = format!(
+            "events {from}..={upto} ({n}) not delivered: they missed the live queue and are not in \
+             the local log, which could not be written (see the local store's errors)"
+        );
+        tracing::error!(backend = %self.name, "{msg}");
+        self.shared.push_error(msg);
+        self.delivered = upto;
+        self.dirty = true;
     }
 
     fn read_log(&mut self, from: u64, upto: u64) -> crate::error::Result<Vec<Event>> {
@@ -573,6 +722,7 @@ impl Worker {
 /// The dispatcher thread's state.
 pub(crate) struct Dispatcher {
     pub(crate) rx: Receiver<Msg>,
+    pub(crate) queue_bytes: Arc<QueueBytes>,
     pub(crate) writer: RunWriter,
     pub(crate) workers: Vec<WorkerHandle>,
     pub(crate) metadata: ExperimentMetadata,
@@ -587,6 +737,7 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     pub(crate) fn run(mut self) {
+        let _alive = Alive(Arc::clone(&self.queue_bytes));
         let mut batch: Vec<Event> = Vec::new();
         let mut last_tick = Instant::now();
         let mut last_summary = Instant::now();
@@ -604,10 +755,19 @@ impl Dispatcher {
             if let Some(m) = msg {
                 match m {
                     Msg::Event(e) => {
+                        // Taking an event off the queue frees its bytes at once: a caller waiting
+                        // for room waits for this hand-off only, never for the writes below.
+                        let mut batch_bytes = e.approx_bytes();
+                        self.queue_bytes.release(batch_bytes);
                         batch.push(e);
-                        while batch.len() < MAX_BATCH {
+                        while batch.len() < MAX_BATCH && batch_bytes < MAX_BATCH_BYTES {
                             match self.rx.try_recv() {
-                                Ok(Msg::Event(e)) => batch.push(e),
+                                Ok(Msg::Event(e)) => {
+                                    let n = e.approx_bytes();
+                                    self.queue_bytes.release(n);
+                                    batch_bytes += n;
+                                    batch.push(e);
+                                }
                                 Ok(other) => {
                                     control = Some(other);
                                     break;
@@ -655,16 +815,20 @@ impl Dispatcher {
         }
     }
 
-    fn dispatch(&mut self, events: Vec<Event>) {
-        let first_seq = match self.writer.append(&events) {
-            Ok(s) => s,
-            Err(e) => {
-                self.store_error(format!("appending events: {e}"));
-                // Fan out anyway so live backends still get the events; replay will not be
-                // possible for them.
-                self.writer.last_seq() + 1
-            }
-        };
+    fn dispatch(&mut self, mut events: Vec<Event>) {
+        // The batch gets its sequence numbers here, once: the numbers fanned out below are the
+        // ones in the log (or that the log would have, had the write not failed).
+        let appended = self.writer.append(&mut events);
+        for d in appended.dropped {
+            self.store_error(d);
+        }
+        if let Some(e) = appended.error {
+            self.store_error(e);
+        }
+        if events.is_empty() {
+            return;
+        }
+        let first_seq = appended.first_seq;
         // One warning per kind a tracker does not support.
         let mut present = [false; 8];
         for e in &events {
@@ -684,14 +848,25 @@ impl Dispatcher {
                 self.warned[i] = true;
             }
         }
+        let bytes: usize = events.iter().map(Event::approx_bytes).sum();
         let events = Arc::new(events);
         for w in &self.workers {
+            // A worker holding too much already catches up from the log instead.
+            let queued = w.shared.queued_bytes.load(Ordering::SeqCst);
+            if queued > 0 && queued.saturating_add(bytes) > WORKER_QUEUE_BYTES {
+                continue;
+            }
             let b = DataBatch {
                 first_seq,
                 events: Arc::clone(&events),
+                bytes,
             };
+            w.shared.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
             match w.data_tx.try_send(b) {
-                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    w.shared.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                }
             }
         }
     }
@@ -725,6 +900,12 @@ impl Dispatcher {
             cursors.insert(w.name.clone(), w.shared.durable.load(Ordering::SeqCst));
         }
         if cursors != self.last_cursors {
+            // The log first: a cursor must never point past the durable log, or after a power
+            // loss the events that reuse those sequence numbers would be skipped for the backend.
+            if let Err(e) = self.writer.sync() {
+                self.store_error(format!("syncing before writing cursors: {e}"));
+                return;
+            }
             match write_cursors(&self.ctx_dir(), &cursors) {
                 Ok(()) => self.last_cursors = cursors,
                 Err(e) => self.store_error(format!("writing cursors: {e}")),
@@ -748,7 +929,7 @@ impl Dispatcher {
         }]);
         self.metadata.status = status;
         self.metadata.end_time = Some(chrono::Utc::now());
-        if let Err(e) = self.writer.sync() {
+        if let Err(e) = self.writer.sync_final(true) {
             self.store_error(format!("syncing: {e}"));
         }
         if let Err(e) = self.writer.write_summary() {
@@ -765,7 +946,7 @@ impl Dispatcher {
             self.store_error(format!("writing results: {e}"));
         }
         let upto = self.writer.last_seq();
-        let deadline = Instant::now() + self.settings.finish_timeout;
+        let deadline = crate::clock::after(self.settings.finish_timeout);
         let (rtx, rrx) = unbounded();
         for w in &self.workers {
             let _ = w.ctrl_tx.send(Ctrl::Close {
@@ -778,7 +959,7 @@ impl Dispatcher {
         drop(rtx);
         let mut reports: BTreeMap<String, BackendReport> = BTreeMap::new();
         let mut cancelled = false;
-        let grace = deadline + Duration::from_secs(2);
+        let grace = crate::clock::add(deadline, Duration::from_secs(2));
         while reports.len() < self.workers.len() {
             let now = Instant::now();
             if now >= deadline && !cancelled {
@@ -845,5 +1026,56 @@ impl Dispatcher {
         if let Some(r) = reply {
             let _ = r.send(report);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(bytes: usize) -> Msg {
+        Msg::Event(Event::Image {
+            step: 0,
+            timestamp_ms: 0,
+            tag: String::new(),
+            width: 1,
+            height: 1,
+            channels: 4,
+            png: vec![0; bytes],
+        })
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_waits_only_for_the_hand_off() {
+        let (q, rx, bytes) = Queue::new(1000, 1 << 20);
+        let sender = std::thread::spawn(move || {
+            for _ in 0..16 {
+                q.send(image(256 << 10)).unwrap();
+            }
+        });
+        // Nobody takes events: the sender stops after the bound (4 × 256 KiB < 1 MiB + an event).
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(bytes.used() <= (1 << 20), "{}", bytes.used());
+        assert!(rx.len() <= 4, "{} queued", rx.len());
+        // Taking them off (as the dispatcher does, before any write) lets it go on.
+        let mut got = 0;
+        while got < 16 {
+            if let Ok(Msg::Event(e)) = rx.recv_timeout(Duration::from_secs(5)) {
+                bytes.release(e.approx_bytes());
+                got += 1;
+            }
+        }
+        sender.join().unwrap();
+        assert_eq!(bytes.used(), 0);
+    }
+
+    #[test]
+    fn a_gone_dispatcher_does_not_leave_a_sender_waiting() {
+        let (q, rx, bytes) = Queue::new(1000, 1 << 10);
+        q.send(image(4 << 10)).unwrap(); // larger than the bound, alone: goes through
+        let alive = Alive(Arc::clone(&bytes));
+        drop(alive);
+        drop(rx);
+        assert!(q.send(image(4 << 10)).is_err());
     }
 }

@@ -279,6 +279,22 @@ impl fmt::Display for EventKind {
 }
 
 impl Event {
+    /// Approximate bytes this event holds in memory (payloads, strings and a fixed overhead): what
+    /// the caller → dispatcher queue's byte bound counts.
+    pub fn approx_bytes(&self) -> usize {
+        const BASE: usize = 64;
+        BASE + match self {
+            Event::Metrics { values, .. } => values.iter().map(|m| m.key.len() + 32).sum(),
+            Event::Params { params } => params.iter().map(|(k, _)| k.len() + 48).sum(),
+            Event::Tags { tags } => tags.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
+            Event::Text { tag, text, .. } => tag.len() + text.len(),
+            Event::Image { tag, png, .. } => tag.len() + png.len(),
+            Event::Histogram { tag, values, .. } => tag.len() + values.len() * 8,
+            Event::Artifact { path, name, .. } => path.as_os_str().len() + name.len(),
+            Event::Status { .. } => 0,
+        }
+    }
+
     /// This event's kind.
     pub fn kind(&self) -> EventKind {
         match self {

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, bounded, unbounded};
+use crossbeam_channel::{bounded, unbounded};
 
 use crate::config::ExperimentConfig;
 use crate::dispatch::{DispatchSettings, Dispatcher, FinishReport, Msg, spawn_worker};
 use crate::error::{Error, Result};
 use crate::event::{ArtifactKind, Event, Metric, ParamValue, TimestampMs, now_ms};
-use crate::metadata::{ExperimentMetadata, RunStatus, SystemInfo, new_run_id, sanitize_component};
+use crate::metadata::{ExperimentMetadata, RunStatus, SystemInfo, check_component, new_run_id};
 use crate::store::{RunWriter, list_runs, read_cursors, run_dir};
 use crate::tracker::{RunContext, Tracker};
 
@@ -50,6 +50,7 @@ pub struct ExperimentTrackerBuilder {
     runs_dir: Option<PathBuf>,
     resume: Resume,
     queue_capacity: Option<usize>,
+    queue_bytes: Option<usize>,
     finish_timeout: Option<Duration>,
     flush_interval: Duration,
     handle_signals: bool,
@@ -100,7 +101,19 @@ impl ExperimentTrackerBuilder {
         self
     }
 
+    /// Capacity of the caller → dispatcher queue in bytes of event payload (overrides
+    /// `[tracking].queue_capacity_bytes`, default 256 MiB). When the queue holds this much, a
+    /// logging call waits until the dispatcher has taken earlier events off it (an in-memory
+    /// hand-off, not a write); an event larger than the bound waits for an empty queue and goes
+    /// through alone. Nothing is dropped.
+    pub fn queue_bytes(mut self, n: usize) -> Self {
+        self.queue_bytes = Some(n.max(1));
+        self
+    }
+
     /// How long `finish` waits for slow backends (overrides `[tracking].finish_timeout_secs`).
+    /// Any duration is accepted; beyond a century (`Duration::MAX` included) it means "wait for
+    /// them".
     pub fn finish_timeout(mut self, d: Duration) -> Self {
         self.finish_timeout = Some(d);
         self
@@ -122,7 +135,9 @@ impl ExperimentTrackerBuilder {
 
     /// Samples `system/cpu_percent`, `system/memory_percent` and `system/process_rss_mb` every
     /// `interval` (needs the `system-metrics` feature; overrides
-    /// `[tracking].system_metrics_interval_secs`).
+    /// `[tracking].system_metrics_interval_secs`). `Duration::ZERO` switches the sampler off;
+    /// intervals below 10 ms are raised to 10 ms, and any larger one (`Duration::MAX` included)
+    /// is accepted.
     pub fn system_metrics(mut self, interval: Duration) -> Self {
         self.system_metrics = Some(interval);
         self
@@ -155,6 +170,8 @@ impl ExperimentTrackerBuilder {
     /// dispatcher.
     pub fn build(self) -> Result<ExperimentTracker> {
         let cfg = self.config;
+        // Again here: the config's fields are public and may have been changed in code.
+        cfg.validate()?;
         let runs_root = self
             .runs_dir
             .clone()
@@ -166,7 +183,13 @@ impl ExperimentTrackerBuilder {
         let (run_id, resumed_meta) = match &self.resume {
             Resume::Never => (new_run_id(), None),
             Resume::RunId(id) => {
-                let id = sanitize_component(id);
+                check_component(id).map_err(|why| {
+                    Error::Config(format!(
+                        "run id {id:?} {why}; a run id becomes a directory name (at most 200 \
+                         bytes of A-Z, a-z, 0-9, '_', '-' and '.', not starting with '.')"
+                    ))
+                })?;
+                let id = id.clone();
                 let dir = exp_dir.join(&id);
                 let meta = crate::store::RunReader::open(&dir)
                     .and_then(|r| r.metadata())
@@ -180,7 +203,19 @@ impl ExperimentTrackerBuilder {
                         && !crate::store::run_in_use(&r.dir)
                 });
                 match latest {
-                    Some(r) => (r.metadata.run_id.clone(), Some(r.metadata)),
+                    // The run is the directory that was found, whatever its metadata says.
+                    Some(r) => match r.dir.file_name().and_then(|n| n.to_str()) {
+                        Some(name) if check_component(name).is_ok() => {
+                            (name.to_owned(), Some(r.metadata))
+                        }
+                        _ => {
+                            return Err(Error::Corrupt {
+                                what: "run directory name",
+                                path: r.dir.clone(),
+                                message: "not a valid run id".to_owned(),
+                            });
+                        }
+                    },
                     None => (new_run_id(), None),
                 }
             }
@@ -190,6 +225,9 @@ impl ExperimentTrackerBuilder {
 
         let mut metadata = match resumed_meta {
             Some(mut m) => {
+                // Ids read from disk are not trusted: the run is where it was found.
+                m.experiment_id = experiment_id.clone();
+                m.run_id = run_id.clone();
                 m.status = RunStatus::Running;
                 m.end_time = None;
                 m
@@ -213,18 +251,38 @@ impl ExperimentTrackerBuilder {
             .crate_versions
             .extend(self.crate_versions.clone());
 
+        // Trackers see (and may upload) the config: never its secrets.
         let ctx = RunContext {
             metadata: metadata.clone(),
-            config: cfg.document.clone(),
+            config: crate::redact_config(&cfg.document),
             run_dir: dir.clone(),
             resumed,
         };
         let writer = RunWriter::open(&ctx, &cfg.to_toml_string())?;
-        let cursors = if resumed {
+        let mut cursors = if resumed {
             read_cursors(&dir)?
         } else {
             BTreeMap::new()
         };
+        // A cursor past the log (written before the log reached the disk, then a power loss) would
+        // make the backend skip the new events that reuse those numbers: clamp it to the log.
+        let log_end = writer.last_seq();
+        let mut clamped = false;
+        for (name, c) in cursors.iter_mut() {
+            if *c > log_end {
+                tracing::warn!(
+                    backend = %name,
+                    cursor = *c,
+                    log_end,
+                    "cursor points past the event log; clamped to the log"
+                );
+                *c = log_end;
+                clamped = true;
+            }
+        }
+        if clamped {
+            crate::store::write_cursors(&dir, &cursors)?;
+        }
         let logged = if resumed {
             crate::store::max_metric_steps(&dir)?
         } else {
@@ -264,17 +322,26 @@ impl ExperimentTrackerBuilder {
             .queue_capacity
             .unwrap_or(cfg.tracking.queue_capacity)
             .max(1);
-        let (tx, rx) = bounded(capacity);
+        let max_bytes = self.queue_bytes.unwrap_or_else(|| {
+            usize::try_from(cfg.tracking.queue_capacity_bytes).unwrap_or(usize::MAX)
+        });
+        let (tx, rx, queue_bytes) = crate::dispatch::Queue::new(capacity, max_bytes);
         let finished = Arc::new(AtomicBool::new(false));
-        let finish_timeout = self
-            .finish_timeout
-            .unwrap_or_else(|| Duration::from_secs_f64(cfg.tracking.finish_timeout_secs.max(0.0)));
+        let finish_timeout = match self.finish_timeout {
+            Some(d) => d.min(crate::clock::FOREVER),
+            None => secs(
+                &cfg,
+                "tracking.finish_timeout_secs",
+                cfg.tracking.finish_timeout_secs,
+            )?,
+        };
         let dispatcher = Dispatcher {
             rx,
+            queue_bytes,
             writer,
             workers,
             metadata: metadata.clone(),
-            config: cfg.document.clone(),
+            config: crate::redact_config(&cfg.document),
             settings: DispatchSettings { finish_timeout },
             store_errors: Vec::new(),
             warned: [false; 8],
@@ -291,12 +358,20 @@ impl ExperimentTrackerBuilder {
                 source,
             })?;
 
-        let interval = self.system_metrics.or_else(|| {
-            cfg.tracking
+        let interval = match self.system_metrics {
+            Some(d) => Some(d),
+            None => match cfg
+                .tracking
                 .system_metrics_interval_secs
-                .filter(|s| *s > 0.0)
-                .map(Duration::from_secs_f64)
-        });
+                .filter(|s| *s != 0.0)
+            {
+                Some(s) => Some(secs(&cfg, "tracking.system_metrics_interval_secs", s)?),
+                None => None,
+            },
+        };
+        let interval = interval
+            .filter(|d| !d.is_zero())
+            .map(|d| d.clamp(crate::sysmetrics::MIN_INTERVAL, crate::clock::FOREVER));
         let sampler = match interval {
             Some(i) => crate::sysmetrics::spawn(tx.clone(), i, sampler_start),
             None => None,
@@ -321,13 +396,20 @@ impl ExperimentTrackerBuilder {
     }
 }
 
+/// A validated number of seconds from the config as a `Duration`.
+fn secs(cfg: &ExperimentConfig, key: &str, v: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map(|d| d.min(crate::clock::FOREVER))
+        .map_err(|e| cfg.key_error(key, format!("= {v}: {e}")))
+}
+
 pub(crate) struct Sampler {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) join: JoinHandle<()>,
 }
 
 struct Inner {
-    tx: Sender<Msg>,
+    tx: crate::dispatch::Queue,
     finished: AtomicBool,
     finish_lock: Mutex<Option<FinishReport>>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
@@ -365,7 +447,7 @@ impl Inner {
         if self.finished.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
-        self.tx.send(msg).map_err(|_| Error::Closed)
+        self.tx.send(msg).map_err(|()| Error::Closed)
     }
 
     fn finish(&self, status: RunStatus) -> Result<FinishReport> {
@@ -383,8 +465,11 @@ impl Inner {
         let (rtx, rrx) = bounded(1);
         self.tx
             .send(Msg::Finish(status, rtx))
-            .map_err(|_| Error::Closed)?;
-        let wait = self.finish_timeout + Duration::from_secs(5);
+            .map_err(|()| Error::Closed)?;
+        let wait = self
+            .finish_timeout
+            .min(crate::clock::FOREVER)
+            .saturating_add(Duration::from_secs(5));
         let report = rrx
             .recv_timeout(wait)
             .map_err(|_| Error::Timeout(wait, "the dispatcher to finish"))?;
@@ -401,9 +486,15 @@ impl Inner {
 /// The user's handle on a run: every call enqueues and returns; one dispatcher thread writes the
 /// local store and fans out to every tracker.
 ///
-/// - **The caller never waits on I/O.** Calls put the event into a bounded queue (capacity
-///   `[tracking].queue_capacity`, default 65 536). Only under sustained overload, when the queue is
-///   full, does a call wait for room (backpressure); events are never dropped.
+/// - **The caller never waits on I/O.** Calls put the event into a queue bounded in messages
+///   (`[tracking].queue_capacity`, default 65 536) and in bytes of payload
+///   (`[tracking].queue_capacity_bytes`, default 256 MiB, so 65 536 large images cannot fill the
+///   memory). Only under sustained overload, when the queue is full, does a call wait for the
+///   dispatcher to take earlier events off it (backpressure); events are never dropped. Past the
+///   queue, memory stays bounded too: batches hold at most 8 MiB, a slow backend's live queue
+///   64 MiB (beyond that it catches up from `events.jsonl`), the log's sequence index a few
+///   thousand entries, and metric histories kept for `results.json` 4 million points
+///   ([`store::HISTORY_TOTAL_CAP`](crate::store::HISTORY_TOTAL_CAP)).
 /// - **Backends are isolated.** Each tracker has its own thread; an error, a hang or a panic in
 ///   one never delays or drops events for the others or for the caller. A failing backend is
 ///   retried with backoff and replayed from the local store's `events.jsonl`, in order, exactly
@@ -440,6 +531,7 @@ impl ExperimentTracker {
             runs_dir: None,
             resume: Resume::Never,
             queue_capacity: None,
+            queue_bytes: None,
             finish_timeout: None,
             flush_interval: Duration::from_secs(2),
             handle_signals: cfg!(feature = "signals"),
@@ -585,6 +677,7 @@ impl ExperimentTracker {
             path: path.to_path_buf(),
             source,
         })?;
+        check_artifact_path(&path)?;
         self.inner.send(Msg::Event(Event::Artifact {
             path,
             name: name.to_owned(),
@@ -607,6 +700,10 @@ impl ExperimentTracker {
                 timestamp_ms,
                 values,
             } => self.send_metrics(step, timestamp_ms, values),
+            Event::Artifact { ref path, .. } => {
+                check_artifact_path(path)?;
+                self.inner.send(Msg::Event(event))
+            }
             event => self.inner.send(Msg::Event(event)),
         }
     }
@@ -617,7 +714,7 @@ impl ExperimentTracker {
     pub fn flush_timeout(&self, timeout: Duration) -> Result<()> {
         let (tx, rx) = unbounded();
         self.inner.send(Msg::Flush(tx))?;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::after(timeout);
         let mut acked = Vec::new();
         let mut errors = Vec::new();
         while acked.len() < self.inner.n_trackers + 1 {
@@ -673,6 +770,18 @@ impl Drop for ExperimentTracker {
             }
         }
     }
+}
+
+/// Refuses an artifact path that is not valid UTF-8: it could be neither stored in
+/// `events.jsonl` nor named to a backend, so the caller hears of it now.
+fn check_artifact_path(path: &Path) -> Result<()> {
+    if path.to_str().is_none() {
+        return Err(Error::Config(format!(
+            "artifact path {} is not valid UTF-8; rename the file",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Reads width, height and channel count from a PNG's IHDR chunk.

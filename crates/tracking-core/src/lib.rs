@@ -18,6 +18,7 @@
 //! - `system-metrics` (default): the optional `system/*` sampler and richer [`SystemInfo`].
 //! - `conformance`: the [`conformance`] test suite for backend authors.
 
+mod clock;
 pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod event;
 mod handle;
 pub mod metadata;
+pub mod redact;
 pub mod shutdown;
 pub mod store;
 mod sysmetrics;
@@ -37,5 +39,6 @@ pub use error::{Error, Result};
 pub use event::{ArtifactKind, Event, EventKind, Metric, ParamValue, TimestampMs, now_ms};
 pub use handle::{ExperimentTracker, ExperimentTrackerBuilder, Resume, png_dimensions};
 pub use metadata::{ExperimentMetadata, GitInfo, RunStatus, SystemInfo};
+pub use redact::{redact_config, redact_uri};
 pub use store::sync_run;
 pub use tracker::{Batch, Canceller, ErrorClass, RunContext, Tracker, TrackerError};

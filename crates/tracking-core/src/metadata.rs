@@ -244,33 +244,55 @@ impl ExperimentMetadata {
     }
 }
 
-/// `{sanitized name}-{first 12 hex chars of hash}`; the name keeps `[A-Za-z0-9_.-]`, other characters
-/// become `_`.
+/// `{sanitized name}-{first 12 hex chars of hash}`: the directory name of an experiment, derived
+/// from its display name (which is kept verbatim in the metadata and sent to backends as is). The
+/// result always passes [`check_component`]: see [`sanitize_component`]; the name part is cut to
+/// leave room for the hash.
+///
+/// ```
+/// use exptrack_core::metadata::{check_component, derive_experiment_id};
+/// let id = derive_experiment_id("../../escape", "0123456789abcdef");
+/// assert_eq!(id, "_._.._escape-0123456789ab");
+/// assert!(check_component(&id).is_ok());
+/// ```
 pub fn derive_experiment_id(name: &str, config_hash: &str) -> String {
-    let name = sanitize_component(name);
-    let short: String = config_hash.chars().take(12).collect();
+    let short: String = config_hash
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
+    let mut name = sanitize_component(name);
     if short.is_empty() {
-        name
-    } else {
-        format!("{name}-{short}")
+        return name;
     }
+    name.truncate(MAX_COMPONENT - short.len() - 1);
+    format!("{name}-{short}")
 }
 
-/// Makes a string safe as one path component: keeps `[A-Za-z0-9_.-]`, maps everything else to `_`,
-/// never returns an empty string, `.` or `..`.
+/// Longest path component accepted by [`check_component`] (bytes).
+pub const MAX_COMPONENT: usize = 200;
+
+/// Makes a string safe as one path component, always passing [`check_component`]: keeps
+/// `[A-Za-z0-9_.-]`, maps every other character to `_`, turns leading dots into `_`, cuts the result
+/// to [`MAX_COMPONENT`] bytes and never returns an empty string.
 pub fn sanitize_component(s: &str) -> String {
+    let mut leading = true;
     let mut out: String = s
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
+            let keep = c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+            let c = if !keep || (leading && c == '.') {
                 '_'
-            }
+            } else {
+                c
+            };
+            leading = false;
+            c
         })
+        .take(MAX_COMPONENT)
         .collect();
-    if out.is_empty() || out.chars().all(|c| c == '.') {
-        out = format!("_{out}");
+    if out.is_empty() {
+        out.push('_');
     }
     out
 }
@@ -289,7 +311,7 @@ pub fn check_component(s: &str) -> std::result::Result<(), &'static str> {
     if s.is_empty() {
         return Err("is empty");
     }
-    if s.len() > 200 {
+    if s.len() > MAX_COMPONENT {
         return Err("is longer than 200 bytes");
     }
     if s.starts_with('.') {

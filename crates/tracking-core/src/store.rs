@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -159,6 +159,13 @@ pub struct RunResults {
 
 /// How many points of one metric's history are kept in memory for `results.json`.
 pub const HISTORY_CAP: usize = 100_000;
+/// How many history points, over all metrics, are kept in memory for `results.json` (16 bytes
+/// each: 64 MiB). Later points still update the summary; their histories are marked `truncated`.
+/// The full history is always in `events.jsonl`.
+pub const HISTORY_TOTAL_CAP: usize = 4_000_000;
+/// How many distinct metric keys get a summary and a history (later keys are in `events.jsonl`
+/// only, and a warning says so once).
+pub const MAX_METRIC_KEYS: usize = 100_000;
 
 /// Writes a file atomically: temp file in the same directory, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -238,25 +245,88 @@ pub(crate) struct RunWriter {
     _lock: File,
     dir: PathBuf,
     events_path: PathBuf,
-    events: BufWriter<File>,
-    /// Byte length of `events.jsonl` (offset of the next line).
+    events: File,
+    /// Byte length of the written part of `events.jsonl` (offset of the next line).
     len: u64,
+    /// Sequence number of the next event (logged or not: live delivery uses the same numbers).
     next_seq: u64,
     index: Arc<Mutex<SeqIndex>>,
     stats: StatsMap,
     summary_dirty: bool,
-    line: Vec<u8>,
+    /// Encoded lines not yet in the file: the batch being appended, plus every earlier batch whose
+    /// write failed (kept, in order, to be retried before the next one; see [`LOG_BACKLOG_MAX`]).
+    backlog: Vec<u8>,
+    /// Sequence number of the first event in `backlog`.
+    backlog_first: u64,
+    /// Set once the log stopped for good; it then holds exactly the events before this seq.
+    broken_at: Option<u64>,
+}
+
+/// Most bytes of events kept in memory while `events.jsonl` cannot be written (disk full): the
+/// writer retries them, in order, before each later batch, so a short outage loses nothing. Past
+/// this bound (or when the run finishes with them still unwritten) the log stops for good at the
+/// first unwritten event; later events still reach the live backends under their own sequence
+/// numbers, and any a backend misses are reported as not delivered in the `FinishReport`.
+pub const LOG_BACKLOG_MAX: usize = 64 << 20;
+
+/// What [`RunWriter::append`] did with one batch.
+#[derive(Debug)]
+pub(crate) struct Appended {
+    /// Sequence number given to the first event left in the batch.
+    pub(crate) first_seq: u64,
+    /// Events taken out of the batch because they cannot be encoded (they got no number).
+    pub(crate) dropped: Vec<String>,
+    /// Why the batch is not (yet) in the log, if it is not.
+    pub(crate) error: Option<String>,
 }
 
 /// Sparse index from sequence number to byte offset in `events.jsonl`, shared with the workers so
-/// they can replay from the log.
+/// they can replay from the log. Bounded: an entry at most every [`SeqIndex::SPACING`] bytes
+/// (doubling when more than [`SeqIndex::MAX_ENTRIES`] would be needed), so a replay reads at most
+/// that far past the event it needs.
 #[derive(Debug, Default)]
 pub(crate) struct SeqIndex {
     /// (first seq of a batch, byte offset of its first line), increasing.
     entries: Vec<(u64, u64)>,
+    /// Current minimum distance in bytes between entries.
+    spacing: u64,
+    /// The log stopped for good before this seq: events from it on are not in the log.
+    pub(crate) broken_at: Option<u64>,
 }
 
 impl SeqIndex {
+    /// Initial minimum distance between entries (bytes).
+    pub(crate) const SPACING: u64 = 256 << 10;
+    /// Most entries kept.
+    pub(crate) const MAX_ENTRIES: usize = 4096;
+
+    fn push(&mut self, seq: u64, offset: u64) {
+        if self.spacing == 0 {
+            self.spacing = Self::SPACING;
+        }
+        if let Some(&(_, last)) = self.entries.last()
+            && offset < last.saturating_add(self.spacing)
+        {
+            return;
+        }
+        if self.entries.len() >= Self::MAX_ENTRIES {
+            // Keep every other entry and double the spacing.
+            let mut i = 0;
+            self.entries.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.spacing = self.spacing.saturating_mul(2);
+        }
+        self.entries.push((seq, offset));
+    }
+
+    /// Number of entries (bounded by [`Self::MAX_ENTRIES`]).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Offset of a line at or before `seq`.
     pub(crate) fn offset_for(&self, seq: u64) -> u64 {
         match self.entries.binary_search_by(|(s, _)| s.cmp(&seq)) {
@@ -319,19 +389,21 @@ impl RunWriter {
         write_atomic(&dir.join(files::CONFIG), config_toml.as_bytes())?;
         let mut index = SeqIndex::default();
         if len > 0 {
-            index.entries.push((1, 0));
+            index.push(1, 0);
         }
         Ok(RunWriter {
             _lock: lock,
             dir,
             events_path,
-            events: BufWriter::with_capacity(1 << 20, file),
+            events: file,
             len,
             next_seq,
             index: Arc::new(Mutex::new(index)),
             stats,
             summary_dirty: true,
-            line: Vec::with_capacity(512),
+            backlog: Vec::with_capacity(1 << 16),
+            backlog_first: next_seq,
+            broken_at: None,
         })
     }
 
@@ -348,26 +420,35 @@ impl RunWriter {
         self.next_seq - 1
     }
 
-    /// Appends a batch, flushes it to the OS, and returns the first sequence number.
-    pub(crate) fn append(&mut self, events: &[Event]) -> Result<u64> {
+    /// Numbers a batch and appends it to the log, handing it to the OS in one write.
+    ///
+    /// Every event left in `events` gets the next sequence number whether or not the write
+    /// succeeds, so the numbers the dispatcher fans out always match the log. Events that cannot be
+    /// encoded are taken out of `events` (and reported in [`Appended::dropped`]). A failed write is
+    /// undone (the file is cut back to its last whole batch) and kept in memory to be retried
+    /// before the next batch, up to [`LOG_BACKLOG_MAX`] bytes; past that the log stops for good.
+    pub(crate) fn append(&mut self, events: &mut Vec<Event>) -> Appended {
         let first = self.next_seq;
-        let start_len = self.len;
-        for ev in events {
-            self.line.clear();
-            self.line.extend_from_slice(b"{\"seq\":");
-            self.line
-                .extend_from_slice(itoa_u64(self.next_seq, &mut [0u8; 20]));
-            self.line.push(b',');
-            let body_start = self.line.len();
-            serde_json::to_writer(&mut self.line, ev)?;
-            // `ev` serialized as `{"kind":...}`: drop its opening brace so `seq` joins the object.
-            self.line.remove(body_start);
-            self.line.push(b'\n');
-            self.events
-                .write_all(&self.line)
-                .ctx("appending to event log", &self.events_path)?;
-            self.len += self.line.len() as u64;
-            self.next_seq += 1;
+        if self.backlog.is_empty() {
+            self.backlog_first = first;
+        }
+        let mut dropped = Vec::new();
+        let mut seq = first;
+        events.retain(|ev| match encode_line(&mut self.backlog, seq, ev) {
+            Ok(()) => {
+                seq += 1;
+                true
+            }
+            Err(e) => {
+                dropped.push(format!(
+                    "a {} event cannot be stored or sent and was dropped: {e}",
+                    ev.kind()
+                ));
+                false
+            }
+        });
+        self.next_seq = seq;
+        for ev in events.iter() {
             if let Event::Metrics { step, values, .. } = ev {
                 for m in values {
                     update_stats(&mut self.stats, &m.key, *step, m.value);
@@ -375,26 +456,101 @@ impl RunWriter {
                 self.summary_dirty = true;
             }
         }
-        self.events
-            .flush()
-            .ctx("writing event log", &self.events_path)?;
-        if !events.is_empty()
-            && let Ok(mut idx) = self.index.lock()
-        {
-            idx.entries.push((first, start_len));
+        let error = self.write_backlog().err().map(|e| e.to_string());
+        Appended {
+            first_seq: first,
+            dropped,
+            error,
         }
-        Ok(first)
     }
 
-    /// fsyncs the event log.
-    pub(crate) fn sync(&mut self) -> Result<()> {
+    /// Writes the lines waiting in memory (see [`Self::append`]).
+    fn write_backlog(&mut self) -> Result<()> {
+        if self.broken_at.is_some() {
+            // Stopped for good (reported when it stopped): these events reach live backends only.
+            self.backlog.clear();
+            return Ok(());
+        }
+        if self.backlog.is_empty() {
+            return Ok(());
+        }
+        match self.events.write_all(&self.backlog) {
+            Ok(()) => {
+                if let Ok(mut idx) = self.index.lock() {
+                    idx.push(self.backlog_first, self.len);
+                }
+                self.len += self.backlog.len() as u64;
+                self.backlog.clear();
+                self.backlog_first = self.next_seq;
+                Ok(())
+            }
+            Err(source) => {
+                // Undo a partial write so the log ends at its last whole batch (the retry writes
+                // the same bytes again).
+                let undone = self.events.set_len(self.len).is_ok();
+                if !undone || self.backlog.len() > LOG_BACKLOG_MAX {
+                    let at = self.stop_log();
+                    return Err(Error::Corrupt {
+                        what: "event log",
+                        path: self.events_path.clone(),
+                        message: format!(
+                            "cannot append ({source}); the log stops before event {at}: later \
+                             events reach live backends only"
+                        ),
+                    });
+                }
+                Err(Error::Io {
+                    context: if undone {
+                        "appending to event log (kept in memory, retried with the next batch)"
+                    } else {
+                        "appending to event log (and cutting back a partial write)"
+                    },
+                    path: self.events_path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Stops the log for good at the first unwritten event.
+    fn stop_log(&mut self) -> u64 {
+        let at = self.backlog_first;
+        self.broken_at = Some(at);
+        self.backlog = Vec::new();
+        if let Ok(mut idx) = self.index.lock() {
+            idx.broken_at = Some(at);
+        }
+        tracing::error!(
+            "local store: events.jsonl stops before event {at}; later events reach live backends only"
+        );
+        at
+    }
+
+    /// Retries unwritten events and fsyncs the event log. With `last_chance` (the run is
+    /// finishing), events that still cannot be written stop the log for good, so backends waiting
+    /// for them learn that they will never come.
+    pub(crate) fn sync_final(&mut self, last_chance: bool) -> Result<()> {
+        let written = self.write_backlog();
+        if last_chance && written.is_err() && self.broken_at.is_none() {
+            let at = self.stop_log();
+            return Err(Error::Corrupt {
+                what: "event log",
+                path: self.events_path.clone(),
+                message: format!(
+                    "events from {at} on could not be written before the run finished; they \
+                     reached live backends only"
+                ),
+            });
+        }
+        written?;
         self.events
-            .flush()
-            .ctx("writing event log", &self.events_path)?;
-        self.events
-            .get_ref()
             .sync_data()
             .ctx("syncing event log", &self.events_path)
+    }
+
+    /// fsyncs the event log (after retrying unwritten events).
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.sync_final(false)
     }
 
     /// Rewrites `summary.json` if metrics changed since the last call.
@@ -438,7 +594,7 @@ impl RunWriter {
             experiment_id: meta.experiment_id.clone(),
             run_id: meta.run_id.clone(),
             completed: true,
-            config: serde_json::to_value(config)?,
+            config: serde_json::to_value(crate::redact_config(config))?,
             start_time: meta.start_time,
             end_time: end,
             duration_secs: (end - meta.start_time).num_milliseconds() as f64 / 1000.0,
@@ -496,25 +652,75 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-type StatsMap = HashMap<String, Stats, std::hash::BuildHasherDefault<Fnv>>;
+/// Per-key statistics with bounded memory ([`HISTORY_CAP`], [`HISTORY_TOTAL_CAP`],
+/// [`MAX_METRIC_KEYS`]).
+#[derive(Default)]
+struct StatsMap {
+    map: HashMap<String, Stats, std::hash::BuildHasherDefault<Fnv>>,
+    /// History points kept, over all keys.
+    points: usize,
+    /// Whether the key limit was reported.
+    warned_keys: bool,
+}
+
+impl StatsMap {
+    fn iter(&self) -> impl Iterator<Item = (&String, &Stats)> {
+        self.map.iter()
+    }
+}
 
 fn update_stats(stats: &mut StatsMap, key: &str, step: u64, v: f64) {
-    let s = match stats.get_mut(key) {
-        Some(s) => {
-            s.summary.update(step, v);
-            s
+    if let Some(s) = stats.map.get_mut(key) {
+        s.summary.update(step, v);
+        push_history(s, &mut stats.points, step, v);
+        return;
+    }
+    if stats.map.len() >= MAX_METRIC_KEYS {
+        if !stats.warned_keys {
+            stats.warned_keys = true;
+            tracing::warn!(
+                key,
+                "more than {MAX_METRIC_KEYS} metric keys: later keys get no summary (they are \
+                 still logged and delivered)"
+            );
         }
-        None => stats.entry(key.to_owned()).or_insert_with(|| Stats {
-            summary: MetricSummary::new(step, v),
-            history: MetricHistory::default(),
-        }),
+        return;
+    }
+    let mut s = Stats {
+        summary: MetricSummary::new(step, v),
+        history: MetricHistory::default(),
     };
-    if s.history.steps.len() < HISTORY_CAP {
+    push_history(&mut s, &mut stats.points, step, v);
+    stats.map.insert(key.to_owned(), s);
+}
+
+fn push_history(s: &mut Stats, points: &mut usize, step: u64, v: f64) {
+    if s.history.steps.len() < HISTORY_CAP && *points < HISTORY_TOTAL_CAP {
         s.history.steps.push(step);
         s.history.values.push(v);
+        *points += 1;
     } else {
         s.history.truncated = true;
     }
+}
+
+/// Appends `{"seq":N,<event fields>}\n` to `out`; on error `out` is left as it was.
+fn encode_line(out: &mut Vec<u8>, seq: u64, ev: &Event) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa_u64(seq, &mut [0u8; 20]));
+    out.push(b',');
+    let body_start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, ev) {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    // `ev` serialized as `{"kind":...}`: drop its opening brace so `seq` joins the object.
+    if out.get(body_start) == Some(&b'{') {
+        out.remove(body_start);
+    }
+    out.push(b'\n');
+    Ok(())
 }
 
 fn itoa_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
@@ -845,11 +1051,18 @@ pub fn list_runs(runs_root: &Path) -> Result<Vec<RunEntry>> {
             });
         }
     };
-    for exp in exps.flatten() {
+    // Names read from disk are checked with the one rule (`check_component`): a directory that
+    // could not have been written by exptrack is not a run.
+    let valid = |e: &fs::DirEntry| {
+        e.file_name()
+            .to_str()
+            .is_some_and(|n| crate::metadata::check_component(n).is_ok())
+    };
+    for exp in exps.flatten().filter(valid) {
         let Ok(runs) = fs::read_dir(exp.path()) else {
             continue;
         };
-        for run in runs.flatten() {
+        for run in runs.flatten().filter(valid) {
             let dir = run.path();
             if let Ok(reader) = RunReader::open(&dir)
                 && let Ok(metadata) = reader.metadata()
@@ -989,4 +1202,54 @@ pub fn sync_run(run_dir: &Path, tracker: &mut dyn Tracker) -> Result<SyncReport>
 /// Whether a run's status (as stored) is terminal.
 pub fn run_status(run_dir: &Path) -> Result<RunStatus> {
     Ok(RunReader::open(run_dir)?.metadata()?.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sequence_index_stays_bounded_and_points_at_or_before_each_seq() {
+        let mut idx = SeqIndex::default();
+        // A million batches of 1 KiB each (1 GiB of log).
+        let mut offsets = Vec::new();
+        for i in 0..1_000_000u64 {
+            idx.push(i * 10 + 1, i * 1024);
+            if i % 9973 == 0 {
+                offsets.push((i * 10 + 1, i * 1024));
+            }
+        }
+        assert!(idx.len() <= SeqIndex::MAX_ENTRIES, "{}", idx.len());
+        for (seq, offset) in offsets {
+            let at = idx.offset_for(seq);
+            assert!(at <= offset, "seq {seq}: {at} > {offset}");
+            // Never more than the current spacing behind.
+            assert!(
+                offset - at <= idx.spacing + 1024,
+                "seq {seq}: {at} vs {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn metric_history_is_bounded_over_all_keys() {
+        let mut stats = StatsMap::default();
+        for k in 0..50 {
+            let key = format!("k{k}");
+            for step in 0..(HISTORY_TOTAL_CAP / 40) as u64 {
+                update_stats(&mut stats, &key, step, 1.0);
+            }
+        }
+        assert_eq!(stats.points, HISTORY_TOTAL_CAP);
+        let kept: usize = stats.map.values().map(|s| s.history.steps.len()).sum();
+        assert_eq!(kept, HISTORY_TOTAL_CAP);
+        assert!(stats.map.values().any(|s| s.history.truncated));
+        // The summary still counts every point.
+        assert!(
+            stats
+                .map
+                .values()
+                .all(|s| s.summary.count == (HISTORY_TOTAL_CAP / 40) as u64)
+        );
+    }
 }

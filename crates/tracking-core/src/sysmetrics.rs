@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
-use crate::dispatch::Msg;
+use crate::dispatch::Queue;
 use crate::handle::Sampler;
+
+/// The shortest sampling interval (shorter ones are raised to it).
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The key whose steps a resumed run's sampler continues after (every sample logs it).
 pub(crate) const STEP_KEY: &str = "system/cpu_percent";
@@ -14,13 +15,14 @@ pub(crate) const STEP_KEY: &str = "system/cpu_percent";
 /// Starts sampling every `interval`; the samples' steps count up from `start_step` (after the
 /// samples of a resumed run's earlier processes).
 #[cfg(feature = "system-metrics")]
-pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration, start_step: u64) -> Option<Sampler> {
+pub(crate) fn spawn(tx: Queue, interval: Duration, start_step: u64) -> Option<Sampler> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
 
     use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
+    use crate::dispatch::Msg;
     use crate::event::{Event, Metric, now_ms};
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -32,13 +34,23 @@ pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration, start_step: u64) -> Opt
             let pid = Pid::from_u32(std::process::id());
             sys.refresh_cpu_usage();
             let mut step = start_step;
-            let mut next = Instant::now() + interval;
+            let mut next = crate::clock::after(interval);
             while !stop2.load(Ordering::SeqCst) {
-                if Instant::now() < next {
-                    std::thread::sleep(Duration::from_millis(50).min(interval));
+                let now = Instant::now();
+                if now < next {
+                    std::thread::sleep(
+                        Duration::from_millis(50)
+                            .min(interval)
+                            .min(next.saturating_duration_since(now)),
+                    );
                     continue;
                 }
-                next += interval;
+                // Never in the past (a long stall does not cause a burst of samples), never an
+                // overflow (whatever the interval).
+                next = crate::clock::add(next, interval);
+                if next <= now {
+                    next = crate::clock::add(now, interval);
+                }
                 sys.refresh_cpu_usage();
                 sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
                 sys.refresh_processes_specifics(
@@ -76,7 +88,7 @@ pub(crate) fn spawn(tx: Sender<Msg>, interval: Duration, start_step: u64) -> Opt
 }
 
 #[cfg(not(feature = "system-metrics"))]
-pub(crate) fn spawn(_tx: Sender<Msg>, _interval: Duration, _start_step: u64) -> Option<Sampler> {
+pub(crate) fn spawn(_tx: Queue, _interval: Duration, _start_step: u64) -> Option<Sampler> {
     tracing::warn!("system metrics requested but exptrack-core was built without `system-metrics`");
     None
 }

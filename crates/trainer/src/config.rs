@@ -342,7 +342,8 @@ impl Default for TrainingConfig {
 }
 
 impl TrainingConfig {
-    /// Parses a `[training]` table. Unknown keys are errors naming the key.
+    /// Parses a `[training]` table. Unknown keys are errors naming the key; bad values are errors
+    /// naming the key and the allowed range.
     pub fn from_table(table: &toml::Table) -> Result<Self> {
         let cfg: TrainingConfig = toml::Value::Table(table.clone())
             .try_into()
@@ -352,10 +353,20 @@ impl TrainingConfig {
     }
 
     /// Parses `[training]` from an experiment config (defaults when the section is absent).
+    /// Errors name the file, line and column of the key when the config was read from a file.
     pub fn from_experiment(config: &exptrack_core::ExperimentConfig) -> Result<Self> {
-        match config.section("training") {
-            Some(t) => Self::from_table(t),
-            None => Ok(TrainingConfig::default()),
+        let cfg: TrainingConfig = match config.section_as("training") {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(TrainingConfig::default()),
+            Err(e) => return Err(Error::Config(e.to_string())),
+        };
+        match cfg.problem() {
+            None => Ok(cfg),
+            Some((key, message)) => Err(Error::Config(
+                config
+                    .key_error(&format!("training.{key}"), message)
+                    .to_string(),
+            )),
         }
     }
 
@@ -364,70 +375,123 @@ impl TrainingConfig {
         toml::Table::try_from(self).map_err(|e| Error::Config(e.to_string()))
     }
 
-    /// Checks values and combinations.
+    /// Checks values and combinations. Errors name the key and the allowed range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
-        if self.num_epochs == 0 {
-            return bad("num_epochs must be at least 1".into());
+        match self.problem() {
+            None => Ok(()),
+            Some((key, message)) => Err(Error::Config(format!("{key} {message}"))),
         }
-        if self.batch_size == 0 {
-            return bad("batch_size must be at least 1".into());
-        }
-        if self.gradient_accumulation_steps == 0 {
-            return bad("gradient_accumulation_steps must be at least 1".into());
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "learning_rate must be > 0, got {}",
-                self.learning_rate
-            ));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!(
-                "weight_decay must be >= 0, got {}",
-                self.weight_decay
-            ));
-        }
-        if self.gradient_clipping != ClippingKind::None
-            && !(self.max_grad_norm.is_finite() && self.max_grad_norm > 0.0)
-        {
-            return bad(format!(
-                "max_grad_norm must be > 0 when clipping, got {}",
-                self.max_grad_norm
-            ));
-        }
-        if self.log_frequency == 0 {
-            return bad("log_frequency must be at least 1".into());
-        }
-        if !(self.loss_scale_init.is_finite() && self.loss_scale_init > 0.0) {
-            return bad("loss_scale_init must be > 0".into());
-        }
-        if self.loss_scale_growth_interval == 0 {
-            return bad("loss_scale_growth_interval must be at least 1".into());
-        }
+    }
+
+    /// The first bad value: (dotted key inside `[training]`, what is wrong).
+    fn problem(&self) -> Option<(&'static str, String)> {
+        use Range::*;
         let o = &self.scheduler_options;
-        if self.scheduler == SchedulerKind::Plateau && !(o.factor > 0.0 && o.factor < 1.0) {
-            return bad(format!(
-                "scheduler_options.factor must be in (0, 1), got {}",
-                o.factor
-            ));
+        let counts: [(&'static str, u64, u64, u64); 4] = [
+            ("num_epochs", self.num_epochs as u64, 1, MAX_COUNT),
+            ("batch_size", self.batch_size as u64, 1, MAX_COUNT),
+            (
+                "gradient_accumulation_steps",
+                self.gradient_accumulation_steps as u64,
+                1,
+                MAX_COUNT,
+            ),
+            ("log_frequency", self.log_frequency, 1, u64::MAX),
+        ];
+        for (key, v, lo, hi) in counts {
+            if !(lo..=hi).contains(&v) {
+                return Some((key, format!("= {v} is out of range: allowed {lo} to {hi}")));
+            }
         }
-        if self.scheduler == SchedulerKind::OneCycle && !(o.pct_start > 0.0 && o.pct_start < 1.0) {
-            return bad(format!(
-                "scheduler_options.pct_start must be in (0, 1), got {}",
-                o.pct_start
-            ));
+        let counts: [(&'static str, u64, u64, u64); 2] = [
+            (
+                "loss_scale_growth_interval",
+                self.loss_scale_growth_interval,
+                1,
+                u64::MAX,
+            ),
+            ("warmup_steps", self.warmup_steps as u64, 0, MAX_COUNT),
+        ];
+        for (key, v, lo, hi) in counts {
+            if !(lo..=hi).contains(&v) {
+                return Some((key, format!("= {v} is out of range: allowed {lo} to {hi}")));
+            }
+        }
+        let mut floats: Vec<(&'static str, f64, Range)> = vec![
+            ("learning_rate", self.learning_rate, Positive),
+            ("weight_decay", self.weight_decay, NonNegative),
+            ("momentum", self.momentum, Unit),
+            ("dampening", self.dampening, Unit),
+            ("beta1", self.beta1, UnitOpen),
+            ("beta2", self.beta2, UnitOpen),
+            ("epsilon", self.epsilon, Positive),
+            ("loss_scale_init", self.loss_scale_init, Positive),
+            ("scheduler_options.min_lr", o.min_lr, NonNegative),
+            ("scheduler_options.gamma", o.gamma, Positive),
+            ("scheduler_options.threshold", o.threshold, NonNegative),
+            ("scheduler_options.eps", o.eps, NonNegative),
+            ("scheduler_options.div_factor", o.div_factor, Positive),
+            (
+                "scheduler_options.final_div_factor",
+                o.final_div_factor,
+                Positive,
+            ),
+        ];
+        if self.gradient_clipping != ClippingKind::None {
+            floats.push(("max_grad_norm", self.max_grad_norm, Positive));
+        } else {
+            floats.push(("max_grad_norm", self.max_grad_norm, NonNegative));
+        }
+        if let Some(v) = o.final_lr {
+            floats.push(("scheduler_options.final_lr", v, NonNegative));
+        }
+        if let Some(v) = o.max_lr {
+            floats.push(("scheduler_options.max_lr", v, Positive));
+        }
+        if self.scheduler == SchedulerKind::Plateau {
+            floats.push(("scheduler_options.factor", o.factor, Open01));
+        }
+        if self.scheduler == SchedulerKind::OneCycle {
+            floats.push(("scheduler_options.pct_start", o.pct_start, Open01));
+        }
+        if let Some(es) = &self.early_stopping {
+            floats.push(("early_stopping.min_delta", es.min_delta, NonNegative));
+        }
+        for (key, v, range) in floats {
+            if !range.contains(v) {
+                let v = if v.is_nan() {
+                    "nan".to_owned()
+                } else {
+                    format!("{v}")
+                };
+                return Some((
+                    key,
+                    format!("= {v} is out of range: allowed {}", range.describe()),
+                ));
+            }
         }
         if self.scheduler == SchedulerKind::Step && o.step_size == 0 {
-            return bad("scheduler_options.step_size must be at least 1".into());
+            return Some((
+                "scheduler_options.step_size",
+                "= 0 is out of range: allowed 1 or more".into(),
+            ));
         }
         if let Some(es) = &self.early_stopping
             && es.monitor.is_empty()
         {
-            return bad("early_stopping.monitor must not be empty".into());
+            return Some(("early_stopping.monitor", "must not be empty".into()));
         }
-        parse_device_name(&self.device)?;
-        Ok(())
+        if parse_device_name(&self.device).is_err() {
+            return Some((
+                "device",
+                format!(
+                    "= {:?} is unknown; expected one of {}",
+                    self.device,
+                    DEVICE_NAMES.join(", ")
+                ),
+            ));
+        }
+        None
     }
 
     /// Resolves `device` to a burn device (without autodiff) and checks that it can compute in
@@ -469,6 +533,48 @@ pub fn check_precision_with(
         device: device.to_owned(),
         hint,
     })
+}
+
+/// Largest epoch count, batch size, accumulation or warm-up step count accepted (2^32): larger
+/// ones are typos, and step counters derived from them must not overflow.
+const MAX_COUNT: u64 = 1 << 32;
+
+/// An allowed range of a float option (always finite).
+#[derive(Clone, Copy)]
+enum Range {
+    /// `> 0`.
+    Positive,
+    /// `>= 0`.
+    NonNegative,
+    /// `0 <= v <= 1`.
+    Unit,
+    /// `0 <= v < 1`.
+    UnitOpen,
+    /// `0 < v < 1`.
+    Open01,
+}
+
+impl Range {
+    fn contains(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Range::Positive => v > 0.0,
+                Range::NonNegative => v >= 0.0,
+                Range::Unit => (0.0..=1.0).contains(&v),
+                Range::UnitOpen => (0.0..1.0).contains(&v),
+                Range::Open01 => v > 0.0 && v < 1.0,
+            }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Range::Positive => "a finite number > 0",
+            Range::NonNegative => "a finite number >= 0",
+            Range::Unit => "0 to 1",
+            Range::UnitOpen => "0 to 1 (excluding 1)",
+            Range::Open01 => "between 0 and 1 (excluding both)",
+        }
+    }
 }
 
 const DEVICE_NAMES: &[&str] = &["auto", "cpu", "flex", "ndarray", "wgpu", "vulkan", "cuda"];
@@ -741,6 +847,81 @@ mod tests {
             let err = TrainingConfig::from_table(&table(src)).unwrap_err();
             assert!(err.to_string().contains(needle), "{src}: {err}");
         }
+    }
+
+    #[test]
+    fn every_out_of_range_number_names_key_and_range() {
+        for (src, key) in [
+            ("num_epochs = 0", "num_epochs"),
+            ("batch_size = 0", "batch_size"),
+            ("batch_size = 100000000000", "batch_size"),
+            ("learning_rate = inf", "learning_rate"),
+            ("learning_rate = nan", "learning_rate"),
+            ("weight_decay = -0.1", "weight_decay"),
+            ("momentum = 2.0", "momentum"),
+            ("beta1 = 1.0", "beta1"),
+            ("beta2 = -0.5", "beta2"),
+            ("epsilon = 0.0", "epsilon"),
+            ("loss_scale_init = inf", "loss_scale_init"),
+            ("log_frequency = 0", "log_frequency"),
+            ("warmup_steps = 100000000000", "warmup_steps"),
+            ("max_grad_norm = inf", "max_grad_norm"),
+            (
+                "[scheduler_options]\ngamma = inf",
+                "scheduler_options.gamma",
+            ),
+            (
+                "[scheduler_options]\nmin_lr = -1.0",
+                "scheduler_options.min_lr",
+            ),
+            (
+                "[scheduler_options]\nmax_lr = nan",
+                "scheduler_options.max_lr",
+            ),
+            (
+                "[early_stopping]\nmin_delta = inf",
+                "early_stopping.min_delta",
+            ),
+        ] {
+            let err = TrainingConfig::from_table(&table(src))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{src}: {err}");
+            assert!(err.contains("allowed"), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_in_an_experiment_file_name_file_line_and_key() {
+        let text =
+            "[experiment]\nname = \"x\"\n\n[training]\nbatch_size = 8\nlearning_rate = inf\n";
+        let exp = exptrack_core::ExperimentConfig::parse(text, "exp.toml").unwrap();
+        let err = TrainingConfig::from_experiment(&exp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exp.toml:6:1: training.learning_rate = inf is out of range: allowed"),
+            "{err}"
+        );
+        // Wrong types and unknown keys name the line too.
+        let text = "[experiment]\nname = \"x\"\n[training]\nbatch_size = -4\n";
+        let exp = exptrack_core::ExperimentConfig::parse(text, "exp.toml").unwrap();
+        let err = TrainingConfig::from_experiment(&exp)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exp.toml:4:"), "{err}");
+        assert!(err.contains("training.batch_size"), "{err}");
+        let text = "[experiment]\nname = \"x\"\n[training]\nlearnig_rate = 1.0\n";
+        let exp = exptrack_core::ExperimentConfig::parse(text, "exp.toml").unwrap();
+        let err = TrainingConfig::from_experiment(&exp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exp.toml:4:1") && err.contains("learnig_rate"),
+            "{err}"
+        );
+        // Defaults are in range.
+        TrainingConfig::default().validate().unwrap();
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! Issue 12 through the real release quickstart binary (`cargo run --release --example
+//! quickstart -- --config FILE`): bad numbers in the config are config errors naming the key,
+//! its line and the allowed range (never a panic, exit 101), and an experiment named
+//! `../../escape` trains and lands inside the runs directory.
+//!
+//! The binary is built once per test process with `cargo build --release --example quickstart`
+//! (the README's first command), into the same target directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn quickstart_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--example",
+                "quickstart",
+                "--message-format=json",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("running cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build --release --example quickstart failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["target"]["name"] == "quickstart")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no quickstart executable")
+    })
+}
+
+fn run_quickstart(dir: &Path, config: &str) -> (Output, String) {
+    let cfg = dir.join("quick.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = Command::new(quickstart_binary())
+        .args(["--config", "quick.toml", "--quiet"])
+        .current_dir(dir)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env_remove("WANDB_API_KEY")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+const SMALL: &str = r#"
+[training]
+num_epochs = 1
+batch_size = 64
+learning_rate = 0.005
+device = "cpu"
+progress = false
+
+[quickstart]
+train_items = 256
+valid_items = 128
+hidden = 16
+"#;
+
+/// Before the fix: `finish_timeout_secs = inf` panicked in `Duration::from_secs_f64` (exit 101)
+/// and `system_metrics_interval_secs = 1e19` panicked the sampler thread.
+#[test]
+fn bad_numbers_are_config_errors_naming_key_line_and_range() {
+    for (section, line, key) in [
+        (
+            "tracking",
+            "finish_timeout_secs = inf",
+            "tracking.finish_timeout_secs",
+        ),
+        (
+            "tracking",
+            "system_metrics_interval_secs = 1e19",
+            "tracking.system_metrics_interval_secs",
+        ),
+        ("tracking", "queue_capacity = 0", "tracking.queue_capacity"),
+        ("training", "learning_rate = inf", "training.learning_rate"),
+        ("training", "beta2 = 1.5", "training.beta2"),
+        ("training", "batch_size = -4", "training.batch_size"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        // The bad key is on line 5 of the file.
+        let config = if section == "tracking" {
+            format!("[experiment]\nname = \"bad-numbers\"\n\n[tracking]\n{line}\n")
+        } else {
+            format!("[experiment]\nname = \"bad-numbers\"\n\n[training]\n{line}\n")
+        };
+        let (out, text) = run_quickstart(tmp.path(), &config);
+        assert_ne!(out.status.code(), Some(101), "{line}: panicked:\n{text}");
+        assert!(!out.status.success(), "{line}: accepted:\n{text}");
+        assert!(!text.contains("panicked"), "{line}:\n{text}");
+        assert!(
+            text.contains("quick.toml:5:"),
+            "{line}: no file:line:\n{text}"
+        );
+        assert!(text.contains(key), "{line}: key not named:\n{text}");
+        if !line.contains("-4") {
+            assert!(text.contains("allowed"), "{line}: no range:\n{text}");
+        }
+    }
+}
+
+/// Before the fix, the store turned the name into `.._.._escape-…`, which the checkpointer
+/// refused ("starts with '.'"), so the quickstart failed.
+#[test]
+fn an_experiment_named_dot_dot_escape_trains_inside_the_runs_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("a/b/work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = format!(
+        "[experiment]\nname = \"../../escape\"\n\n[tracking]\nruns_dir = \"runs\"\n\n\
+         [checkpointing]\ndir = \"runs/checkpoints\"\n{SMALL}"
+    );
+    let (out, text) = run_quickstart(&work, &config);
+    assert!(out.status.success(), "{text}");
+    let runs = work.join("runs");
+    let exp_dirs: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "checkpoints")
+        .collect();
+    assert_eq!(exp_dirs.len(), 1, "{exp_dirs:?}");
+    let id = &exp_dirs[0];
+    assert!(exptrack_core::metadata::check_component(id).is_ok(), "{id}");
+    assert!(
+        runs.join("checkpoints").join(id).is_dir(),
+        "checkpoints of {id}"
+    );
+    let run = std::fs::read_dir(runs.join(id))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["experiment_name"], "../../escape",
+        "the display name is kept verbatim"
+    );
+    assert_eq!(meta["status"], "completed");
+    // Nothing escaped: `../../escape` from the work dir would be tmp/a/escape.
+    assert!(!tmp.path().join("a/escape").exists());
+    assert!(!tmp.path().join("escape").exists());
+}
