@@ -5,7 +5,8 @@
 use exptrack_core::{ExperimentConfig, ExperimentTracker, RunStatus};
 use exptrack_plot::{ConfusionMatrix, plot_run};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print with `Display` and their causes (`exptrack_core::error::Reported`), never `Debug`.
+fn main() -> Result<(), exptrack_core::error::Reported> {
     let out = std::env::args_os()
         .nth(1)
         .map(std::path::PathBuf::from)
