@@ -130,14 +130,23 @@ fn main() -> Result<(), Reported> {
     }
     if let Some(dir) = &outcome.run_dir {
         println!("run directory:  {}", dir.display());
-        println!("  events.jsonl, summary.json, results.json, TensorBoard event files");
+        println!(
+            "  events.jsonl, summary.json, results.json{}",
+            if config.tracking.use_tensorboard {
+                ", TensorBoard event files"
+            } else {
+                ""
+            }
+        );
         println!("  exptrack runs show {}", dir.display());
     }
     println!("checkpoints:    {}", outcome.checkpoint_dir.display());
-    println!(
-        "TensorBoard:    tensorboard --logdir {}",
-        runs_root.display()
-    );
+    if config.tracking.use_tensorboard {
+        println!(
+            "TensorBoard:    tensorboard --logdir {}",
+            runs_root.display()
+        );
+    }
     let report = outcome.finish.as_ref();
     if let Some(uri) = &args.mlflow {
         match report.and_then(|r| r.backend("mlflow")) {
