@@ -54,11 +54,13 @@ fn sigsave_child_role() {
         .unwrap();
     ckpt.save_async(Checkpoint::new(2).file_from_path("model.bin", dir.join("fifo")))
         .unwrap();
+    // Written under another name and renamed, so the parent never reads a half-written file.
     std::fs::write(
-        dir.join("accepted"),
+        dir.join("accepted.tmp"),
         tracker.run_dir().to_string_lossy().as_bytes(),
     )
     .unwrap();
+    std::fs::rename(dir.join("accepted.tmp"), dir.join("accepted")).unwrap();
     std::thread::sleep(Duration::from_secs(120));
     panic!("not killed");
 }
