@@ -145,8 +145,8 @@ fn run() -> Result<(), BoxError> {
     // Completed in both cases: this invocation did all it was asked to. A later start continues
     // the same run (and marks it running again).
     let report = tracker.finish(RunStatus::Completed)?;
-    if !report.is_complete() {
-        println!("{report}");
+    for line in report.problem_lines() {
+        eprintln!("warning: {line}");
     }
     Ok(())
 }

@@ -61,7 +61,9 @@ fn main() -> Result<(), exptrack_core::error::Reported> {
     let cm = ConfusionMatrix { labels, counts };
     tracker.log_text(500, "confusion_matrix", &cm.to_json().to_string())?;
     let run_dir = tracker.run_dir().to_path_buf();
-    tracker.finish(RunStatus::Completed)?;
+    for line in tracker.finish(RunStatus::Completed)?.problem_lines() {
+        eprintln!("warning: {line}");
+    }
     for p in plot_run(&run_dir, &out)? {
         println!("{}", p.display());
     }
