@@ -21,6 +21,7 @@
 
 use std::path::PathBuf;
 
+use exptrack::error::Reported;
 use exptrack_trainer::quickstart::{self, QuickstartArgs};
 
 #[derive(Default)]
@@ -75,7 +76,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print as `Error: <message>: <cause>` (their `Display` and source chain), never as a
+/// `Debug` dump.
+fn main() -> Result<(), Reported> {
     let args = parse_args()?;
     // The trackers the config (plus --mlflow / --wandb) switches on; the trainer adds the local
     // store and runs them all behind one ExperimentTracker.
@@ -89,6 +92,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.tracking.wandb_mode = Some(mode.clone());
     }
     let trackers = exptrack::backends_from_config(&config)?;
+    // `exptrack sync` reads MLFLOW_TRACKING_URI; name the URI when it came from --mlflow.
+    let sync_targets = args
+        .mlflow
+        .iter()
+        .map(|uri| ("mlflow".to_owned(), format!("mlflow={uri}")))
+        .collect();
 
     let outcome = quickstart::run(QuickstartArgs {
         config: args.config.clone(),
@@ -97,6 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         trackers,
         stop_after_step: args.stop_after_step,
         quiet: args.quiet,
+        sync_targets,
     })?;
 
     if outcome.already_completed {
@@ -120,24 +130,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(dir) = &outcome.run_dir {
         println!("run directory:  {}", dir.display());
-        println!("  events.jsonl, summary.json, results.json, TensorBoard event files");
+        println!(
+            "  events.jsonl, summary.json, results.json{}",
+            if config.tracking.use_tensorboard {
+                ", TensorBoard event files"
+            } else {
+                ""
+            }
+        );
         println!("  exptrack runs show {}", dir.display());
     }
     println!("checkpoints:    {}", outcome.checkpoint_dir.display());
-    println!(
-        "TensorBoard:    tensorboard --logdir {}",
-        runs_root.display()
-    );
-    if let Some(uri) = &args.mlflow {
+    if config.tracking.use_tensorboard {
         println!(
-            "MLflow:         {uri} (experiment {:?})",
-            config.experiment.name
+            "TensorBoard:    tensorboard --logdir {}",
+            runs_root.display()
         );
     }
-    if args.wandb.as_deref() == Some("offline")
-        && let Some(dir) = &outcome.run_dir
-    {
-        print_wandb_sync(dir);
+    let report = outcome.finish.as_ref();
+    if let Some(uri) = &args.mlflow {
+        match report.and_then(|r| r.backend("mlflow")) {
+            Some(b) if b.complete => println!(
+                "MLflow:         {uri} (experiment {:?})",
+                config.experiment.name
+            ),
+            Some(b) if b.delivered_seq == 0 => println!(
+                "MLflow:         nothing of this run reached {uri} (see the warning above)"
+            ),
+            Some(b) => println!(
+                "MLflow:         {uri} has {} of {} events of this run (see the warning above)",
+                b.delivered_seq, b.last_seq
+            ),
+            None => {}
+        }
+    }
+    if args.wandb.is_some() {
+        let wandb = report.and_then(|r| r.backend("wandb"));
+        match (wandb, args.wandb.as_deref(), &outcome.run_dir) {
+            (Some(b), Some("offline"), Some(dir)) if b.complete => print_wandb_sync(dir),
+            (Some(b), _, _) if !b.complete => println!(
+                "W&B:            {} of {} events of this run were written (see the warning above)",
+                b.delivered_seq, b.last_seq
+            ),
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 # Creates (or reuses) a cached virtualenv with the pinned Python peers the interop tests talk to,
 # and prints the path of its interpreter on the last line of stdout.
 set -euo pipefail
-PEERS_VERSION="mlflow==3.17.2 tensorboard==2.21.0 wandb==0.31.0 tbparse==0.0.9 tensorboardX==2.6.5 safetensors==0.6.2"
+PEERS_VERSION="mlflow[auth]==3.17.2 tensorboard==2.21.0 wandb==0.31.0 tbparse==0.0.9 tensorboardX==2.6.5 safetensors==0.6.2"
 VENV="${EXPTRACK_PEER_VENV:-$HOME/.cache/exptrack-peers/venv}"
 STAMP="$VENV/.exptrack-peers"
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$PEERS_VERSION" ]; then

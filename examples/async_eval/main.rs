@@ -117,7 +117,12 @@ fn print_step(e: &Evaluated) {
     }
 }
 
-fn main() -> Result<(), BoxError> {
+/// Errors print with `Display` and their causes (`exptrack_core::error::Reported`), never `Debug`.
+fn main() -> Result<(), exptrack_core::error::Reported> {
+    run().map_err(exptrack_core::error::Reported::boxed)
+}
+
+fn run() -> Result<(), BoxError> {
     let args = parse_args()?;
     let target = QuickstartTarget::resolve(args.config.as_deref(), args.runs_dir.as_deref())?;
     // Ctrl-C / SIGTERM: the tracker finishes the run as killed; the watcher's state file and the
@@ -140,8 +145,8 @@ fn main() -> Result<(), BoxError> {
     // Completed in both cases: this invocation did all it was asked to. A later start continues
     // the same run (and marks it running again).
     let report = tracker.finish(RunStatus::Completed)?;
-    if !report.is_complete() {
-        println!("{report}");
+    for line in report.problem_lines() {
+        eprintln!("warning: {line}");
     }
     Ok(())
 }

@@ -57,6 +57,8 @@ pub struct MlflowTrackerBuilder {
     pub(crate) strict: bool,
     pub(crate) retry: Option<RetryConfig>,
     pub(crate) name: Option<String>,
+    /// Where the credentials came from (environment variable names or code), for errors.
+    pub(crate) auth_source: Option<String>,
 }
 
 impl std::fmt::Debug for MlflowTrackerBuilder {
@@ -73,6 +75,7 @@ impl std::fmt::Debug for MlflowTrackerBuilder {
             .field("ca_cert", &self.ca_cert)
             .field("strict", &self.strict)
             .field("retry", &self.retry)
+            .field("auth_source", &self.auth_source)
             .finish()
     }
 }
@@ -105,19 +108,51 @@ impl MlflowTrackerBuilder {
         if let Some(v) = get("MLFLOW_EXPERIMENT_NAME") {
             self.experiment_name = Some(v);
         }
-        match (
+        let (user, password, token) = (
             get("MLFLOW_TRACKING_USERNAME"),
             get("MLFLOW_TRACKING_PASSWORD"),
             get("MLFLOW_TRACKING_TOKEN"),
-        ) {
+        );
+        // Only the names of the variables are recorded, never their values.
+        match (user, password, token) {
             (Some(user), Some(password), _) => {
                 self.auth = Auth::Basic {
                     user,
                     password: Secret::new(password),
+                };
+                self.auth_source = Some(
+                    "user name and password read from MLFLOW_TRACKING_USERNAME and \
+                     MLFLOW_TRACKING_PASSWORD"
+                        .to_owned(),
+                );
+            }
+            (_, _, Some(token)) => {
+                self.auth = Auth::Bearer(Secret::new(token));
+                self.auth_source = Some("token read from MLFLOW_TRACKING_TOKEN".to_owned());
+            }
+            (Some(_), None, None) => {
+                self.auth_source = Some(
+                    "no credentials sent: MLFLOW_TRACKING_USERNAME is set but \
+                     MLFLOW_TRACKING_PASSWORD is not"
+                        .to_owned(),
+                );
+            }
+            (None, Some(_), None) => {
+                self.auth_source = Some(
+                    "no credentials sent: MLFLOW_TRACKING_PASSWORD is set but \
+                     MLFLOW_TRACKING_USERNAME is not"
+                        .to_owned(),
+                );
+            }
+            (None, None, None) => {
+                if self.auth == Auth::None {
+                    self.auth_source = Some(
+                        "no credentials sent: none of MLFLOW_TRACKING_USERNAME, \
+                         MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN is set"
+                            .to_owned(),
+                    );
                 }
             }
-            (_, _, Some(token)) => self.auth = Auth::Bearer(Secret::new(token)),
-            _ => {}
         }
         if let Some(v) = get("MLFLOW_TRACKING_INSECURE_TLS") {
             self.insecure_tls = truthy(&v);
@@ -162,6 +197,10 @@ impl MlflowTrackerBuilder {
 
     /// Credentials.
     pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth_source = Some(format!(
+            "{} (set in code)",
+            crate::client::describe_auth(&auth)
+        ));
         self.auth = auth;
         self
     }
@@ -224,7 +263,11 @@ impl MlflowTrackerBuilder {
         let http = http
             .build()
             .map_err(|e| Error::http("creating the HTTP client", e))?;
-        MlflowClient::new(uri, http)
+        let client = MlflowClient::new(uri, http)?;
+        Ok(match &self.auth_source {
+            Some(hint) => client.with_credentials_hint(hint.clone()),
+            None => client,
+        })
     }
 
     /// Builds the tracker (no network access until the run opens).
@@ -283,6 +326,40 @@ mod tests {
         .tracking_uri("http://127.0.0.1:2");
         assert!(matches!(&b.auth, Auth::Bearer(t) if t.expose() == "tok"));
         assert_eq!(b.tracking_uri.as_deref(), Some("http://127.0.0.1:2"));
+    }
+
+    #[test]
+    fn auth_errors_name_the_variables_never_the_values() {
+        let b = env(&[
+            ("MLFLOW_TRACKING_URI", "http://127.0.0.1:1"),
+            ("MLFLOW_TRACKING_USERNAME", "alice"),
+            ("MLFLOW_TRACKING_PASSWORD", "pw-secret"),
+        ]);
+        let hint = b.auth_source.clone().unwrap();
+        assert!(
+            hint.contains("MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+            "{hint}"
+        );
+        assert!(!hint.contains("pw-secret"), "{hint}");
+        let only_user = env(&[("MLFLOW_TRACKING_USERNAME", "alice")]);
+        assert!(matches!(only_user.auth, Auth::None));
+        assert!(
+            only_user
+                .auth_source
+                .as_deref()
+                .is_some_and(|h| h.contains("MLFLOW_TRACKING_PASSWORD is not")),
+            "{:?}",
+            only_user.auth_source
+        );
+        let token = env(&[("MLFLOW_TRACKING_TOKEN", "tok-secret")]);
+        let hint = token.auth_source.clone().unwrap();
+        assert!(hint.contains("MLFLOW_TRACKING_TOKEN") && !hint.contains("tok-secret"));
+        let coded = MlflowTrackerBuilder::new().basic_auth("bob", "pw-2");
+        let hint = coded.auth_source.clone().unwrap();
+        assert!(
+            hint.contains("set in code") && !hint.contains("pw-2"),
+            "{hint}"
+        );
     }
 
     #[test]

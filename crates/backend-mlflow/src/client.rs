@@ -24,6 +24,19 @@ use crate::validate::{
 pub struct MlflowClient {
     http: HttpClient,
     base: Url,
+    /// Which credentials are sent and where they came from, for authentication errors.
+    credentials: String,
+}
+
+/// What credentials `auth` sends, without their secret parts.
+pub(crate) fn describe_auth(auth: &exptrack_http::Auth) -> String {
+    match auth {
+        exptrack_http::Auth::None => "no credentials were sent".to_owned(),
+        exptrack_http::Auth::Bearer(_) => "a bearer token was sent".to_owned(),
+        exptrack_http::Auth::Basic { user, .. } => {
+            format!("user {user:?} and a password were sent")
+        }
+    }
 }
 
 /// Where an artifact goes.
@@ -58,7 +71,33 @@ impl MlflowClient {
                 "put credentials in MLFLOW_TRACKING_USERNAME/PASSWORD or a token, not in the tracking URI".into(),
             ));
         }
-        Ok(MlflowClient { http, base })
+        let credentials = describe_auth(http.auth());
+        Ok(MlflowClient {
+            http,
+            base,
+            credentials,
+        })
+    }
+
+    /// Replaces the description of the credentials that authentication errors carry (the
+    /// builder says which environment variables it read them from).
+    pub(crate) fn with_credentials_hint(mut self, hint: String) -> Self {
+        self.credentials = hint;
+        self
+    }
+
+    /// An HTTP error in `context`: [`Error::Auth`] for 401/403 (naming the credentials), else
+    /// [`Error::Http`].
+    pub(crate) fn http_err(&self, context: impl Into<String>, e: exptrack_http::Error) -> Error {
+        match e.status() {
+            Some(status @ (401 | 403)) => Error::Auth {
+                context: context.into(),
+                status,
+                credentials: self.credentials.clone(),
+                source: Box::new(e),
+            },
+            _ => Error::http(context, e),
+        }
     }
 
     /// The tracking URI (no trailing slash).
@@ -87,7 +126,7 @@ impl MlflowClient {
     ) -> Result<Value> {
         self.http
             .post_json(&self.api(path), body)
-            .map_err(|e| Error::http(context(), e))
+            .map_err(|e| self.http_err(context(), e))
     }
 
     fn get(
@@ -98,7 +137,7 @@ impl MlflowClient {
     ) -> Result<Value> {
         self.http
             .get_json(&self.api(path), query)
-            .map_err(|e| Error::http(context(), e))
+            .map_err(|e| self.http_err(context(), e))
     }
 
     fn field<T: for<'de> Deserialize<'de>>(v: Value, pointer: &str, what: &str) -> Result<T> {
@@ -114,7 +153,7 @@ impl MlflowClient {
         self.http
             .send_with_retry(|c| Ok(c.get(self.url("health"))))
             .map(drop)
-            .map_err(|e| Error::http("health check", e))
+            .map_err(|e| self.http_err("health check", e))
     }
 
     /// The server version (`GET /version`).
@@ -122,7 +161,7 @@ impl MlflowClient {
         let resp = self
             .http
             .send_with_retry(|c| Ok(c.get(self.url("version"))))
-            .map_err(|e| Error::http("server version", e))?;
+            .map_err(|e| self.http_err("server version", e))?;
         resp.text()
             .map(|s| s.trim().to_owned())
             .map_err(|e| Error::UnexpectedResponse(format!("version: {}", e.without_url())))
@@ -395,7 +434,7 @@ impl MlflowClient {
                 .http
                 .put_file(url.as_str(), local, None)
                 .map(drop)
-                .map_err(|e| Error::http(format!("upload artifact {rel_path:?}"), e)),
+                .map_err(|e| self.http_err(format!("upload artifact {rel_path:?}"), e)),
             ArtifactTarget::Local(dest) => copy_local(local, &dest),
         }
     }
@@ -412,7 +451,7 @@ impl MlflowClient {
                 .http
                 .send_with_retry(|c| Ok(c.put(url.as_str()).body(bytes.to_vec())))
                 .map(drop)
-                .map_err(|e| Error::http(format!("upload artifact {rel_path:?}"), e)),
+                .map_err(|e| self.http_err(format!("upload artifact {rel_path:?}"), e)),
             ArtifactTarget::Local(dest) => {
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent).map_err(|source| Error::Io {
@@ -437,7 +476,7 @@ impl MlflowClient {
                 let resp = self
                     .http
                     .send_with_retry(|c| Ok(c.get(url.as_str())))
-                    .map_err(|e| Error::http(format!("download artifact {rel_path:?}"), e))?;
+                    .map_err(|e| self.http_err(format!("download artifact {rel_path:?}"), e))?;
                 resp.bytes().map(|b| b.to_vec()).map_err(|e| {
                     Error::UnexpectedResponse(format!(
                         "download artifact {rel_path:?}: {}",
@@ -493,7 +532,7 @@ impl MlflowClient {
                 &url,
                 &json!({"model_id": model_id, "status": status}),
             )
-            .map_err(|e| Error::http(format!("finalize logged model {model_id}"), e))?;
+            .map_err(|e| self.http_err(format!("finalize logged model {model_id}"), e))?;
         Self::field(v, "/model/info", "logged-models finalize")
     }
 
@@ -503,8 +542,8 @@ impl MlflowClient {
         let resp = self
             .http
             .send_with_retry(|c| Ok(c.get(&url)))
-            .map_err(|e| Error::http(format!("get logged model {model_id}"), e))?;
-        let v: Value = decode(resp).map_err(|e| Error::http("get logged model", e))?;
+            .map_err(|e| self.http_err(format!("get logged model {model_id}"), e))?;
+        let v: Value = decode(resp).map_err(|e| self.http_err("get logged model", e))?;
         Self::field(v, "/model/info", "logged-models get")
     }
 
@@ -623,7 +662,7 @@ impl MlflowClient {
                 &self.api("registered-models/alias"),
                 &json!({"name": name, "alias": alias}),
             )
-            .map_err(|e| Error::http(format!("delete alias {alias:?} of model {name:?}"), e))?;
+            .map_err(|e| self.http_err(format!("delete alias {alias:?} of model {name:?}"), e))?;
         Ok(())
     }
 

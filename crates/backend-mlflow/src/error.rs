@@ -17,6 +17,24 @@ pub enum Error {
         #[source]
         source: Box<exptrack_http::Error>,
     },
+    /// The server refused the credentials (HTTP 401) or their permissions (HTTP 403). Permanent:
+    /// retrying with the same credentials cannot succeed.
+    #[error(
+        "mlflow: {context}: {} (HTTP {status}; {credentials}): {source}",
+        if *status == 401 { "authentication failed" } else { "permission denied" }
+    )]
+    Auth {
+        /// What was being done.
+        context: String,
+        /// 401 or 403.
+        status: u16,
+        /// Which credentials were sent and where they were read from (environment variable
+        /// names, never their values).
+        credentials: String,
+        /// The HTTP error.
+        #[source]
+        source: Box<exptrack_http::Error>,
+    },
     /// A metric, param or tag key breaks MLflow's rules (strict mode only; the default mode
     /// replaces invalid characters).
     #[error("mlflow: invalid {kind} key {key:?}: {reason}")]
@@ -83,6 +101,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Http { source, .. } => source.status(),
+            Error::Auth { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -90,7 +109,7 @@ impl Error {
     /// MLflow's `error_code` (e.g. `RESOURCE_DOES_NOT_EXIST`), when the server sent one.
     pub fn error_code(&self) -> Option<&str> {
         match self {
-            Error::Http { source, .. } => source.code(),
+            Error::Http { source, .. } | Error::Auth { source, .. } => source.code(),
             _ => None,
         }
     }

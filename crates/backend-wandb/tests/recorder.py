@@ -15,6 +15,8 @@ LOCK = threading.Lock()
 PORT = [0]
 # Fault injection: {"match": substring of the path, "left": requests to fail, "status": code}.
 FAULT = {"match": None, "left": 0, "status": 503}
+# A query string appended to every upload URL, like the signature of a cloud storage pre-signed URL.
+PRESIGN = {"query": None}
 
 
 def take_fault(path):
@@ -56,9 +58,14 @@ def gql_response(op, query, variables):
     if "createRunFiles" in q:
         run = v.get("run") or "run"
         files = []
+        suffix = "?" + PRESIGN["query"] if PRESIGN["query"] else ""
         for f in v.get("files") or []:
             files.append(
-                {"name": f, "uploadUrl": "http://127.0.0.1:%d/upload/%s/%s" % (PORT[0], run, f), "uploadHeaders": []}
+                {
+                    "name": f,
+                    "uploadUrl": "http://127.0.0.1:%d/upload/%s/%s%s" % (PORT[0], run, f, suffix),
+                    "uploadHeaders": [],
+                }
             )
         return {"data": {"createRunFiles": {"runID": "UnVu", "uploadHeaders": [], "files": files}}}
     if "__type" in q or "__schema" in q:
@@ -115,7 +122,8 @@ class H(BaseHTTPRequestHandler):
             body = {"_raw_len": len(raw)}
         rec = {
             "method": self.command,
-            "path": self.path,
+            # Without the query: a pre-signed upload URL's signature is not part of the path.
+            "path": self.path.split("?", 1)[0],
             "authorization": self.headers.get("Authorization"),
             "user_agent": self.headers.get("User-Agent"),
             "body": body,
@@ -141,6 +149,8 @@ class H(BaseHTTPRequestHandler):
         if self.path == "/_control":
             cfg = json.loads(raw)
             with LOCK:
+                if "presign" in cfg:
+                    PRESIGN["query"] = cfg.pop("presign")
                 FAULT.update(cfg)
             self._send({})
             return
@@ -159,7 +169,11 @@ class H(BaseHTTPRequestHandler):
 
     def do_PUT(self):
         raw = self._body()
-        self._record(b"", {"put_len": len(raw), "put_text": raw.decode("utf-8", "replace")[:100000]})
+        failed = take_fault(self.path)
+        self._record(b"", {"put_len": len(raw), "put_text": raw.decode("utf-8", "replace")[:100000]}, failed)
+        if failed:
+            self._send({"error": "injected failure"}, failed)
+            return
         self._send({})
 
     def do_GET(self):

@@ -8,7 +8,8 @@ mod profile_common;
 
 use exptrack_checkpoint::{Checkpoint, CheckpointConfig, ModelCheckpointer, evict_from_page_cache};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print with `Display` and their causes (`exptrack_core::error::Reported`), never `Debug`.
+fn main() -> Result<(), exptrack_core::error::Reported> {
     let profile_common::Setup { data, rounds, tmp } = profile_common::setup()?;
     let raw = tmp.path().join("raw.bin");
     std::fs::write(&raw, &data)?;

@@ -9,7 +9,8 @@ mod profile_common;
 
 use exptrack_checkpoint::{Checkpoint, CheckpointConfig, Compression, ModelCheckpointer};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print with `Display` and their causes (`exptrack_core::error::Reported`), never `Debug`.
+fn main() -> Result<(), exptrack_core::error::Reported> {
     let profile_common::Setup { data, rounds, tmp } = profile_common::setup()?;
     let cfg = CheckpointConfig {
         dir: tmp.path().join("ck"),

@@ -8,6 +8,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use exptrack_core::shutdown::WorkGuard;
+
 use crate::checkpoint::{Checkpoint, LoadedCheckpoint, Source};
 use crate::config::CheckpointConfig;
 use crate::error::{Error, IoContext, Result};
@@ -87,7 +89,9 @@ pub struct ModelCheckpointer {
 
 #[derive(Debug)]
 struct Worker {
-    tx: mpsc::Sender<Checkpoint>,
+    /// Each accepted save travels with a shutdown guard, held until it is committed or failed,
+    /// so a Ctrl-C / SIGTERM exit waits for it (`exptrack_core::shutdown`).
+    tx: mpsc::Sender<(Checkpoint, WorkGuard)>,
     handle: JoinHandle<()>,
 }
 
@@ -257,8 +261,9 @@ impl ModelCheckpointer {
             }
             p.in_flight += 1;
         }
+        let guard = exptrack_core::shutdown::begin_work("checkpoint save");
         let sent = self.worker().and_then(|w| {
-            w.tx.send(checkpoint).map_err(|_| Error::Worker {
+            w.tx.send((checkpoint, guard)).map_err(|_| Error::Worker {
                 message: "save thread is gone".into(),
             })
         });
@@ -302,7 +307,7 @@ impl ModelCheckpointer {
 
     fn worker(&mut self) -> Result<&Worker> {
         if self.worker.is_none() {
-            let (tx, rx) = mpsc::channel::<Checkpoint>();
+            let (tx, rx) = mpsc::channel::<(Checkpoint, WorkGuard)>();
             let shared = Arc::clone(&self.shared);
             let handle = std::thread::Builder::new()
                 .name("exptrack-ckpt-save".into())
@@ -553,8 +558,8 @@ impl Drop for ModelCheckpointer {
     }
 }
 
-fn worker_loop(shared: &Shared, rx: mpsc::Receiver<Checkpoint>) {
-    for ckpt in rx {
+fn worker_loop(shared: &Shared, rx: mpsc::Receiver<(Checkpoint, WorkGuard)>) {
+    for (ckpt, _guard) in rx {
         let step = ckpt.step;
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.save_now(ckpt)));

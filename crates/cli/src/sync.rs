@@ -85,6 +85,19 @@ impl Tracker for Progress<'_> {
 
 pub(crate) fn sync(ctx: &Ctx, a: &SyncArgs) -> Result<()> {
     let entry = ctx.find_run(&a.run)?;
+    // A run another process has open is still being delivered by its own tracker: syncing it now
+    // would race that tracker (sync_run refuses too; this gives the clearer message).
+    if exptrack_core::store::run_in_use(&entry.dir) {
+        return Err(CliError::usage(format!(
+            "run {} is open in another process (it holds {}); nothing was synced",
+            entry.metadata.run_id,
+            entry.dir.join(".lock").display()
+        ))
+        .hint(
+            "its tracker is still delivering; run `exptrack sync` after that process has finished \
+             the run (a crashed process releases the lock)",
+        ));
+    }
     let reader = RunReader::open(&entry.dir).map_err(|e| from_core(e, "opening run"))?;
     let last = reader
         .last_seq()
@@ -139,9 +152,19 @@ pub(crate) fn sync(ctx: &Ctx, a: &SyncArgs) -> Result<()> {
         };
         let report = sync_run(&entry.dir, &mut wrapped);
         pb.finish_and_clear();
-        let report = report.map_err(|e| {
-            CliError::backend(format!("sync of run {} to {name} failed: {e}", entry.metadata.run_id))
-                .hint("events delivered so far are recorded in cursors.json; run the same command again to resume")
+        let report = report.map_err(|e| match e {
+            exptrack_core::Error::Config(m) => CliError::usage(format!(
+                "sync of run {} to {name} refused: {m}",
+                entry.metadata.run_id
+            )),
+            e => CliError::backend(format!(
+                "sync of run {} to {name} failed: {}",
+                entry.metadata.run_id,
+                exptrack_core::error::report(&e)
+            ))
+            .hint(
+                "events delivered so far are recorded in cursors.json; run the same command again to resume",
+            ),
         })?;
         println!(
             "{name}: delivered {} event(s) (seq {}..{}){}",

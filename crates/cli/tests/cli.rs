@@ -470,3 +470,66 @@ fn sync_to_wandb_offline_and_resume_from_cursor() {
     let o = exptrack(&["sync", &id, "--dir", s(&runs), "--to", "tensorboard"]);
     assert_code(&o, 2);
 }
+
+/// `exptrack sync` refuses a run that another process (here: a live tracker in this test process)
+/// has open, delivers nothing and leaves its cursors alone; once the run is finished the same
+/// command syncs it.
+#[test]
+fn sync_refuses_a_run_that_is_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let tracker =
+        exptrack_core::ExperimentTracker::builder(exptrack_core::ExperimentConfig::named("busy"))
+            .runs_dir(&runs)
+            .handle_signals(false)
+            .collect_system_info(false)
+            .build()
+            .unwrap();
+    for i in 0..20u64 {
+        tracker
+            .log_metrics(i, &[("train/loss", 1.0 / (i + 1) as f64)])
+            .unwrap();
+    }
+    tracker.flush().unwrap();
+    let dir = tracker.run_dir().to_path_buf();
+    let id = tracker.metadata().run_id.clone();
+    let wandb_dir = tmp.path().join("wb");
+    let args = [
+        "sync",
+        id.as_str(),
+        "--dir",
+        s(&runs),
+        "--to",
+        "wandb",
+        "--wandb-offline",
+        "--wandb-dir",
+        s(&wandb_dir),
+    ];
+    let o = exptrack(&args);
+    assert_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("open in another process"), "{err}");
+    assert!(err.contains("nothing was synced"), "{err}");
+    assert!(!wandb_dir.exists(), "nothing written for W&B");
+    let cursors = std::fs::read_to_string(dir.join("cursors.json")).unwrap_or_default();
+    assert!(!cursors.contains("wandb"), "{cursors}");
+
+    // The library refuses too (for callers other than the CLI).
+    let mut t = exptrack_wandb::WandbTracker::builder()
+        .mode(exptrack_wandb::Mode::Offline)
+        .dir(&wandb_dir)
+        .build()
+        .unwrap();
+    let e = exptrack_core::sync_run(&dir, &mut t).unwrap_err();
+    assert!(e.to_string().contains("open in another process"), "{e}");
+    assert!(!wandb_dir.join("wandb").exists());
+
+    tracker.finish(exptrack_core::RunStatus::Completed).unwrap();
+    let o = exptrack(&args);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("run closed as completed"),
+        "{}",
+        stdout(&o)
+    );
+}

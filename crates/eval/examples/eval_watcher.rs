@@ -163,7 +163,12 @@ fn parse_args() -> Result<Args, BoxError> {
     Ok(args)
 }
 
-fn main() -> Result<(), BoxError> {
+/// Errors print with `Display` and their causes (`exptrack_core::error::Reported`), never `Debug`.
+fn main() -> Result<(), exptrack_core::error::Reported> {
+    run().map_err(exptrack_core::error::Reported::boxed)
+}
+
+fn run() -> Result<(), BoxError> {
     let mut args = parse_args()?;
     let mut trainer = None;
     let _tmp;

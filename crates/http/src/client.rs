@@ -211,8 +211,12 @@ impl HttpClient {
         F: FnMut(&Client) -> Result<RequestBuilder>,
     {
         let start = Instant::now();
-        let budget_end = start + self.retry.retry_timeout;
-        let end = deadline.map_or(budget_end, |d| d.min(budget_end));
+        // Checked: a configured budget of `Duration::MAX` means "no budget", not a panic.
+        let budget_end = start.checked_add(self.retry.retry_timeout);
+        let end = match (deadline, budget_end) {
+            (Some(d), Some(b)) => Some(d.min(b)),
+            (d, b) => d.or(b),
+        };
         let mut attempts: u32 = 0;
         loop {
             let req = self
@@ -278,8 +282,11 @@ impl HttpClient {
                 return Err(err);
             }
             let wait = self.retry.backoff_random(retry, retry_after);
-            if Instant::now() + wait > end {
-                if deadline.is_some_and(|d| d <= budget_end && Instant::now() + wait > d) {
+            // `None`: the wait ends beyond what an `Instant` can represent.
+            let wake = Instant::now().checked_add(wait);
+            let past = |limit: Instant| wake.is_none_or(|w| w > limit);
+            if end.is_some_and(past) {
+                if deadline.is_some_and(|d| budget_end.is_none_or(|b| d <= b) && past(d)) {
                     return Err(Error::GaveUp {
                         method,
                         url,
@@ -319,16 +326,16 @@ impl HttpClient {
 
     /// Sleeps `d` in small slices; false if cancelled meanwhile.
     fn sleep(&self, d: Duration) -> bool {
-        let end = Instant::now() + d;
+        let start = Instant::now();
         loop {
             if self.cancel.is_cancelled() {
                 return false;
             }
-            let now = Instant::now();
-            if now >= end {
+            let left = d.saturating_sub(start.elapsed());
+            if left.is_zero() {
                 return true;
             }
-            std::thread::sleep((end - now).min(Duration::from_millis(20)));
+            std::thread::sleep(left.min(Duration::from_millis(20)));
         }
     }
 
@@ -373,7 +380,10 @@ impl HttpClient {
     pub fn put_file(&self, url: &str, path: &Path, content_type: Option<&str>) -> Result<Response> {
         self.send_with_retry(|c| {
             let (body, len) = file_body(path)?;
-            let timeout = self.retry.request_timeout + Duration::from_secs(len >> 20);
+            let timeout = self
+                .retry
+                .request_timeout
+                .saturating_add(Duration::from_secs(len >> 20));
             let mut rb = c.put(url).body(body).timeout(timeout);
             if let Some(ct) = content_type {
                 rb = rb.header(reqwest::header::CONTENT_TYPE, ct);
@@ -425,26 +435,58 @@ pub fn file_body(path: &Path) -> Result<(Body, u64)> {
     Ok((Body::sized(file, len), len))
 }
 
-/// The URL without user info (`user:password@`).
+/// The URL as it may appear in errors and logs: without user info (`user:password@`), with every
+/// query value replaced by `REDACTED` (keys kept) and without a fragment. Query strings carry
+/// secrets: the signature and credential of a pre-signed upload URL (`X-Amz-Signature`,
+/// `X-Goog-Signature`, an Azure SAS `sig`), API keys, tokens.
+///
+/// ```
+/// let u = exptrack_http::reqwest::Url::parse(
+///     "https://bob:pw@storage.example/b/f.bin?X-Goog-Signature=abc123&X-Goog-Expires=60",
+/// ).unwrap();
+/// assert_eq!(
+///     exptrack_http::redact_url(&u),
+///     "https://storage.example/b/f.bin?X-Goog-Signature=REDACTED&X-Goog-Expires=REDACTED"
+/// );
+/// ```
 pub fn redact_url(url: &reqwest::Url) -> String {
-    if url.username().is_empty() && url.password().is_none() {
+    let clean = url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if clean {
         return url.to_string();
     }
     let mut u = url.clone();
     // Only fails for cannot-be-a-base URLs, which have no user info to strip anyway.
     let _ = u.set_username("");
     let _ = u.set_password(None);
+    u.set_fragment(None);
+    if url.query().is_some() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.set_query(None);
+        if !keys.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for k in &keys {
+                q.append_pair(k, "REDACTED");
+            }
+        }
+    }
     u.to_string()
 }
 
-/// [`redact_url`] for a string (unparseable strings are cut at the first `@`).
+/// [`redact_url`] for a string (an unparseable string loses everything from its first `?` or
+/// `#`, and its user info up to the first `@`).
 pub fn redact_str(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => redact_url(&u),
-        Err(_) => match (url.find("://"), url.find('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
-            _ => url.to_owned(),
-        },
+        Err(_) => {
+            let cut = url.find(['?', '#']).map_or(url, |i| &url[..i]);
+            match (cut.find("://"), cut.find('@')) {
+                (Some(s), Some(at)) if at > s => format!("{}{}", &cut[..s + 3], &cut[at + 1..]),
+                _ => cut.to_owned(),
+            }
+        }
     }
 }
 
@@ -463,5 +505,13 @@ mod tests {
             "http://127.0.0.1:5000/"
         );
         assert_eq!(redact_str("nonsense://a:b@c d"), "nonsense://c d");
+        // Pre-signed URLs: signature and credential values never survive.
+        let presigned = "https://bucket.s3.example/k/f.bin?X-Amz-Credential=AKIAEXAMPLE%2F2026&X-Amz-Signature=deadbeef#frag";
+        let r = redact_str(presigned);
+        assert_eq!(
+            r,
+            "https://bucket.s3.example/k/f.bin?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED"
+        );
+        assert_eq!(redact_str("not a url?sig=deadbeef"), "not a url");
     }
 }

@@ -49,7 +49,7 @@ pub use client::{
     CancelToken, HttpClient, HttpClientBuilder, decode, file_body, redact_str, redact_url,
 };
 pub use error::{Error, Result};
-pub use retry::{RetryConfig, RetryPolicy, parse_retry_after};
+pub use retry::{MAX_RETRY_AFTER, RetryConfig, RetryPolicy, parse_retry_after};
 pub use secret::{Auth, Secret};
 
 pub use reqwest;

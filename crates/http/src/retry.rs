@@ -6,6 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+/// The longest a server's `Retry-After` can make a client wait before one retry (unless
+/// [`RetryConfig::max_backoff`] is longer): MLflow's Python client caps its backoff at 120 s too.
+/// A larger or absurd value (`Retry-After: 99999999999`, a date centuries ahead) is cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
 /// Which HTTP status codes are worth retrying. Connection errors and timeouts are always retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryPolicy {
@@ -119,11 +124,12 @@ impl RetryConfig {
         }
     }
 
-    /// The wait before retry number `retry`: the server's `Retry-After` if given, else the base
-    /// backoff plus jitter drawn from `[0, jitter)` using `unit` in `[0, 1)`.
+    /// The wait before retry number `retry`: the server's `Retry-After` if given (at most
+    /// [`MAX_RETRY_AFTER`] or `max_backoff`, whichever is longer), else the base backoff plus
+    /// jitter drawn from `[0, jitter)` using `unit` in `[0, 1)`.
     pub fn backoff(&self, retry: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
         if let Some(ra) = retry_after {
-            return ra;
+            return ra.min(MAX_RETRY_AFTER.max(self.max_backoff));
         }
         let unit = if unit.is_finite() {
             unit.clamp(0.0, 1.0)
@@ -213,6 +219,12 @@ mod tests {
         assert_eq!(
             c.backoff(2, Some(Duration::from_secs(7)), 0.9),
             Duration::from_secs(7)
+        );
+        // A huge Retry-After is capped (it used to overflow `Instant + Duration`).
+        assert_eq!(c.backoff(0, Some(Duration::MAX), 0.0), MAX_RETRY_AFTER);
+        assert_eq!(
+            c.backoff(0, Some(Duration::from_secs(u64::MAX)), 0.0),
+            MAX_RETRY_AFTER
         );
         // Nonsense factors do not panic or shrink.
         let odd = RetryConfig {

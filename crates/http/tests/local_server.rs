@@ -157,6 +157,66 @@ fn honours_retry_after_seconds() {
     assert!(waited < Duration::from_secs(4), "waited {waited:?}");
 }
 
+/// A server asking for an absurd wait (`Retry-After` of u64::MAX seconds, or a date in year
+/// 9999) once panicked the client with an `Instant + Duration` overflow. The wait is capped at
+/// `MAX_RETRY_AFTER`: beyond the retry budget the request fails at once with the server's status,
+/// within it the client waits the capped time (here ended early by a cancel).
+#[test]
+fn huge_retry_after_is_capped_not_a_panic() {
+    for header in [
+        "Retry-After: 18446744073709551615\r\n",
+        "Retry-After: Fri, 31 Dec 9999 23:59:59 GMT\r\n",
+    ] {
+        // Budget 20 s < the 120 s cap: give up at once with the 503 (transient: try later).
+        let (base, seen, h) = serve(vec![response("503 Service Unavailable", header, "{}")]);
+        let client = HttpClient::builder()
+            .retry(fast_retry())
+            .no_proxy(true)
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        let err = client
+            .get_json::<serde_json::Value>(&format!("{base}/"), &[])
+            .unwrap_err();
+        h.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert_eq!(err.status(), Some(503), "{err}");
+        assert!(err.is_transient());
+        assert_eq!(seen.lock().unwrap().len(), 1);
+
+        // Budget 600 s > the cap: the client sleeps (capped), and a cancel ends the wait.
+        let (base, _seen, h) = serve(vec![response("429 Too Many Requests", header, "{}")]);
+        let client = slow_retry_client();
+        let token = client.cancel_token().clone();
+        let canceller = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            token.cancel();
+        });
+        let t = Instant::now();
+        let err = client
+            .get_json::<serde_json::Value>(&format!("{base}/"), &[])
+            .unwrap_err();
+        canceller.join().unwrap();
+        h.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(
+            matches!(
+                err,
+                Error::GaveUp {
+                    reason: "cancelled",
+                    attempts: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        RetryConfig::default().backoff(0, Some(Duration::MAX), 0.0),
+        exptrack_http::MAX_RETRY_AFTER
+    );
+}
+
 #[test]
 fn client_errors_are_not_retried_and_are_permanent() {
     let (base, seen, h) = serve(vec![response(

@@ -5,7 +5,8 @@
 use exptrack_core::{ExperimentConfig, ExperimentTracker, RunStatus};
 use exptrack_plot::{ConfusionMatrix, plot_run};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print with `Display` and their causes (`exptrack_core::error::Reported`), never `Debug`.
+fn main() -> Result<(), exptrack_core::error::Reported> {
     let out = std::env::args_os()
         .nth(1)
         .map(std::path::PathBuf::from)
@@ -60,7 +61,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cm = ConfusionMatrix { labels, counts };
     tracker.log_text(500, "confusion_matrix", &cm.to_json().to_string())?;
     let run_dir = tracker.run_dir().to_path_buf();
-    tracker.finish(RunStatus::Completed)?;
+    for line in tracker.finish(RunStatus::Completed)?.problem_lines() {
+        eprintln!("warning: {line}");
+    }
     for p in plot_run(&run_dir, &out)? {
         println!("{}", p.display());
     }

@@ -79,3 +79,85 @@ impl<T> IoContext<T> for std::io::Result<T> {
         })
     }
 }
+
+/// Renders an error for people: its `Display`, then each [`source`](std::error::Error::source) in
+/// its chain as `: cause`, skipping a cause whose text the message already contains (many errors
+/// repeat their source in their own message). Never uses `Debug`, so no struct dump reaches the
+/// user.
+///
+/// ```
+/// let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied");
+/// let e = exptrack_core::Error::Io { context: "creating run directory", path: "runs/x".into(), source: io };
+/// assert_eq!(
+///     exptrack_core::error::report(&e),
+///     "creating run directory (runs/x): permission denied"
+/// );
+/// ```
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    // A cycle in a hand-written `source()` must not hang the caller.
+    let mut depth = 0;
+    while let Some(cause) = next {
+        depth += 1;
+        if depth > 32 {
+            break;
+        }
+        let text = cause.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// Wraps any error so that `Display` and `Debug` both print [`report`]: return
+/// `Result<(), Reported>` from `main` and a failure prints `Error: <message>: <cause>` instead of a
+/// `Debug` dump of the error's fields.
+///
+/// ```
+/// use exptrack_core::error::Reported;
+///
+/// fn main() -> Result<(), Reported> {
+///     let n: u32 = "42".parse()?; // any error type converts
+///     assert_eq!(n, 42);
+///     Ok(())
+/// }
+/// # let r = Reported::from(std::io::Error::other("disk full"));
+/// # assert_eq!(format!("{r:?}"), "disk full");
+/// ```
+pub struct Reported(Box<dyn std::error::Error + 'static>);
+
+impl Reported {
+    /// Wraps a thread-safe boxed error (`Box<dyn Error + Send + Sync>`, which `?` cannot convert
+    /// by itself): `run().map_err(Reported::boxed)`.
+    pub fn boxed(e: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        Reported(e)
+    }
+
+    /// The wrapped error.
+    pub fn into_inner(self) -> Box<dyn std::error::Error + 'static> {
+        self.0
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error + 'static>>> From<E> for Reported {
+    fn from(e: E) -> Self {
+        Reported(e.into())
+    }
+}
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&report(self.0.as_ref()))
+    }
+}
+
+impl std::fmt::Debug for Reported {
+    /// The same text as `Display`: `main` prints a returned error with `Debug`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&report(self.0.as_ref()))
+    }
+}

@@ -207,6 +207,31 @@ fn lock_run_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// Takes the run's lock for a sync; a run another tracker holds is refused.
+fn lock_for_sync(dir: &Path) -> Result<File> {
+    let path = dir.join(".lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx("opening run lock", &path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "run {} is open in another process (its tracker holds {}): sync it after that \
+             process has finished the run; its own tracker is still delivering",
+            dir.display(),
+            path.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(Error::Io {
+            context: "locking run directory for sync",
+            path,
+            source: e,
+        }),
+    }
+}
+
 /// Whether another process (or handle) has the run open.
 pub fn run_in_use(dir: &Path) -> bool {
     let Ok(f) = OpenOptions::new().write(true).open(dir.join(".lock")) else {
@@ -1132,8 +1157,13 @@ pub struct SyncReport {
 /// Replays a stored run into `tracker` from its cursor in `cursors.json`, in order, in batches,
 /// advancing the cursor after each delivered batch; closes the tracker with the run's final status
 /// if the run has ended. Running it again after success delivers nothing.
+///
+/// Refuses (with [`Error::Config`]) a run that is open in another process or handle: its tracker
+/// is still delivering, and two writers of `cursors.json` would send events twice. The run's lock
+/// is held for the whole sync, so the run cannot be resumed meanwhile either.
 pub fn sync_run(run_dir: &Path, tracker: &mut dyn Tracker) -> Result<SyncReport> {
     let reader = RunReader::open(run_dir)?;
+    let _lock = lock_for_sync(run_dir)?;
     let metadata = reader.metadata()?;
     let config = reader.config()?;
     let name = tracker.name().to_owned();

@@ -43,7 +43,8 @@ fn write_synthetic(dir: &Path, n_train: usize, n_test: usize) -> std::io::Result
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print with `Display` and their causes (`exptrack_core::error::Reported`), never `Debug`.
+fn main() -> Result<(), exptrack_core::error::Reported> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let _tmp;
     let dir: PathBuf = match args.first() {

@@ -397,11 +397,11 @@ fn main() -> ExitCode {
     match run(&args, &runtime) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ Error::Device { .. }) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", exptrack_core::error::report(&e));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", exptrack_core::error::report(&e));
             ExitCode::FAILURE
         }
     }

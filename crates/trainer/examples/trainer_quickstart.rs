@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use exptrack_trainer::quickstart::{QuickstartArgs, run};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print with `Display` and their causes (`exptrack_core::error::Reported`), never `Debug`.
+fn main() -> Result<(), exptrack_core::error::Reported> {
     let mut args = QuickstartArgs::default();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {

@@ -18,7 +18,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use exptrack_core::{ExperimentConfig, ExperimentTracker, RunStatus, Tracker};
+use exptrack_core::{ExperimentConfig, ExperimentTracker, FinishReport, RunStatus, Tracker};
 use rand::{Rng, SeedableRng};
 
 use exptrack_checkpoint::{CheckpointConfig, ModelCheckpointer};
@@ -165,6 +165,9 @@ pub struct QuickstartArgs {
     pub stop_after_step: Option<u64>,
     /// Progress bars / lines on stdout.
     pub quiet: bool,
+    /// Per tracker name, the `--to` argument of `exptrack sync` that delivers its events later
+    /// (e.g. `("mlflow", "mlflow=http://127.0.0.1:5000")`); default: the tracker's name.
+    pub sync_targets: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for QuickstartArgs {
@@ -176,6 +179,7 @@ impl std::fmt::Debug for QuickstartArgs {
             .field("trackers", &self.trackers.len())
             .field("stop_after_step", &self.stop_after_step)
             .field("quiet", &self.quiet)
+            .field("sync_targets", &self.sync_targets.len())
             .finish()
     }
 }
@@ -195,6 +199,10 @@ pub struct QuickstartOutcome {
     pub checkpoint_dir: PathBuf,
     /// Wall time of this call.
     pub elapsed: Duration,
+    /// How the run's finish went for the local store and each tracker (`None` when already
+    /// completed). Its [`problem_lines`](exptrack_core::FinishReport::problem_lines) were printed
+    /// on stderr.
+    pub finish: Option<FinishReport>,
 }
 
 fn tracking(e: exptrack_core::Error) -> Error {
@@ -286,6 +294,7 @@ pub fn run(args: QuickstartArgs) -> Result<QuickstartOutcome> {
             run_dir: None,
             checkpoint_dir,
             elapsed: started.elapsed(),
+            finish: None,
         });
     }
 
@@ -317,23 +326,27 @@ pub fn run(args: QuickstartArgs) -> Result<QuickstartOutcome> {
         message: "the experiment tracker is still shared".into(),
         source: None,
     })?;
+    let sync_targets = args.sync_targets;
     let (_model, result) = match fitted {
         Ok(r) => r,
         Err(e) => {
-            let _ = tracker.finish(RunStatus::Failed);
+            if let Ok(report) = tracker.finish(RunStatus::Failed) {
+                print_problems(&report, &sync_targets);
+            }
             return Err(e);
         }
     };
     let acc = result.final_metric("valid/accuracy").unwrap_or(f64::NAN);
-    if result.interrupted {
-        tracker.finish(RunStatus::Killed).map_err(tracking)?;
+    let report = if result.interrupted {
+        tracker.finish(RunStatus::Killed).map_err(tracking)?
     } else {
         tracker
             .set_result("final_valid_accuracy", serde_json::json!(acc))
             .map_err(tracking)?;
         log_plots(&tracker, &run_dir);
-        tracker.finish(RunStatus::Completed).map_err(tracking)?;
-    }
+        tracker.finish(RunStatus::Completed).map_err(tracking)?
+    };
+    print_problems(&report, &sync_targets);
     if !args.quiet {
         println!(
             "{}: valid/accuracy {acc:.4} after {} steps ({:.1}s){}; run {}",
@@ -358,7 +371,22 @@ pub fn run(args: QuickstartArgs) -> Result<QuickstartOutcome> {
         run_dir: Some(run_dir),
         checkpoint_dir,
         elapsed: started.elapsed(),
+        finish: Some(report),
     })
+}
+
+/// Prints one `warning:` line on stderr per tracker that did not get the whole run (and per
+/// local-store error): the cause, how many events are only local, and the sync command.
+fn print_problems(report: &FinishReport, sync_targets: &[(String, String)]) {
+    let target = |name: &str| {
+        sync_targets
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| name.to_owned(), |(_, t)| t.clone())
+    };
+    for line in report.problem_lines_with(target) {
+        eprintln!("warning: {line}");
+    }
 }
 
 /// Renders the run's curves into `<run_dir>/plots` and logs them as artifacts (feature `plots`).
@@ -366,9 +394,10 @@ pub fn run(args: QuickstartArgs) -> Result<QuickstartOutcome> {
 fn log_plots(tracker: &ExperimentTracker, run_dir: &std::path::Path) {
     #[cfg(feature = "plots")]
     {
-        // The plots are drawn from the local store: make sure it has every event first.
+        // The plots are drawn from the local store: make sure it has every event first. A
+        // backend that did not confirm is reported (once, with its cause) when the run finishes.
         if let Err(e) = tracker.flush_timeout(Duration::from_secs(10)) {
-            eprintln!("warning: flush before plotting: {e}");
+            tracing::debug!("flush before plotting: {e}");
         }
         match exptrack_plot::plot_run(run_dir, run_dir.join("plots")) {
             Ok(files) => {

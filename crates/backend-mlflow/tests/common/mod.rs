@@ -71,11 +71,24 @@ pub struct MlflowServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// The admin password of a `--app-name basic-auth` server (user `admin`), `None` without auth.
+    pub admin_password: Option<String>,
 }
 
 impl MlflowServer {
     /// Starts a server with a fresh store and waits until it is healthy.
     pub fn start(exe: &Path) -> MlflowServer {
+        Self::start_inner(exe, None)
+    }
+
+    /// Starts `mlflow server --app-name basic-auth` (MLflow's basic HTTP authentication) whose
+    /// user `admin` has `admin_password`; every REST call needs those credentials, `/health`
+    /// does not.
+    pub fn start_basic_auth(exe: &Path, admin_password: &str) -> MlflowServer {
+        Self::start_inner(exe, Some(admin_password.to_owned()))
+    }
+
+    fn start_inner(exe: &Path, admin_password: Option<String>) -> MlflowServer {
         let dir = tempfile::Builder::new()
             .prefix("exptrack-mlflow-")
             .tempdir()
@@ -85,6 +98,7 @@ impl MlflowServer {
             dir,
             port: free_port(),
             child: None,
+            admin_password,
         };
         s.spawn();
         s.wait_healthy(Duration::from_secs(240));
@@ -123,10 +137,33 @@ impl MlflowServer {
                 "1",
             ])
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD")
             .current_dir(d)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        if let Some(pw) = &self.admin_password {
+            // The auth app's own user store and settings (see mlflow/server/auth/basic_auth.ini).
+            let ini = d.join("basic_auth.ini");
+            std::fs::write(
+                &ini,
+                format!(
+                    "[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{}\n\
+                     admin_username = admin\n\
+                     authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+                    d.join("basic_auth.db").display()
+                ),
+            )
+            .expect("auth config");
+            cmd.args(["--app-name", "basic-auth"])
+                .env("MLFLOW_AUTH_CONFIG_PATH", &ini)
+                .env("MLFLOW_AUTH_ADMIN_PASSWORD", pw)
+                .env(
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+                    "exptrack-test-only-secret",
+                );
+        }
         // SAFETY: setsid is async-signal-safe; runs in the child between fork and exec.
         unsafe {
             use std::os::unix::process::CommandExt;
@@ -205,6 +242,7 @@ impl MlflowServer {
             .expect("client")
             .get(format!("{}/api/2.0/mlflow/{path}", self.uri()))
             .query(query)
+            .pipe_auth(self)
             .send()
             .expect("GET");
         let status = r.status();
@@ -221,6 +259,7 @@ impl MlflowServer {
             .expect("client")
             .post(format!("{}/api/2.0/mlflow/{path}", self.uri()))
             .json(body)
+            .pipe_auth(self)
             .send()
             .expect("POST");
         let status = r.status();
@@ -276,6 +315,20 @@ impl MlflowServer {
 
     pub fn run(&self, run_id: &str) -> Value {
         self.get("runs/get", &[("run_id", run_id)])["run"].clone()
+    }
+}
+
+/// Adds the admin's credentials for a basic-auth server.
+trait PipeAuth {
+    fn pipe_auth(self, server: &MlflowServer) -> Self;
+}
+
+impl PipeAuth for reqwest::blocking::RequestBuilder {
+    fn pipe_auth(self, server: &MlflowServer) -> Self {
+        match &server.admin_password {
+            Some(pw) => self.basic_auth("admin", Some(pw)),
+            None => self,
+        }
     }
 }
 

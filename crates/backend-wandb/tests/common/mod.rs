@@ -163,6 +163,16 @@ impl Recorder {
     /// Makes the next `count` requests whose path contains `path_part` fail with `status`.
     pub fn fail_next(&self, path_part: &str, count: u32, status: u16) {
         let body = format!(r#"{{"match":"{path_part}","left":{count},"status":{status}}}"#);
+        self.control(&body);
+    }
+
+    /// Appends `query` to every upload URL handed out from now on (like a pre-signed URL's
+    /// signature).
+    pub fn presign(&self, query: &str) {
+        self.control(&serde_json::json!({ "presign": query }).to_string());
+    }
+
+    fn control(&self, body: &str) {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         use std::io::{Read, Write};
         write!(
