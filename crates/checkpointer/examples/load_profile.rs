@@ -1,4 +1,4 @@
-//! Verified load vs raw read, hot and cold page cache, interleaved rounds.
+//! Verified load (BLAKE3, the default) vs raw read, hot and cold page cache, interleaved rounds.
 //!
 //! `cargo run --release -p exptrack-checkpoint --example load_profile -- 64M 9 [dir]`
 
@@ -22,7 +22,7 @@ fn main() -> Result<(), exptrack_core::error::Reported> {
     )?;
     let info = ck.save(Checkpoint::new(1).file("model.bpk", data.clone()))?;
     let stored = info.path_of("model.bpk");
-    let mut t: [Vec<Duration>; 5] = Default::default();
+    let mut t: [Vec<Duration>; 6] = Default::default();
     for _ in 0..rounds {
         for cold in [false, true] {
             if cold {
@@ -48,6 +48,9 @@ fn main() -> Result<(), exptrack_core::error::Reported> {
         };
         t[4].push(s.elapsed());
         std::hint::black_box(d);
+        let s = Instant::now();
+        std::hint::black_box(blake3::hash(&data));
+        t[5].push(s.elapsed());
     }
     profile_common::print_medians(
         &[
@@ -56,6 +59,7 @@ fn main() -> Result<(), exptrack_core::error::Reported> {
             "raw read (cold)",
             "verified load (cold)",
             "sha256 alone",
+            "blake3 alone (one thread)",
         ],
         &mut t,
     );

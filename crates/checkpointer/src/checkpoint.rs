@@ -90,7 +90,9 @@ impl Checkpoint {
         self
     }
 
-    /// Rejects names that are not plain, unique file names.
+    /// Rejects names that are not plain, unique file names (the project's one name rule,
+    /// `exptrack_core::metadata::check_component`: ASCII letters, digits, `_`, `-`, `.`; not
+    /// starting with `.`; at most 200 bytes).
     pub(crate) fn validate(&self) -> Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for (name, _) in &self.files {
@@ -100,17 +102,9 @@ impl Checkpoint {
                     reason,
                 })
             };
-            if name.is_empty() {
-                return bad("empty");
-            }
-            if name.len() > 200 {
-                return bad("longer than 200 bytes");
-            }
-            if name.contains('/') || name.contains('\\') || name.contains('\0') {
-                return bad("contains a path separator or NUL");
-            }
-            if name.starts_with('.') {
-                return bad("starts with '.'");
+            // The rule every name read back from checkpoint.json must pass, so what is saved loads.
+            if let Err(reason) = exptrack_core::metadata::check_component(name) {
+                return bad(reason);
             }
             if name == CHECKPOINT_JSON {
                 return bad("reserved for the checkpoint's metadata");
@@ -128,7 +122,7 @@ impl Checkpoint {
 pub struct LoadedCheckpoint {
     /// Its metadata.
     pub info: CheckpointInfo,
-    /// The file contents by name (decompressed, sha256-verified).
+    /// The file contents by name (decompressed, verified against the recorded digest).
     pub files: BTreeMap<String, Vec<u8>>,
 }
 

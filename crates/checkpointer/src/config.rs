@@ -94,6 +94,25 @@ impl<'de> Deserialize<'de> for Compression {
     }
 }
 
+/// A deserialization error's message, prefixed with the key it is about when the message does not
+/// say (found by deserializing each key alone).
+fn name_the_key(table: &toml::Table, e: &toml::de::Error) -> String {
+    let message = e.to_string().trim().to_owned();
+    for (key, value) in table {
+        let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+        if toml::Value::Table(alone)
+            .try_into::<CheckpointConfig>()
+            .is_err()
+        {
+            if message.contains(key.as_str()) {
+                return message;
+            }
+            return format!("{key}: {message}");
+        }
+    }
+    message
+}
+
 /// The `[checkpointing]` table.
 ///
 /// ```toml
@@ -105,13 +124,16 @@ impl<'de> Deserialize<'de> for Compression {
 /// mode = "min"
 /// keep_every = 10000         # and every checkpoint whose step is a multiple of 10000
 /// compression = "off"        # or "zstd", "zstd:N", an integer level
+/// hash = "blake3"            # or "sha256" (the digest of each file, verified on every load)
 /// async = true               # ModelCheckpointer::save_auto() uses save_async
 /// max_in_flight = 1          # background saves accepted before save_async blocks
 /// ```
 ///
-/// A checkpoint is deleted only when no rule keeps it; the latest, the best and leased checkpoints
-/// are never deleted. With no retention rule at all (`max_checkpoints`, `keep_best` and `keep_every`
-/// all unset) every checkpoint is kept. Unknown keys are errors naming the key.
+/// Nothing is deleted except by an explicit rule (`max_checkpoints`, `keep_best >= 1`,
+/// `keep_every`): with none of them set every checkpoint is kept, also when `monitor` is set
+/// (`monitor` alone only defines the best checkpoint). With rules, a checkpoint is deleted only
+/// when no rule keeps it; the latest, the best and leased checkpoints are never deleted. Unknown
+/// keys and out-of-range values are errors naming the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
@@ -119,7 +141,8 @@ pub struct CheckpointConfig {
     pub dir: PathBuf,
     /// Keep the newest N checkpoints (`KeepLast`). Unset: no such rule.
     pub max_checkpoints: Option<usize>,
-    /// Keep the k best checkpoints by `monitor` (`KeepBest`). Default 1 when `monitor` is set.
+    /// Keep the k best checkpoints by `monitor` (`KeepBest`). Unset or 0: no such rule (the single
+    /// best checkpoint is still never deleted by the other rules). Needs `monitor`.
     pub keep_best: Option<usize>,
     /// Metric that defines "best", e.g. `val_loss`. Unset: no best checkpoint.
     pub monitor: Option<String>,
@@ -127,8 +150,12 @@ pub struct CheckpointConfig {
     pub mode: Mode,
     /// Keep every checkpoint whose step is a multiple of N (`KeepEvery`).
     pub keep_every: Option<u64>,
-    /// Per-file compression.
+    /// Per-file compression (off by default: zstd is CPU work that a fast disk does not wait for;
+    /// see docs/performance.md).
     pub compression: Compression,
+    /// Algorithm of the per-file digests written from now on (BLAKE3 by default; `sha256` to
+    /// match digests against other tools). Loads verify with the algorithm each checkpoint records.
+    pub hash: crate::HashAlgo,
     /// Whether the trainer should save in the background ([`ModelCheckpointer::save_auto`](crate::ModelCheckpointer::save_auto)).
     #[serde(rename = "async")]
     pub async_save: bool,
@@ -152,6 +179,7 @@ impl Default for CheckpointConfig {
             mode: Mode::Min,
             keep_every: None,
             compression: Compression::Off,
+            hash: crate::HashAlgo::Blake3,
             async_save: false,
             max_in_flight: 1,
             fsync: true,
@@ -167,7 +195,7 @@ impl CheckpointConfig {
             toml::Value::Table(table.clone())
                 .try_into()
                 .map_err(|e: toml::de::Error| Error::Config {
-                    message: e.to_string(),
+                    message: name_the_key(table, &e),
                 })?;
         cfg.validate()?;
         Ok(cfg)
@@ -208,8 +236,8 @@ impl CheckpointConfig {
         }
         if let Some(monitor) = &self.monitor {
             p = p.best_by(monitor.clone(), self.mode);
-            let k = self.keep_best.unwrap_or(1);
-            if k > 0 {
+            // Only an explicit `keep_best` is a rule: `monitor` alone must not delete anything.
+            if let Some(k) = self.keep_best.filter(|k| *k > 0) {
                 p = p.with(crate::Rule::KeepBest {
                     k,
                     monitor: monitor.clone(),

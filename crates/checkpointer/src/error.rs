@@ -34,15 +34,35 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A stored file does not match the sha256 recorded when it was written.
-    #[error("checkpoint file {path} is corrupt: sha256 {actual}, expected {expected}")]
+    /// A stored file does not match the digest recorded when it was written.
+    #[error("checkpoint file {path} is corrupt: {algo} {actual}, expected {expected}")]
     Corrupt {
         /// The corrupt file.
         path: PathBuf,
-        /// Hex sha256 recorded at save time.
+        /// The recorded algorithm (`[checkpointing] hash` when the checkpoint was saved).
+        algo: crate::HashAlgo,
+        /// Hex digest recorded at save time.
         expected: String,
-        /// Hex sha256 of what is on disk now.
+        /// Hex digest of what is on disk now.
         actual: String,
+    },
+    /// A `checkpoint.json` or `registry.json` says something that cannot be true or safe: an
+    /// unknown format version, a name that is not a plain file name (absolute, `..`, separators),
+    /// a name twice, sizes that contradict each other. The checkpoint is treated as unreadable.
+    #[error("invalid checkpoint metadata {path}: {message}")]
+    InvalidMetadata {
+        /// The metadata file.
+        path: PathBuf,
+        /// What is wrong, naming the field or file.
+        message: String,
+    },
+    /// A buffer for a checkpoint file could not be allocated.
+    #[error("cannot allocate {bytes} bytes to load {path}")]
+    OutOfMemory {
+        /// The file being loaded.
+        path: PathBuf,
+        /// Its recorded size.
+        bytes: u64,
     },
     /// A stored file has the wrong length (truncated or extended).
     #[error("checkpoint file {path} has {actual} bytes, expected {expected}")]
@@ -176,10 +196,14 @@ impl Error {
         }
     }
 
-    /// True when this error (or the background save it wraps) reports a corrupt or truncated file.
+    /// True when this error (or the background save it wraps) reports a corrupt or truncated file,
+    /// or metadata that cannot be trusted.
     pub fn is_corruption(&self) -> bool {
         match self {
-            Error::Corrupt { .. } | Error::SizeMismatch { .. } | Error::Decompress { .. } => true,
+            Error::Corrupt { .. }
+            | Error::SizeMismatch { .. }
+            | Error::Decompress { .. }
+            | Error::InvalidMetadata { .. } => true,
             Error::AsyncSave { source, .. } => source.is_corruption(),
             _ => false,
         }

@@ -6,9 +6,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
+use crate::hash::{FileHash, HashAlgo};
 
 /// Version of the `checkpoint.json` / `registry.json` layout written by this crate.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: each file's SHA-256 in a `"sha256": "<hex>"` field.
+/// - 2: each file's digest with its algorithm, `"hash": "blake3:<hex>"` or `"hash": "sha256:<hex>"`.
+///
+/// Both are read; a newer version is refused (the checkpoint is unreadable, with that reason).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Largest `checkpoint.json` / `registry.json` read (a bigger one is refused, not loaded whole).
+pub(crate) const MAX_JSON_BYTES: u64 = 256 << 20;
 
 /// Name of the metadata file inside each checkpoint directory (reserved; not usable as a file name).
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
@@ -29,18 +38,65 @@ pub enum Encoding {
 
 /// One file of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FileEntryRepr", into = "FileEntryRepr")]
 #[non_exhaustive]
 pub struct FileEntry {
     /// Name inside the checkpoint (also the file name on disk).
     pub name: String,
     /// Size of the content in bytes (uncompressed).
     pub size: u64,
-    /// Hex sha256 of the content (uncompressed).
-    pub sha256: String,
+    /// Digest of the content (uncompressed), with its algorithm.
+    pub hash: FileHash,
     /// Bytes on disk (differs from `size` when compressed).
     pub stored_size: u64,
     /// How it is stored.
     pub encoding: Encoding,
+}
+
+/// `FileEntry` as stored: version 2 writes `hash`; version 1 has `sha256` instead.
+#[derive(Serialize, Deserialize)]
+struct FileEntryRepr {
+    name: String,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash: Option<FileHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    stored_size: u64,
+    encoding: Encoding,
+}
+
+impl TryFrom<FileEntryRepr> for FileEntry {
+    type Error = String;
+
+    fn try_from(r: FileEntryRepr) -> Result<Self, String> {
+        let hash = match (r.hash, r.sha256) {
+            (Some(h), None) => h,
+            (None, Some(hex)) => FileHash::new(HashAlgo::Sha256, &hex)?,
+            (Some(_), Some(_)) => return Err(format!("file {:?}: both hash and sha256", r.name)),
+            (None, None) => return Err(format!("file {:?}: no hash", r.name)),
+        };
+        Ok(FileEntry {
+            name: r.name,
+            size: r.size,
+            hash,
+            stored_size: r.stored_size,
+            encoding: r.encoding,
+        })
+    }
+}
+
+impl From<FileEntry> for FileEntryRepr {
+    fn from(f: FileEntry) -> Self {
+        FileEntryRepr {
+            name: f.name,
+            size: f.size,
+            hash: Some(f.hash),
+            sha256: None,
+            stored_size: f.stored_size,
+            encoding: f.encoding,
+        }
+    }
 }
 
 /// Everything known about one committed checkpoint: the content of its `checkpoint.json`.
@@ -245,14 +301,128 @@ mod finite_map {
     }
 }
 
-/// Reads and parses a JSON file.
+/// Largest zstd expansion: every block yields at most 128 KiB and takes at least 4 bytes (an RLE
+/// block), so no frame decodes to more than 32768 times its size; a `size` beyond that is a lie.
+pub(crate) const MAX_ZSTD_RATIO: u64 = 32768;
+
+fn invalid(path: &Path, message: String) -> crate::Error {
+    crate::Error::InvalidMetadata {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+impl CheckpointInfo {
+    /// Checks a `checkpoint.json` read from `path` before anything is done with it: a version this
+    /// crate reads, safe names (the project's one rule, [`exptrack_core::metadata::check_component`];
+    /// file names are joined to the checkpoint directory), no name twice, and sizes that agree
+    /// with each other (raw: content = stored bytes; zstd: within the format's largest expansion).
+    /// Sizes are compared with the files on disk when they are read, before any buffer is made.
+    pub(crate) fn check(&self, path: &Path) -> crate::Result<()> {
+        if self.format_version == 0 || self.format_version > FORMAT_VERSION {
+            return Err(invalid(
+                path,
+                format!(
+                    "format_version {} is not one this exptrack-checkpoint reads (1..={FORMAT_VERSION})",
+                    self.format_version
+                ),
+            ));
+        }
+        if let Err(reason) = exptrack_core::metadata::check_component(&self.experiment_id) {
+            return Err(invalid(
+                path,
+                format!("experiment_id {:?} {reason}", truncate(&self.experiment_id)),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.files {
+            let name = truncate(&f.name);
+            if let Err(reason) = exptrack_core::metadata::check_component(&f.name) {
+                return Err(invalid(path, format!("file name {name:?} {reason}")));
+            }
+            if f.name == CHECKPOINT_JSON {
+                return Err(invalid(path, format!("file name {name:?} is reserved")));
+            }
+            if !seen.insert(f.name.as_str()) {
+                return Err(invalid(path, format!("file name {name:?} is listed twice")));
+            }
+            let consistent = match f.encoding {
+                Encoding::Raw => f.size == f.stored_size,
+                Encoding::Zstd => f.size <= f.stored_size.saturating_mul(MAX_ZSTD_RATIO),
+            };
+            if !consistent {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "file {name:?}: size {} cannot come from {} stored bytes ({:?})",
+                        f.size, f.stored_size, f.encoding
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Registry {
+    /// Checks the names in a `registry.json` (it is only a cache, so a bad one is rebuilt).
+    pub(crate) fn check(&self, path: &Path) -> crate::Result<()> {
+        if self.format_version == 0 || self.format_version > FORMAT_VERSION {
+            return Err(invalid(
+                path,
+                format!("format_version {} not readable", self.format_version),
+            ));
+        }
+        let names = std::iter::once(self.experiment_id.as_str())
+            .chain(self.checkpoints.iter().map(|c| c.dir.as_str()))
+            .chain(
+                self.checkpoints
+                    .iter()
+                    .flat_map(|c| c.files.iter().map(|f| f.name.as_str())),
+            );
+        for name in names {
+            if let Err(reason) = exptrack_core::metadata::check_component(name) {
+                return Err(invalid(path, format!("name {:?} {reason}", truncate(name))));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// At most 80 characters of a name read from disk, for messages.
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Reads and parses a JSON file (refusing one over [`MAX_JSON_BYTES`] instead of loading it).
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> crate::Result<T> {
     use crate::error::IoContext;
-    let bytes = std::fs::read(path).ctx("read", path)?;
+    use std::io::Read;
+    let file = std::fs::File::open(path).ctx("open", path)?;
+    let len = file.metadata().ctx("stat", path)?.len();
+    if len > MAX_JSON_BYTES {
+        return Err(invalid(
+            path,
+            format!("{len} bytes; metadata files over {MAX_JSON_BYTES} bytes are refused"),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_JSON_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ctx("read", path)?;
     serde_json::from_slice(&bytes).map_err(|source| crate::Error::Json {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Reads `dir/checkpoint.json` and [checks](CheckpointInfo::check) it; `info.dir` is set to `dir`.
+pub(crate) fn read_info(dir: &Path) -> crate::Result<CheckpointInfo> {
+    let path = dir.join(CHECKPOINT_JSON);
+    let mut info: CheckpointInfo = read_json(&path)?;
+    info.check(&path)?;
+    info.dir = dir.to_owned();
+    Ok(info)
 }
 
 #[cfg(test)]

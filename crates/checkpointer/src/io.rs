@@ -3,13 +3,16 @@
 //! Speed comes from overlapping the costs of a durable hashed write: every [`KICK`] bytes
 //! `sync_file_range(SYNC_FILE_RANGE_WRITE)` starts writeback of what was just written, so the disk
 //! works while later pieces are still being copied, and the final `fsync` only waits for the tail.
-//! sha256 (~1.5 GB/s per core with SHA-NI) is the one CPU-heavy step: for payloads of at least
-//! [`PAR_MIN`] bytes on a machine with a second core it runs on a helper thread beside the writer
-//! (the bytes are borrowed immutably, so what is hashed is what is written); otherwise, or when the
-//! thread cannot be started, each [`SUB`]-sized piece is hashed inline just before it is written,
-//! while it is in the CPU cache. Reads mirror this: the calling thread reads [`PIPE`]-sized pieces
-//! into the final buffer (kernel readahead via `POSIX_FADV_SEQUENTIAL`) and hands each finished
-//! piece to a hashing thread, so a verified read costs about max(read, hash) instead of their sum.
+//! Hashing (BLAKE3 ~3.3 GB/s per core, SHA-256 ~1.5 GB/s with SHA-NI) is the one CPU-heavy step:
+//! for payloads of at least [`PAR_MIN`] bytes on a machine with a second core it runs on a helper
+//! thread beside the writer (the bytes are borrowed immutably, so what is hashed is what is
+//! written); otherwise, or when the thread cannot be started, each [`SUB`]-sized piece is hashed
+//! inline just before it is written, while it is in the CPU cache. Reads mirror this: the calling
+//! thread reads [`PIPE`]-sized pieces into the final buffer (kernel readahead via
+//! `POSIX_FADV_SEQUENTIAL`) and hands each finished piece to a hashing thread, so a verified read
+//! costs about max(read, hash) instead of their sum; BLAKE3 is faster than the read, so that is
+//! the read. With [`RAYON_MIN_CORES`] or more cores the hashing thread also spreads BLAKE3's tree
+//! over rayon's pool; below that a wider hash would only take cores from the read.
 //! docs/performance.md has the measurements behind these choices.
 
 use std::fs::{File, OpenOptions};
@@ -20,11 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::thread;
 
-use sha2::{Digest, Sha256};
-
 use crate::config::Compression;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{Encoding, FileEntry};
+use crate::hash::{FileHash, HashAlgo, Hasher};
 
 /// Size of one write/read/hash chunk.
 pub(crate) const CHUNK: usize = 8 << 20;
@@ -38,36 +40,51 @@ const PAR_MIN: usize = 4 << 20;
 /// last read is short).
 const PIPE: usize = 2 << 20;
 
-/// Whether a helper thread can run beside the caller (more than one core available).
-fn spare_core() -> bool {
-    static SPARE: OnceLock<bool> = OnceLock::new();
-    *SPARE.get_or_init(|| thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+/// With at least this many cores, a hashing thread spreads BLAKE3 over rayon's pool (a reader or
+/// writer and the hashing thread itself use two; the rest would otherwise be idle for this work).
+pub(crate) const RAYON_MIN_CORES: usize = 4;
+
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Runs `work` while `data`'s sha256 is computed, and returns both. `work` gets a per-piece
+/// Whether a helper thread can run beside the caller (more than one core available).
+fn spare_core() -> bool {
+    cores() > 1
+}
+
+/// Whether a hashing thread should also use rayon's pool (see [`RAYON_MIN_CORES`]).
+fn wide_hash() -> bool {
+    cores() >= RAYON_MIN_CORES
+}
+
+/// Runs `work` while `data`'s digest is computed, and returns both. `work` gets a per-piece
 /// callback to call with each piece just before writing it, and whether a helper thread is
 /// hashing: then the callback is a no-op and the helper hashes the whole of `data` concurrently
 /// (so `work` can go on to fsync meanwhile); otherwise (small data, one core, or no thread could
 /// be spawned) the callback is the inline hasher. When `work` fails, the helper stops early.
 fn hash_beside<T>(
     data: &[u8],
+    algo: HashAlgo,
     work: impl FnOnce(&mut dyn FnMut(&[u8]), bool) -> Result<T>,
-) -> Result<(T, Vec<u8>)> {
+) -> Result<(T, FileHash)> {
     let stop = AtomicBool::new(false);
     thread::scope(|s| {
         let stop = &stop;
         let helper = if data.len() >= PAR_MIN && spare_core() {
             thread::Builder::new()
-                .name("exptrack-ckpt-sha256".to_owned())
+                .name("exptrack-ckpt-hash".to_owned())
                 .spawn_scoped(s, move || {
-                    let mut h = Sha256::new();
-                    for piece in data.chunks(SUB) {
+                    let mut h = Hasher::new(algo);
+                    let wide = wide_hash();
+                    for piece in data.chunks(PIPE) {
                         if stop.load(Ordering::Relaxed) {
                             return None;
                         }
-                        h.update(piece);
+                        h.update_par(piece, wide);
                     }
-                    Some(h.finalize().to_vec())
+                    Some(h.finish())
                 })
                 .ok()
         } else {
@@ -83,14 +100,14 @@ fn hash_beside<T>(
                 result.and_then(|value| match digest {
                     Ok(Some(d)) => Ok((value, d)),
                     _ => Err(Error::Worker {
-                        message: "sha256 thread stopped without a digest".to_owned(),
+                        message: "hash thread stopped without a digest".to_owned(),
                     }),
                 })
             }
             None => {
-                let mut h = Sha256::new();
+                let mut h = Hasher::new(algo);
                 let value = work(&mut |piece| h.update(piece), false)?;
-                Ok((value, h.finalize().to_vec()))
+                Ok((value, h.finish()))
             }
         }
     })
@@ -226,14 +243,14 @@ fn zstd_encoder<W: Write>(
 fn entry(
     name: &str,
     size: u64,
-    digest: &[u8],
+    hash: FileHash,
     stored_size: u64,
     compression: Compression,
 ) -> FileEntry {
     FileEntry {
         name: name.to_owned(),
         size,
-        sha256: hex::encode(digest),
+        hash,
         stored_size,
         encoding: match compression {
             Compression::Off => Encoding::Raw,
@@ -274,17 +291,18 @@ pub(crate) fn sync_files(files: Vec<Unsynced>, opts: &WriteOpts) -> Result<()> {
     })
 }
 
-/// Writes `data` to a new file `path` (compressing if asked) while its sha256 is computed (see
+/// Writes `data` to a new file `path` (compressing if asked) while its digest is computed (see
 /// [`hash_beside`]). The returned file still needs [`sync_files`].
 pub(crate) fn write_bytes(
     path: &Path,
     name: &str,
     data: &[u8],
     compression: Compression,
+    algo: HashAlgo,
     opts: &WriteOpts,
 ) -> Result<(FileEntry, Unsynced)> {
     let mut w = SyncingWriter::new(create_new(path)?, opts);
-    let ((), digest) = hash_beside(data, |on_piece, threaded| {
+    let ((), digest) = hash_beside(data, algo, |on_piece, threaded| {
         match compression {
             Compression::Off => {
                 for piece in data.chunks(SUB) {
@@ -310,7 +328,7 @@ pub(crate) fn write_bytes(
     })?;
     let (file, stored) = w.finish();
     Ok((
-        entry(name, data.len() as u64, &digest, stored, compression),
+        entry(name, data.len() as u64, digest, stored, compression),
         (path.to_owned(), file),
     ))
 }
@@ -322,6 +340,7 @@ pub(crate) fn write_from_path(
     name: &str,
     src: &Path,
     compression: Compression,
+    algo: HashAlgo,
     opts: &WriteOpts,
 ) -> Result<(FileEntry, Unsynced)> {
     let source = File::open(src).ctx("open", src)?;
@@ -329,12 +348,12 @@ pub(crate) fn write_from_path(
     let pledged = source.metadata().ok().map(|m| m.len());
     let mut w = SyncingWriter::new(create_new(path)?, opts);
     let (digest, size) = match compression {
-        Compression::Off => {
-            hashed_pump(&source, src, |piece| w.write_all(piece).ctx("write", path))?
-        }
+        Compression::Off => hashed_pump(&source, src, algo, |piece| {
+            w.write_all(piece).ctx("write", path)
+        })?,
         Compression::Zstd(level) => {
             let mut enc = zstd_encoder(&mut w, level, pledged, path)?;
-            let r = hashed_pump(&source, src, |piece| {
+            let r = hashed_pump(&source, src, algo, |piece| {
                 enc.write_all(piece).ctx("write", path)
             })?;
             enc.finish().ctx("write", path)?;
@@ -343,7 +362,7 @@ pub(crate) fn write_from_path(
     };
     let (file, stored) = w.finish();
     Ok((
-        entry(name, size, &digest, stored, compression),
+        entry(name, size, digest, stored, compression),
         (path.to_owned(), file),
     ))
 }
@@ -353,14 +372,15 @@ pub(crate) fn write_from_path(
 fn hashed_pump<R: Read>(
     mut reader: R,
     path: &Path,
+    algo: HashAlgo,
     mut each: impl FnMut(&[u8]) -> Result<()>,
-) -> Result<(Vec<u8>, u64)> {
-    let mut h = Sha256::new();
+) -> Result<(FileHash, u64)> {
+    let mut h = Hasher::new(algo);
     let mut buf = vec![0u8; SUB];
     let mut n = 0u64;
     loop {
         let k = match reader.read(&mut buf) {
-            Ok(0) => return Ok((h.finalize().to_vec(), n)),
+            Ok(0) => return Ok((h.finish(), n)),
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("read", path, e)),
@@ -372,29 +392,87 @@ fn hashed_pump<R: Read>(
 }
 
 /// Reads a stored file completely into memory, decompressing if needed, and checks its size and
-/// sha256 (each piece is hashed right after it is read, while readahead fetches the next).
+/// digest (each piece is hashed right after it is read, while readahead fetches the next).
+///
+/// Nothing is allocated before the sizes recorded in `entry` agree with the file on disk: its
+/// length must be `stored_size`, raw content must be that long too, and a zstd frame must declare
+/// `size` as its content size (when it declares one). The buffer itself is allocated fallibly.
 pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
     let file = File::open(path).ctx("open", path)?;
-    check_stored_len(&file, path, entry)?;
+    let on_disk = check_stored_len(&file, path, entry)?;
+    if entry.encoding == Encoding::Raw && entry.size != on_disk {
+        return Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: entry.size,
+            actual: on_disk,
+        });
+    }
+    if entry.encoding == Encoding::Zstd {
+        check_zstd_header(&file, path, entry)?;
+    }
     advise_sequential(&file);
-    let size = usize::try_from(entry.size).map_err(|_| Error::SizeMismatch {
+    let mut out = zeroed(entry.size).ok_or_else(|| Error::OutOfMemory {
         path: path.to_owned(),
-        expected: entry.size,
-        actual: u64::MAX,
+        bytes: entry.size,
     })?;
-    let mut out = vec![0u8; size];
     let digest = match entry.encoding {
-        Encoding::Raw => fill_hashed(file, &mut out, path, false)?,
+        Encoding::Raw => fill_hashed(file, &mut out, path, false, entry.hash.algo())?,
         Encoding::Zstd => {
             let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
                 path: path.to_owned(),
                 source,
             })?;
-            fill_hashed(dec, &mut out, path, true)?
+            fill_hashed(dec, &mut out, path, true, entry.hash.algo())?
         }
     };
     check_digest(path, entry, &digest)?;
     Ok(out)
+}
+
+/// A zero-filled buffer of `len` bytes, or None when it cannot be allocated (instead of aborting
+/// the process). Like `vec![0; len]` the pages come zeroed from the allocator, not by a memset.
+fn zeroed(len: u64) -> Option<Vec<u8>> {
+    let len = usize::try_from(len).ok()?;
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size (len > 0).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of a `Vec<u8>` of capacity
+    // `len` (align 1, `len` bytes), and all `len` bytes are initialized (zeroed).
+    Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
+/// Checks a zstd file's declared content size (frame header) against `entry.size`, before a
+/// buffer of that size is made.
+fn check_zstd_header(file: &File, path: &Path, entry: &FileEntry) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; 18];
+    let mut n = 0;
+    while n < header.len() {
+        match file.read_at(&mut header[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    match zstd::zstd_safe::get_frame_content_size(&header[..n]) {
+        Ok(Some(declared)) if declared != entry.size => Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: entry.size,
+            actual: declared,
+        }),
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::Decompress {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "not a zstd frame"),
+        }),
+    }
 }
 
 /// Applies `op` to every file, big files (at least [`PAR_MIN`] bytes) on their own threads when
@@ -445,14 +523,16 @@ pub(crate) fn verify_file(path: &Path, entry: &FileEntry) -> Result<()> {
     let file = File::open(path).ctx("open", path)?;
     check_stored_len(&file, path, entry)?;
     advise_sequential(&file);
+    let algo = entry.hash.algo();
     let (digest, n) = match entry.encoding {
-        Encoding::Raw => hashed_drain(file, path, entry.size)?,
+        Encoding::Raw => hashed_drain(file, path, entry.size, algo)?,
         Encoding::Zstd => {
             let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
                 path: path.to_owned(),
                 source,
             })?;
-            hashed_drain(DecodeErrors(dec), path, entry.size).map_err(|e| as_decompress(e, path))?
+            hashed_drain(DecodeErrors(dec), path, entry.size, algo)
+                .map_err(|e| as_decompress(e, path))?
         }
     };
     if n != entry.size {
@@ -465,26 +545,32 @@ pub(crate) fn verify_file(path: &Path, entry: &FileEntry) -> Result<()> {
     check_digest(path, entry, &digest)
 }
 
-/// Reads `reader` to the end and returns its sha256 and length, keeping nothing. When `expected`
+/// Reads `reader` to the end and returns its digest and length, keeping nothing. When `expected`
 /// bytes are many and a second core exists, a helper thread hashes while this one reads (a few
 /// [`PIPE`]-sized buffers go back and forth); otherwise [`hashed_pump`].
-fn hashed_drain<R: Read>(mut reader: R, path: &Path, expected: u64) -> Result<(Vec<u8>, u64)> {
+fn hashed_drain<R: Read>(
+    mut reader: R,
+    path: &Path,
+    expected: u64,
+    algo: HashAlgo,
+) -> Result<(FileHash, u64)> {
     if expected < PAR_MIN as u64 || !spare_core() {
-        return hashed_pump(reader, path, |_| Ok(()));
+        return hashed_pump(reader, path, algo, |_| Ok(()));
     }
     let piped = thread::scope(|s| {
         let (full_tx, full_rx) = mpsc::channel::<(Vec<u8>, usize)>();
         let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
         let spawned = thread::Builder::new()
-            .name("exptrack-ckpt-sha256".to_owned())
+            .name("exptrack-ckpt-hash".to_owned())
             .spawn_scoped(s, move || {
-                let mut h = Sha256::new();
+                let mut h = Hasher::new(algo);
+                let wide = wide_hash();
                 for (buf, k) in full_rx {
-                    h.update(&buf[..k]);
+                    h.update_par(&buf[..k], wide);
                     // The reader may have stopped already; the buffer is simply dropped then.
                     let _ = empty_tx.send(buf);
                 }
-                h.finalize().to_vec()
+                h.finish()
             });
         let Ok(hasher) = spawned else {
             return None;
@@ -515,13 +601,13 @@ fn hashed_drain<R: Read>(mut reader: R, path: &Path, expected: u64) -> Result<(V
         }
         drop(full_tx);
         let digest = hasher.join().map_err(|_| Error::Worker {
-            message: "sha256 thread panicked".to_owned(),
+            message: "hash thread panicked".to_owned(),
         });
         Some(result.and(digest).map(|d| (d, n)))
     });
     match piped {
         Some(result) => result,
-        None => hashed_pump(reader, path, |_| Ok(())),
+        None => hashed_pump(reader, path, algo, |_| Ok(())),
     }
 }
 
@@ -562,7 +648,8 @@ fn as_decompress(e: Error, path: &Path) -> Error {
     }
 }
 
-fn check_stored_len(file: &File, path: &Path, entry: &FileEntry) -> Result<()> {
+/// The file's length, which must be `entry.stored_size`.
+fn check_stored_len(file: &File, path: &Path, entry: &FileEntry) -> Result<u64> {
     let len = file.metadata().ctx("stat", path)?.len();
     if len != entry.stored_size {
         return Err(Error::SizeMismatch {
@@ -571,22 +658,22 @@ fn check_stored_len(file: &File, path: &Path, entry: &FileEntry) -> Result<()> {
             actual: len,
         });
     }
-    Ok(())
+    Ok(len)
 }
 
-fn check_digest(path: &Path, entry: &FileEntry, digest: &[u8]) -> Result<()> {
-    let actual = hex::encode(digest);
-    if !actual.eq_ignore_ascii_case(&entry.sha256) {
+fn check_digest(path: &Path, entry: &FileEntry, digest: &FileHash) -> Result<()> {
+    if digest != &entry.hash {
         return Err(Error::Corrupt {
             path: path.to_owned(),
-            expected: entry.sha256.clone(),
-            actual,
+            algo: entry.hash.algo(),
+            expected: entry.hash.hex().to_owned(),
+            actual: digest.hex().to_owned(),
         });
     }
     Ok(())
 }
 
-/// Fills `out` from `reader` and returns the sha256 of what was read. The reader must then be at
+/// Fills `out` from `reader` and returns the digest of what was read. The reader must then be at
 /// its end. Big buffers are hashed on a helper thread, [`PIPE`] bytes behind the reader; small ones
 /// (or with one core) piece by piece while each is still in cache.
 fn fill_hashed<R: Read>(
@@ -594,7 +681,8 @@ fn fill_hashed<R: Read>(
     out: &mut [u8],
     path: &Path,
     compressed: bool,
-) -> Result<Vec<u8>> {
+    algo: HashAlgo,
+) -> Result<FileHash> {
     let expected = out.len() as u64;
     let fill = |reader: &mut R, piece: &mut [u8], done: u64| {
         reader.read_exact(piece).map_err(|source| {
@@ -618,13 +706,14 @@ fn fill_hashed<R: Read>(
         let piped = thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<&[u8]>();
             let spawned = thread::Builder::new()
-                .name("exptrack-ckpt-sha256".to_owned())
+                .name("exptrack-ckpt-hash".to_owned())
                 .spawn_scoped(s, move || {
-                    let mut h = Sha256::new();
+                    let mut h = Hasher::new(algo);
+                    let wide = wide_hash();
                     for piece in rx {
-                        h.update(piece);
+                        h.update_par(piece, wide);
                     }
-                    h.finalize().to_vec()
+                    h.finish()
                 });
             let Ok(hasher) = spawned else {
                 return None;
@@ -644,7 +733,7 @@ fn fill_hashed<R: Read>(
             }
             drop(tx);
             let digest = hasher.join().map_err(|_| Error::Worker {
-                message: "sha256 thread panicked".to_owned(),
+                message: "hash thread panicked".to_owned(),
             });
             Some(result.and(digest))
         });
@@ -654,7 +743,7 @@ fn fill_hashed<R: Read>(
             return Ok(digest);
         }
     }
-    let mut h = Sha256::new();
+    let mut h = Hasher::new(algo);
     let mut done = 0u64;
     for piece in out.chunks_mut(SUB) {
         fill(&mut reader, piece, done)?;
@@ -662,7 +751,7 @@ fn fill_hashed<R: Read>(
         done += piece.len() as u64;
     }
     ensure_eof(&mut reader, path, expected, compressed)?;
-    Ok(h.finalize().to_vec())
+    Ok(h.finish())
 }
 
 fn ensure_eof<R: Read>(reader: &mut R, path: &Path, expected: u64, compressed: bool) -> Result<()> {

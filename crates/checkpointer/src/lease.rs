@@ -113,20 +113,30 @@ pub(crate) fn leased_steps(exp_dir: &Path) -> BTreeSet<u64> {
     for entry in rd.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let mut parts = name.split('-');
-        let (Some(step), Some(pid)) = (
-            parts.next().and_then(|s| s.parse::<u64>().ok()),
-            parts.next().and_then(|s| s.parse::<u32>().ok()),
-        ) else {
+        let Some((step, pid)) = parse_lease_name(name) else {
             continue;
         };
         if pid == me || pid_alive(pid) {
             steps.insert(step);
-        } else {
+        } else if entry.file_type().is_ok_and(|t| t.is_file()) {
+            // A stale lease of a dead process (only plain files; the path is a child of `leases/`).
             let _ = std::fs::remove_file(entry.path());
         }
     }
     steps
+}
+
+/// `<step>-<pid>-<n>`, all decimal: the only lease file name this crate writes. Anything else
+/// (other separators, signs, spaces, numbers out of range, a fourth part) is not a lease.
+fn parse_lease_name(name: &str) -> Option<(u64, u32)> {
+    exptrack_core::metadata::check_component(name).ok()?;
+    let mut parts = name.split('-');
+    let (step, pid, n) = (parts.next()?, parts.next()?, parts.next()?);
+    let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if parts.next().is_some() || !decimal(step) || !decimal(pid) || !decimal(n) {
+        return None;
+    }
+    Some((step.parse().ok()?, pid.parse().ok()?))
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -143,5 +153,28 @@ fn pid_alive(pid: u32) -> bool {
     {
         let _ = pid;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_lease_name;
+
+    #[test]
+    fn lease_names_parse_strictly() {
+        assert_eq!(parse_lease_name("12-345-0"), Some((12, 345)));
+        for bad in [
+            "12-345",
+            "12-345-0-1",
+            "+12-345-0",
+            "12--0",
+            "12-4294967296-0",
+            "99999999999999999999-1-0",
+            "12-345-x",
+            ".12-345-0",
+            "12-345-0 ",
+        ] {
+            assert_eq!(parse_lease_name(bad), None, "{bad}");
+        }
     }
 }

@@ -11,10 +11,14 @@
 //!   directory are fsynced, it is renamed into place and the parent is fsynced. A reader never sees a
 //!   half-written checkpoint; a crash at any instant loses nothing that was committed (the registry
 //!   is reconciled with the directories on open).
-//! - **Integrity.** Each file's sha256 is computed while it is written (on a second thread) and
-//!   verified on every load; a mismatch names the file, and
+//! - **Integrity.** Each file's digest (BLAKE3 by default, SHA-256 with `hash = "sha256"`; recorded
+//!   as `"hash": "blake3:<hex>"`) is computed while it is written (on a second thread) and verified
+//!   on every load with the recorded algorithm, at less cost than the read itself; a mismatch names
+//!   the file, and
 //!   [`load_latest_valid`](ModelCheckpointer::load_latest_valid) falls back to the newest checkpoint
-//!   that verifies.
+//!   that verifies. Metadata read from disk is checked before use: names must be plain file names
+//!   (never a path out of the checkpoint directory) and recorded sizes must match the files on
+//!   disk before any buffer is allocated; a checkpoint that fails is invalid, and skipped.
 //! - **Retention** ([`RetentionPolicy`] of [`Rule`]s: keep last N, keep best k by a metric, keep every
 //!   N steps) runs only after the new checkpoint is committed and never deletes the latest, the best
 //!   or a checkpoint that a reader holds a [`Lease`] on (also from another process).
@@ -67,6 +71,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod format;
+mod hash;
 mod io;
 mod lease;
 mod manager;
@@ -82,6 +87,7 @@ pub use format::{
     CHECKPOINT_JSON, CheckpointInfo, Encoding, FORMAT_VERSION, FileEntry, REGISTRY_JSON,
     RESULTS_JSON,
 };
+pub use hash::{FileHash, HashAlgo};
 #[doc(hidden)]
 pub use io::evict_from_page_cache;
 pub use lease::Lease;

@@ -53,7 +53,7 @@ pub enum Resume {
 /// Checkpoints live in `<config.dir>/<experiment_id>/ckpt-<step, 12 digits>/` with `checkpoint.json`
 /// beside the files; `registry.json` indexes them. Each save is written to a temporary sibling
 /// directory, every file and the directory are fsynced, and it is renamed into place, so a reader
-/// never sees a half-written checkpoint; retention runs only after the commit. Every file's sha256 is
+/// never sees a half-written checkpoint; retention runs only after the commit. Every file's digest is
 /// computed while writing and verified on load.
 ///
 /// One writer per experiment directory (an `flock`ed `.lock` file); any number of
@@ -627,16 +627,13 @@ impl Shared {
             return Ok(i.clone());
         }
         let dir = self.exp_dir.join(format::dir_name(step));
-        let path = dir.join(CHECKPOINT_JSON);
-        if !path.is_file() {
+        if !dir.join(CHECKPOINT_JSON).is_file() {
             return Err(Error::NotFound {
                 step,
                 dir: self.exp_dir.clone(),
             });
         }
-        let mut info: CheckpointInfo = format::read_json(&path)?;
-        info.dir = dir;
-        Ok(info)
+        format::read_info(&dir)
     }
 
     /// Scans the experiment directory; for writers also repairs it and rewrites the registry.
@@ -700,7 +697,9 @@ impl Shared {
         }
         let registry_path = self.exp_dir.join(REGISTRY_JSON);
         let old: Option<Registry> = if registry_path.is_file() {
-            match format::read_json(&registry_path) {
+            match format::read_json::<Registry>(&registry_path)
+                .and_then(|r| r.check(&registry_path).map(|()| r))
+            {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "registry.json unreadable; rebuilding it from the checkpoints");
@@ -737,10 +736,7 @@ impl Shared {
     }
 
     fn read_info(&self, step: u64) -> Result<CheckpointInfo> {
-        let dir = self.exp_dir.join(format::dir_name(step));
-        let mut info: CheckpointInfo = format::read_json(&dir.join(CHECKPOINT_JSON))?;
-        info.dir = dir;
-        Ok(info)
+        format::read_info(&self.exp_dir.join(format::dir_name(step)))
     }
 
     fn registry(&self, st: &State) -> Registry {
@@ -854,14 +850,15 @@ impl Shared {
     fn write_tmp(&self, tmp: &Path, ckpt: Checkpoint, is_best: bool) -> Result<CheckpointInfo> {
         std::fs::create_dir(tmp).ctx("create", tmp)?;
         let compression = self.config.compression;
+        let algo = self.config.hash;
         let mut files = Vec::with_capacity(ckpt.files.len());
         let mut unsynced = Vec::with_capacity(ckpt.files.len() + 1);
         for (name, source) in &ckpt.files {
             let path = tmp.join(name);
             let (entry, file) = match source {
-                Source::Bytes(b) => io::write_bytes(&path, name, b, compression, &self.opts)?,
+                Source::Bytes(b) => io::write_bytes(&path, name, b, compression, algo, &self.opts)?,
                 Source::Path(src) => {
-                    io::write_from_path(&path, name, src, compression, &self.opts)?
+                    io::write_from_path(&path, name, src, compression, algo, &self.opts)?
                 }
             };
             files.push(entry);

@@ -5,9 +5,10 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{config, config_last_best, payload, zstd};
+use common::{ALGOS, config, config_last_best, hashed, payload, reference_digest, zstd};
 use exptrack_checkpoint::{
-    Checkpoint, CheckpointConfig, Compression, Error, ModelCheckpointer, REGISTRY_JSON, Resume,
+    Checkpoint, CheckpointConfig, Compression, Error, HashAlgo, ModelCheckpointer, REGISTRY_JSON,
+    Resume,
 };
 
 fn steps(c: &ModelCheckpointer) -> Vec<u64> {
@@ -64,27 +65,42 @@ fn save_load_round_trip_with_and_without_zstd() {
         let reg = registry(c.experiment_dir());
         assert_eq!(reg["latest"], 5);
         assert_eq!(reg["best"], 5);
-        assert_eq!(
-            reg["checkpoints"][0]["files"][0]["sha256"]
-                .as_str()
-                .unwrap()
-                .len(),
-            64
-        );
+        let recorded = reg["checkpoints"][0]["files"][0]["hash"].as_str().unwrap();
+        assert_eq!(recorded, reference_digest(HashAlgo::Blake3, &big));
+        assert_eq!(reg["format_version"], 2);
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("checkpoint.json")).unwrap()).unwrap();
+        assert_eq!(json["format_version"], 2);
+        assert_eq!(json["files"][0]["hash"], recorded);
+        assert!(json["files"][0].get("sha256").is_none(), "{json}");
     }
 }
 
+/// The default is BLAKE3; `hash = "sha256"` records SHA-256; both equal the reference crates'
+/// digests, in the record and on disk.
 #[test]
-fn sha256_matches_an_independent_implementation() {
-    use sha2::Digest;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut c = ModelCheckpointer::open("exp", config(tmp.path())).unwrap();
+fn digests_match_independent_implementations() {
     let data = payload(20 << 20, 3, false);
-    let info = c.save(Checkpoint::new(1).file("w", data.clone())).unwrap();
-    assert_eq!(
-        info.files[0].sha256,
-        hex::encode(sha2::Sha256::digest(&data))
-    );
+    for (algo, explicit) in [(HashAlgo::Blake3, false), (HashAlgo::Sha256, true)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = config(tmp.path());
+        if explicit {
+            cfg = hashed(cfg, algo);
+        }
+        let mut c = ModelCheckpointer::open("exp", cfg).unwrap();
+        let info = c.save(Checkpoint::new(1).file("w", data.clone())).unwrap();
+        assert_eq!(info.files[0].hash.algo(), algo);
+        assert_eq!(
+            info.files[0].hash.to_string(),
+            reference_digest(algo, &data)
+        );
+        let on_disk: serde_json::Value = serde_json::from_slice(
+            &fs::read(c.experiment_dir().join("ckpt-000000000001/checkpoint.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(on_disk["files"][0]["hash"], reference_digest(algo, &data));
+        c.verify(1).unwrap();
+    }
 }
 
 #[test]
@@ -137,6 +153,33 @@ fn retention_keeps_last_and_best_and_every() {
             "ckpt-000000000007"
         ]
     );
+}
+
+/// Issue 12: with only `monitor` set, the config added keep-best-1 and deleted every checkpoint
+/// but the latest and the best, while its docs say everything is kept. Only explicit rules delete.
+#[test]
+fn monitor_alone_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, extra) in ["", "keep_best = 0"].into_iter().enumerate() {
+        let t: toml::Table = toml::from_str(&format!("monitor = \"val_loss\"\n{extra}")).unwrap();
+        let cfg = CheckpointConfig {
+            dir: tmp.path().join(i.to_string()),
+            ..CheckpointConfig::from_table(&t).unwrap()
+        };
+        assert!(
+            cfg.policy().rules().is_empty(),
+            "{extra}: {:?}",
+            cfg.policy()
+        );
+        let mut c = ModelCheckpointer::open("exp", cfg).unwrap();
+        for (s, loss) in [(1, 0.9), (2, 0.2), (3, 0.5), (4, 0.6), (5, 0.7)] {
+            c.save(ck(s, loss)).unwrap();
+        }
+        c.wait().unwrap();
+        assert_eq!(steps(&c), [1, 2, 3, 4, 5], "{extra}");
+        assert_eq!(c.best().unwrap().step, 2);
+        assert!(c.prune_plan().is_empty());
+    }
 }
 
 #[test]
@@ -236,8 +279,15 @@ fn unreadable_and_foreign_checkpoints_are_left_alone() {
 
 #[test]
 fn flipped_byte_names_the_file_and_falls_back() {
-    for cfg in [config(Path::new("")), zstd(config(Path::new("")))] {
+    let both = |algo| {
+        [
+            hashed(config(Path::new("")), algo),
+            hashed(zstd(config(Path::new(""))), algo),
+        ]
+    };
+    for cfg in ALGOS.into_iter().flat_map(both) {
         let tmp = tempfile::tempdir().unwrap();
+        let algo = cfg.hash;
         let cfg = CheckpointConfig {
             dir: tmp.path().to_owned(),
             ..cfg
@@ -266,6 +316,12 @@ fn flipped_byte_names_the_file_and_falls_back() {
                 err.to_string().contains("ckpt-000000000002/model.bpk"),
                 "error must name the file: {err}"
             );
+            if cfg_is_raw(&c) {
+                assert!(
+                    err.to_string().contains(algo.name()),
+                    "names the recorded algorithm: {err}"
+                );
+            }
         }
         let fallback = c.load_latest_valid().unwrap().unwrap();
         assert_eq!(fallback.step(), 1);
@@ -276,7 +332,12 @@ fn flipped_byte_names_the_file_and_falls_back() {
         // Truncation is caught too.
         fs::write(&victim, &bytes[..10]).unwrap();
         assert!(c.verify(2).unwrap_err().is_corruption());
+        assert!(c.load(2).unwrap_err().is_corruption());
     }
+}
+
+fn cfg_is_raw(c: &ModelCheckpointer) -> bool {
+    c.config().compression == Compression::Off
 }
 
 #[test]
@@ -488,8 +549,15 @@ fn async_error_surfaces_on_next_call_and_on_wait() {
 
 #[test]
 fn injected_disk_full_keeps_earlier_checkpoints() {
+    for algo in ALGOS {
+        injected_disk_full_keeps_earlier_checkpoints_with(algo);
+    }
+}
+
+fn injected_disk_full_keeps_earlier_checkpoints_with(algo: HashAlgo) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = ModelCheckpointer::open("exp", config_last_best(tmp.path(), 1)).unwrap();
+    let cfg = |d: &Path| hashed(config_last_best(d, 1), algo);
+    let mut c = ModelCheckpointer::open("exp", cfg(tmp.path())).unwrap();
     c.save(ck(1, 0.5)).unwrap();
     c.save(ck(2, 0.6)).unwrap();
     // Fail at several points: first file, mid file, second file, checkpoint.json, registry.
@@ -651,6 +719,72 @@ fn config_from_toml() {
     }
 }
 
+/// Numbers in `[checkpointing]` that are out of range, of the wrong type or not finite are config
+/// errors naming the key, never panics; the largest integers are valid and work.
+#[test]
+fn config_numbers_out_of_range_name_the_key() {
+    for key in [
+        "max_checkpoints",
+        "keep_best",
+        "keep_every",
+        "max_in_flight",
+        "compression",
+    ] {
+        for value in [
+            "-1",
+            "inf",
+            "-inf",
+            "nan",
+            "1e300",
+            "1.5",
+            "-9223372036854775808",
+            "[]",
+        ] {
+            let src = format!("monitor = \"val_loss\"\n{key} = {value}");
+            let t: toml::Table = toml::from_str(&src).unwrap();
+            match CheckpointConfig::from_table(&t) {
+                Err(e @ Error::Config { .. }) => {
+                    assert!(e.to_string().contains(key), "{src}: {e}")
+                }
+                other => panic!("{src}: {other:?}"),
+            }
+        }
+    }
+    for (src, key) in [
+        ("hash = \"md5\"", "hash"),
+        ("hash = 1", "hash"),
+        ("hash = \"BLAKE3\"", "hash"),
+        ("fsync = \"yes\"", "fsync"),
+        ("dir = 3", "dir"),
+    ] {
+        let t: toml::Table = toml::from_str(src).unwrap();
+        let e = CheckpointConfig::from_table(&t).unwrap_err();
+        assert!(e.to_string().contains(key), "{src}: {e}");
+    }
+    let t: toml::Table = toml::from_str("hash = \"sha256\"").unwrap();
+    assert_eq!(
+        CheckpointConfig::from_table(&t).unwrap().hash,
+        HashAlgo::Sha256
+    );
+    assert_eq!(CheckpointConfig::default().hash, HashAlgo::Blake3);
+    let tmp = tempfile::tempdir().unwrap();
+    let max = i64::MAX;
+    let t: toml::Table = toml::from_str(&format!(
+        "monitor = \"val_loss\"\nmax_checkpoints = {max}\nkeep_best = {max}\nkeep_every = {max}\nmax_in_flight = {max}"
+    ))
+    .unwrap();
+    let cfg = CheckpointConfig {
+        dir: tmp.path().to_owned(),
+        ..CheckpointConfig::from_table(&t).unwrap()
+    };
+    let mut c = ModelCheckpointer::open("exp", cfg).unwrap();
+    for s in 1..=3 {
+        c.save_async(ck(s, 0.5)).unwrap();
+    }
+    c.wait().unwrap();
+    assert_eq!(steps(&c), [1, 2, 3]);
+}
+
 #[test]
 fn export_best_writes_plain_verified_files() {
     let tmp = tempfile::tempdir().unwrap();
@@ -692,16 +826,16 @@ fn artifact_events_describe_files() {
 }
 
 /// Sizes around the switch to the threaded hash (4 MiB) and the 2 MiB read pipeline pieces: every
-/// path (inline and threaded; raw and zstd; load, verify) agrees with an independent sha256, and a
+/// path (inline and threaded; raw and zstd; load, verify; both algorithms) agrees with the
+/// reference digest, and a
 /// flipped byte at the start, in the middle or in the last piece, a truncation or an extension of
 /// a big file is caught and named.
 #[test]
 fn threaded_hash_paths_agree_and_catch_corruption() {
-    use sha2::Digest;
     let sizes = [(4 << 20) - 1, 4 << 20, (9 << 20) + 3, 12 << 20];
-    for compress in [false, true] {
+    for (algo, compress) in ALGOS.into_iter().flat_map(|a| [(a, false), (a, true)]) {
         let tmp = tempfile::tempdir().unwrap();
-        let mut cfg = config(tmp.path());
+        let mut cfg = hashed(config(tmp.path()), algo);
         if compress {
             cfg = zstd(cfg);
         }
@@ -713,8 +847,8 @@ fn threaded_hash_paths_agree_and_catch_corruption() {
                 .save(Checkpoint::new(step).file("model.bpk", data.clone()))
                 .unwrap();
             assert_eq!(
-                info.files[0].sha256,
-                hex::encode(sha2::Sha256::digest(&data)),
+                info.files[0].hash.to_string(),
+                reference_digest(algo, &data),
                 "len {len} zstd {compress}"
             );
             assert!(c.load_file(step, "model.bpk").unwrap() == data);
@@ -758,8 +892,14 @@ fn threaded_hash_paths_agree_and_catch_corruption() {
 /// checkpoint, the earlier one intact.
 #[test]
 fn disk_full_during_a_big_threaded_write() {
+    for algo in ALGOS {
+        disk_full_during_a_big_threaded_write_with(algo);
+    }
+}
+
+fn disk_full_during_a_big_threaded_write_with(algo: HashAlgo) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = ModelCheckpointer::open("exp", config(tmp.path())).unwrap();
+    let mut c = ModelCheckpointer::open("exp", hashed(config(tmp.path()), algo)).unwrap();
     let first = payload(6 << 20, 1, false);
     c.save(Checkpoint::new(1).file("model.bpk", first.clone()))
         .unwrap();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::payload;
 use exptrack_checkpoint::{
-    Checkpoint, CheckpointConfig, Compression, Mode, ModelCheckpointer, REGISTRY_JSON,
+    Checkpoint, CheckpointConfig, Compression, HashAlgo, Mode, ModelCheckpointer, REGISTRY_JSON,
 };
 use rand::Rng;
 
@@ -71,7 +71,11 @@ fn crash_child_role() {
         return;
     };
     let zstd = std::env::var("EXPTRACK_CRASH_ZSTD").is_ok();
-    let mut c = ModelCheckpointer::open("exp", cfg(Path::new(&dir), zstd)).expect("child open");
+    let mut config = cfg(Path::new(&dir), zstd);
+    if std::env::var("EXPTRACK_CRASH_SHA256").is_ok() {
+        config.hash = HashAlgo::Sha256;
+    }
+    let mut c = ModelCheckpointer::open("exp", config).expect("child open");
     let mut step = c.latest().map_or(1, |i| i.step + 1);
     loop {
         if step.is_multiple_of(3) {
@@ -171,8 +175,13 @@ fn run_trials(trials: usize, max_delay_ms: u64) {
         .env(CHILD_ENV, tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        // Every combination of raw/zstd and BLAKE3/SHA-256, in one directory: the checker opens it
+        // with the default algorithm and verifies each checkpoint with the one it records.
         if trial % 2 == 1 {
             cmd.env("EXPTRACK_CRASH_ZSTD", "1");
+        }
+        if trial % 4 >= 2 {
+            cmd.env("EXPTRACK_CRASH_SHA256", "1");
         }
         let mut child = cmd.spawn().unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(1..=max_delay_ms)));

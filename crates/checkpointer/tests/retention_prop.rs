@@ -68,8 +68,11 @@ fn expected(p: &Policy, history: &[(u64, Option<f64>)]) -> (BTreeSet<u64>, Optio
     } else {
         None
     };
+    // From CheckpointConfig's documentation, not from its code: only `max_checkpoints`,
+    // `keep_best >= 1` and `keep_every` are rules; `monitor` alone defines the best checkpoint and
+    // deletes nothing.
     let k = if p.monitor {
-        p.keep_best.unwrap_or(1)
+        p.keep_best.unwrap_or(0)
     } else {
         0
     };

@@ -237,7 +237,7 @@ fn info_json(c: &CheckpointInfo, latest: bool, best: bool) -> Value {
         "dir": c.dir,
         "created_ms": c.created_ms,
         "metrics": c.metrics.iter().map(|(k, v)| (k.clone(), json_num(*v))).collect::<serde_json::Map<_, _>>(),
-        "files": c.files.iter().map(|f| json!({"name": f.name, "size": f.size, "stored_size": f.stored_size, "sha256": f.sha256})).collect::<Vec<_>>(),
+        "files": c.files.iter().map(|f| json!({"name": f.name, "size": f.size, "stored_size": f.stored_size, "hash": f.hash.to_string()})).collect::<Vec<_>>(),
         "total_size": c.total_size(),
         "stored_size": c.stored_size(),
         "latest": latest,

@@ -12,7 +12,7 @@ pub type EvalMetrics = BTreeMap<String, f64>;
 
 /// Evaluates one checkpoint on one dataset.
 ///
-/// The checkpoint is loaded and sha256-verified once per step and shared by every dataset's
+/// The checkpoint is loaded and verified (its recorded digest) once per step and shared by every dataset's
 /// evaluator: its files are in [`LoadedCheckpoint::files`] (decompressed bytes) and its metadata
 /// (step, epoch, metrics at save time, free-form `extra`) in [`LoadedCheckpoint::info`].
 ///

@@ -12,7 +12,7 @@
 //! - a **state file** (`<checkpoint_dir>/<experiment_id>/eval-state.json`, atomically replaced)
 //!   plus recovery from the run log, so a watcher that is killed and restarted evaluates no
 //!   checkpoint twice and misses none (see [`EvalWatcher`]'s guarantees for the exact window);
-//! - corrupt checkpoints (sha256 mismatch) and checkpoints pruned before the watcher got to them
+//! - corrupt checkpoints (digest mismatch) and checkpoints pruned before the watcher got to them
 //!   are **reported and recorded**, not retried forever, and never stop the watcher;
 //! - it **stops by itself** when the training run is marked completed, after evaluating everything
 //!   committed before that.

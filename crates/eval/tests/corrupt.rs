@@ -87,7 +87,7 @@ fn corrupt_checkpoints_are_skipped_and_recorded_uncommitted_ignored() {
     assert_eq!(outcomes.len(), 4, "{outcomes:?}");
     assert!(matches!(outcomes[0], (1, Outcome::Evaluated { .. })));
     assert!(
-        matches!(outcomes[1], (2, Outcome::Corrupt { reason }) if reason.contains("sha256") && reason.contains("model.bin")),
+        matches!(outcomes[1], (2, Outcome::Corrupt { reason }) if reason.contains("blake3") && reason.contains("model.bin")),
         "{:?}",
         outcomes[1]
     );
@@ -126,7 +126,7 @@ fn corrupt_checkpoints_are_skipped_and_recorded_uncommitted_ignored() {
         state.steps[&2]
             .reason
             .as_deref()
-            .is_some_and(|r| r.contains("sha256")),
+            .is_some_and(|r| r.contains("blake3")),
         "the warning is recorded"
     );
     assert!(!state.steps.contains_key(&9));

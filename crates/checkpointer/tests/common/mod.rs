@@ -47,3 +47,27 @@ pub fn payload(len: usize, seed: u64, compressible: bool) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+/// Both digest algorithms, the default first.
+pub const ALGOS: [exptrack_checkpoint::HashAlgo; 2] = [
+    exptrack_checkpoint::HashAlgo::Blake3,
+    exptrack_checkpoint::HashAlgo::Sha256,
+];
+
+/// With this digest algorithm.
+pub fn hashed(mut c: CheckpointConfig, algo: exptrack_checkpoint::HashAlgo) -> CheckpointConfig {
+    c.hash = algo;
+    c
+}
+
+/// `algo:hex` of `data`, computed by the reference crates (not by exptrack-checkpoint).
+pub fn reference_digest(algo: exptrack_checkpoint::HashAlgo, data: &[u8]) -> String {
+    use sha2::Digest;
+    match algo {
+        exptrack_checkpoint::HashAlgo::Blake3 => format!("blake3:{}", blake3::hash(data).to_hex()),
+        exptrack_checkpoint::HashAlgo::Sha256 => {
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+        }
+        other => panic!("no reference for {other}"),
+    }
+}
