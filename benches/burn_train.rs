@@ -49,7 +49,7 @@ fn training(dir: &std::path::Path, epochs: usize) -> SupervisedTraining<Net> {
 /// One launch; returns the wall time per training iteration.
 fn round(variant: Variant, epochs: usize) -> Duration {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let learner = Learner::new(Net::new(&Device::default()), AdamConfig::new().init(), 1e-2);
+    let learner = Learner::new(Net::new(&Device::default().autodiff()), AdamConfig::new().init(), 1e-2);
     let iterations = (epochs * TRAIN_ITEMS.div_ceil(BATCH)) as u32;
     match variant {
         Variant::Default => {

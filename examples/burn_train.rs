@@ -245,8 +245,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // burn, as usual.
-    let device = Device::default();
+    // burn, as usual (burn-train trains the model on an autodiff device).
+    let device = Device::default().autodiff();
     let model = Model::new(&device);
     tracking.log_config(&serde_json::json!({
         "num_epochs": args.epochs,
