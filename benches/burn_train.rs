@@ -26,8 +26,8 @@ use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
-const TRAIN_ITEMS: usize = 8192;
-const VALID_ITEMS: usize = 1024;
+const TRAIN_ITEMS: usize = 4096;
+const VALID_ITEMS: usize = 512;
 const BATCH: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,7 +49,11 @@ fn training(dir: &std::path::Path, epochs: usize) -> SupervisedTraining<Net> {
 /// One launch; returns the wall time per training iteration.
 fn round(variant: Variant, epochs: usize) -> Duration {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let learner = Learner::new(Net::new(&Device::default().autodiff()), AdamConfig::new().init(), 1e-2);
+    let learner = Learner::new(
+        Net::new(&Device::default().autodiff()),
+        AdamConfig::new().init(),
+        1e-2,
+    );
     let iterations = (epochs * TRAIN_ITEMS.div_ceil(BATCH)) as u32;
     match variant {
         Variant::Default => {
@@ -123,14 +127,31 @@ fn main() {
             }
         }
     }
+    // Paired ratios: the two runs of a round ran back to back, under the same machine load.
+    let paired: Vec<f64> = default
+        .iter()
+        .zip(&ours)
+        .map(|(d, o)| o.as_secs_f64() / d.as_secs_f64())
+        .collect();
+    let paired_median = {
+        let mut p = paired.clone();
+        p.sort_by(f64::total_cmp);
+        p[p.len() / 2]
+    };
+    let (dmin, omin) = (
+        default.iter().min().copied().unwrap_or_default(),
+        ours.iter().min().copied().unwrap_or_default(),
+    );
     let (d, o) = (median(default), median(ours));
     let ratio = o.as_secs_f64() / d.as_secs_f64();
     println!(
-        "burn-train step time, median of {rounds} rounds × {epochs} epochs × {} steps: \
-         FileMetricLogger {:.1} µs, exptrack (TensorBoard) {:.1} µs, ratio ours/default {ratio:.3}",
+        "burn-train step time, {rounds} rounds × {epochs} epochs × {} steps: median \
+         FileMetricLogger {:.1} µs, exptrack (TensorBoard) {:.1} µs; ratio ours/default: of \
+         medians {ratio:.3}, median of paired rounds {paired_median:.3}, of minimums {:.3}",
         TRAIN_ITEMS.div_ceil(BATCH),
         d.as_secs_f64() * 1e6,
         o.as_secs_f64() * 1e6,
+        omin.as_secs_f64() / dmin.as_secs_f64(),
     );
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -141,7 +162,9 @@ fn main() {
         "steps_per_epoch": TRAIN_ITEMS.div_ceil(BATCH),
         "default_us_per_step": d.as_secs_f64() * 1e6,
         "exptrack_us_per_step": o.as_secs_f64() * 1e6,
-        "ratio": ratio,
+        "ratio_of_medians": ratio,
+        "median_paired_ratio": paired_median,
+        "ratio_of_minimums": omin.as_secs_f64() / dmin.as_secs_f64(),
     });
     let _ = std::fs::create_dir_all(&target);
     let _ = std::fs::write(target.join("burn_train_bench.json"), json.to_string());

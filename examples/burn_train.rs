@@ -126,7 +126,11 @@ fn dataset(n: usize, seed: u64) -> InMemDataset<Item> {
         ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
     };
     let centres: Vec<Vec<f32>> = (0..CLASSES)
-        .map(|c| (0..FEATURES).map(|f| if f % CLASSES == c { 1.5 } else { 0.0 }).collect())
+        .map(|c| {
+            (0..FEATURES)
+                .map(|f| if f % CLASSES == c { 1.5 } else { 0.0 })
+                .collect()
+        })
         .collect();
     let items = (0..n)
         .map(|i| {
@@ -280,7 +284,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     println!();
-    match (outcome.completed, outcome.final_metrics.get("valid/accuracy")) {
+    match (
+        outcome.completed,
+        outcome.final_metrics.get("valid/accuracy"),
+    ) {
         (true, Some(acc)) => println!(
             "completed after epoch {}: valid accuracy {acc:.2}%",
             outcome.last_epoch.unwrap_or(0)
@@ -289,7 +296,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (false, _) => println!("interrupted; rerun the same command to resume"),
     }
     println!("run directory:  {}", run_dir.display());
-    println!("TensorBoard:    tensorboard --logdir {}", args.runs.display());
+    println!(
+        "TensorBoard:    tensorboard --logdir {}",
+        args.runs.display()
+    );
     println!("checkpoints:    {}", checkpoint_dir.display());
     println!(
         "  exptrack ckpt verify {}   (or ckpt list)",

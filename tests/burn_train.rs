@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use burn_train_net::{Net, NetBatcher, loaders};
 use exptrack::burn_train::{Outcome, TrackerLogger, Tracking};
 use exptrack::checkpoint::{CheckpointConfig, ModelCheckpointer};
-use exptrack::trainer::burn;
 use exptrack::trainer::MemorySink;
+use exptrack::trainer::burn;
 use exptrack::{ExperimentConfig, ExperimentTracker, Resume, RunStatus, Tracker};
 
 use burn::optim::AdamConfig;
@@ -101,11 +101,7 @@ fn checkpoint_config(root: &Path) -> CheckpointConfig {
 }
 
 /// burn-train's `SupervisedTraining` for the test net, quiet.
-fn training(
-    root: &Path,
-    epochs: usize,
-    batcher: NetBatcher,
-) -> SupervisedTraining<Net> {
+fn training(root: &Path, epochs: usize, batcher: NetBatcher) -> SupervisedTraining<Net> {
     let (train, valid) = loaders(TRAIN_ITEMS, VALID_ITEMS, BATCH, batcher);
     SupervisedTraining::new(root.join("artifacts"), train, valid)
         .metrics((LossMetric::new(), AccuracyMetric::new()))
@@ -185,7 +181,11 @@ fn tensorboard_reads_train_and_valid_loss_from_burn_train() {
     let scalars = tensorboard_scalars(&py, &run_dir);
     assert_one_point_per_step("train/loss", &scalars["train/loss"], 3 * TRAIN_ITERS);
     assert_one_point_per_step("valid/loss", &scalars["valid/loss"], 3 * VALID_ITERS);
-    assert_one_point_per_step("train/accuracy", &scalars["train/accuracy"], 3 * TRAIN_ITERS);
+    assert_one_point_per_step(
+        "train/accuracy",
+        &scalars["train/accuracy"],
+        3 * TRAIN_ITERS,
+    );
     assert_eq!(steps(&scalars["epoch/valid/loss"]), [1, 2, 3]);
     assert_eq!(steps(&scalars["epoch/train/loss"]), [1, 2, 3]);
     // Learning does happen (the loss reaches TensorBoard, not a constant).
@@ -233,12 +233,24 @@ fn mlflow_server_holds_the_same_histories_as_tensorboard() {
     drop(tracking);
     finish(tracker, RunStatus::Completed);
 
-    let exp = server.get("experiments/get-by-name", &[("experiment_name", experiment.as_str())]);
-    let exp_id = exp["experiment"]["experiment_id"].as_str().expect("id").to_owned();
-    let runs = server.post("runs/search", &serde_json::json!({"experiment_ids": [exp_id]}));
+    let exp = server.get(
+        "experiments/get-by-name",
+        &[("experiment_name", experiment.as_str())],
+    );
+    let exp_id = exp["experiment"]["experiment_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let runs = server.post(
+        "runs/search",
+        &serde_json::json!({"experiment_ids": [exp_id]}),
+    );
     let runs = runs["runs"].as_array().cloned().unwrap_or_default();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    let run_id = runs[0]["info"]["run_id"].as_str().expect("run id").to_owned();
+    let run_id = runs[0]["info"]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
     let params = mlflow_common::kv(&server.run(&run_id), "params");
     assert_eq!(params.get("optimizer.lr").map(String::as_str), Some("0.01"));
     assert!(params.contains_key("model/num_params"), "{params:?}");
@@ -255,10 +267,17 @@ fn mlflow_server_holds_the_same_histories_as_tensorboard() {
             .map(|(s, v, _)| (*s as u64, v.as_f64().expect("value")))
             .collect();
         assert_eq!(ml.len() as u64, n, "{key}: {ml:?}");
-        assert_eq!(steps(&ml), steps(&tb[key]), "{key}: MLflow and TensorBoard steps differ");
+        assert_eq!(
+            steps(&ml),
+            steps(&tb[key]),
+            "{key}: MLflow and TensorBoard steps differ"
+        );
         for ((_, a), (_, b)) in ml.iter().zip(&tb[key]) {
             // TensorBoard stores f32.
-            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{key}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                "{key}: {a} vs {b}"
+            );
         }
     }
 }
@@ -277,7 +296,12 @@ fn child(root: &Path) {
         .ok()
         .and_then(|v| v.parse().ok());
     let tb = exptrack::tensorboard::TensorBoardTracker::new(None);
-    let tracker = tracker(root, "bt-kill", vec![Box::new(tb)], Resume::LatestUnfinished);
+    let tracker = tracker(
+        root,
+        "bt-kill",
+        vec![Box::new(tb)],
+        Resume::LatestUnfinished,
+    );
     let mut ccfg = checkpoint_config(root);
     ccfg.fsync = true;
     let ckpt = ModelCheckpointer::open("bt-kill", ccfg).expect("checkpointer");
@@ -313,7 +337,10 @@ fn child(root: &Path) {
                         .expect("read-only");
                     let t0 = Instant::now();
                     while !ro.list().iter().any(|c| c.epoch == Some(2)) {
-                        assert!(t0.elapsed() < Duration::from_secs(60), "no epoch-2 checkpoint");
+                        assert!(
+                            t0.elapsed() < Duration::from_secs(60),
+                            "no epoch-2 checkpoint"
+                        );
                         std::thread::sleep(Duration::from_millis(20));
                         ro.refresh().expect("refresh");
                     }
@@ -331,7 +358,9 @@ fn child(root: &Path) {
                         .filter_map(|l| serde_json::from_str::<J>(l).ok())
                         .filter(|v| v["kind"] == "metrics")
                         .filter(|v| {
-                            v["values"].as_array().is_some_and(|a| a.iter().any(|m| m["key"] == "train/loss"))
+                            v["values"]
+                                .as_array()
+                                .is_some_and(|a| a.iter().any(|m| m["key"] == "train/loss"))
                         })
                         .filter_map(|v| v["step"].as_u64())
                         .max()
@@ -369,8 +398,14 @@ fn scalars_before_resume(root: &Path) -> u64 {
 /// Runs this test binary's `child_process` test in a child process with `env`.
 fn spawn_child(root: &Path, env: &[(&str, String)]) -> std::process::Output {
     let mut cmd = Command::new(std::env::current_exe().expect("exe"));
-    cmd.args(["--exact", "child_process", "--nocapture", "--test-threads", "1"])
-        .env(CHILD_ENV, root);
+    cmd.args([
+        "--exact",
+        "child_process",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(CHILD_ENV, root);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -444,7 +479,11 @@ fn kill_9_during_epoch_3_resumes_from_epoch_2() {
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .collect();
-    assert_eq!(run_dirs.len(), 1, "the rerun did not resume the run: {run_dirs:?}");
+    assert_eq!(
+        run_dirs.len(),
+        1,
+        "the rerun did not resume the run: {run_dirs:?}"
+    );
     // The local store (what every backend is fed from): each step of each key once, in order.
     let events = std::fs::read_to_string(run_dirs[0].join("events.jsonl")).expect("events");
     let mut store: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -455,15 +494,27 @@ fn kill_9_during_epoch_3_resumes_from_epoch_2() {
         }
         for m in v["values"].as_array().into_iter().flatten() {
             let key = m["key"].as_str().unwrap_or_default().to_owned();
-            store.entry(key).or_default().push(v["step"].as_u64().expect("step"));
+            store
+                .entry(key)
+                .or_default()
+                .push(v["step"].as_u64().expect("step"));
         }
     }
-    assert_eq!(store["train/loss"], (1..=5 * TRAIN_ITERS).collect::<Vec<_>>());
-    assert_eq!(store["valid/loss"], (1..=5 * VALID_ITERS).collect::<Vec<_>>());
+    assert_eq!(
+        store["train/loss"],
+        (1..=5 * TRAIN_ITERS).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store["valid/loss"],
+        (1..=5 * VALID_ITERS).collect::<Vec<_>>()
+    );
     assert_eq!(store["epoch/valid/loss"], [1, 2, 3, 4, 5]);
     // The killed run logged part of epoch 3, which the resumed run replayed from step 2 × 16.
     let killed_max = scalars_before_resume(root);
-    assert!(killed_max > 2 * TRAIN_ITERS, "nothing of epoch 3 was logged before the kill");
+    assert!(
+        killed_max > 2 * TRAIN_ITERS,
+        "nothing of epoch 3 was logged before the kill"
+    );
 
     let scalars = tensorboard_scalars(&py, &run_dirs[0]);
     assert_one_point_per_step("train/loss", &scalars["train/loss"], 5 * TRAIN_ITERS);
@@ -549,7 +600,10 @@ fn early_stopping_triggers_with_our_loggers_and_panics_without_the_history() {
     // The same with only the write-only logger: burn-train's aggregator panics ("Can read values").
     let out = spawn_child(tmp.path(), &[("EXPTRACK_BT_WRITE_ONLY", "1".into())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "burn-train did not fail without a history: {stderr}");
+    assert!(
+        !out.status.success(),
+        "burn-train did not fail without a history: {stderr}"
+    );
     assert!(stderr.contains("Can read values"), "{stderr}");
 }
 
@@ -600,10 +654,7 @@ fn best_checkpoint_by_valid_loss_is_what_burn_train_chose() {
     let ckpt = ModelCheckpointer::open_read_only("bt-best", ccfg).expect("ro");
     let saved: Vec<u64> = ckpt.list().iter().filter_map(|c| c.epoch).collect();
     assert_eq!(saved, expected, "valid losses {valid:?}");
-    let argmin = valid
-        .iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|p| p.0);
+    let argmin = valid.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|p| p.0);
     assert_eq!(ckpt.best().and_then(|c| c.epoch), argmin);
     // Each checkpoint records its epoch's values as metrics, as logged.
     for c in ckpt.list() {

@@ -94,7 +94,9 @@ impl Batcher<Item, Batch> for NetBatcher {
 
 /// Three Gaussian blobs, deterministic in `seed`.
 pub fn items(n: usize, seed: u64) -> Vec<Item> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
         state = state
             .wrapping_mul(6364136223846793005)

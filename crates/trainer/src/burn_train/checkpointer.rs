@@ -294,7 +294,10 @@ mod tests {
         Checkpointer::<()>::save(&model, 1, ()).expect("save");
         Checkpointer::<()>::save(&optim, 1, ()).expect("save");
         store.checkpointer().wait().expect("wait");
-        assert!(store.checkpointer().list().is_empty(), "an incomplete epoch was committed");
+        assert!(
+            store.checkpointer().list().is_empty(),
+            "an incomplete epoch was committed"
+        );
 
         // Epoch 2 arrives whole: one checkpoint with all three files; epoch 1 is dropped.
         for p in [&sched, &optim, &model] {

@@ -203,7 +203,10 @@ impl<S: MetricSink + Clone + 'static> Tracking<S> {
     ///
     /// The [`MetricHistory`] is registered first, so burn-train's `read_numeric` gets its
     /// answer; burn-train's default `FileMetricLogger` is then not created.
-    pub fn attach<M: LearnerModel>(&self, training: SupervisedTraining<M>) -> SupervisedTraining<M> {
+    pub fn attach<M: LearnerModel>(
+        &self,
+        training: SupervisedTraining<M>,
+    ) -> SupervisedTraining<M> {
         let mut training = training
             .with_metric_logger(MetricHistory::with_shared(Arc::clone(&self.shared)))
             .with_metric_logger(TrackerLogger::with_shared(
@@ -272,7 +275,9 @@ impl<S: MetricSink + Clone + 'static> Tracking<S> {
             }
         }
         if let Some(e) = &result.error {
-            return Err(Error::BurnTrain(format!("training stopped with an error: {e}")));
+            return Err(Error::BurnTrain(format!(
+                "training stopped with an error: {e}"
+            )));
         }
         Ok(Outcome {
             completed,
