@@ -27,7 +27,7 @@
 //! - `checkpoint`: the crash-safe checkpointer ([`checkpoint`]).
 //! - `trainer`: the burn training manager ([`trainer`]; pulls in burn).
 //! - `wgpu`: GPU training through burn's wgpu backend.
-//! - `burn-train`: [`burn_train`]: exptrack for burn-train's own `SupervisedTraining` loop (a
+//! - `burn-train`: `burn_train`: exptrack for burn-train's own `SupervisedTraining` loop (a
 //!   tracker logger, a metric history for its checkpointing and early stopping, crash-safe
 //!   per-epoch checkpoints and resume); see the README section "Already using burn-train?".
 
