@@ -27,6 +27,9 @@
 //! - `checkpoint`: the crash-safe checkpointer ([`checkpoint`]).
 //! - `trainer`: the burn training manager ([`trainer`]; pulls in burn).
 //! - `wgpu`: GPU training through burn's wgpu backend.
+//! - `burn-train`: `burn_train`: exptrack for burn-train's own `SupervisedTraining` loop (a
+//!   tracker logger, a metric history for its checkpointing and early stopping, crash-safe
+//!   per-epoch checkpoints and resume); see the README section "Already using burn-train?".
 
 pub use exptrack_core as core;
 pub use exptrack_core::*;
@@ -48,6 +51,9 @@ pub use exptrack_checkpoint as checkpoint;
 
 #[cfg(feature = "trainer")]
 pub use exptrack_trainer as trainer;
+
+#[cfg(feature = "burn-train")]
+pub use exptrack_trainer::burn_train;
 
 /// Errors of the facade: the core's, plus a backend that is enabled in the config but not
 /// compiled in, or that failed to configure.

@@ -82,6 +82,9 @@ pub enum Error {
     /// Training diverged (a non-finite loss with `check_finite`).
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// burn-train's loop stopped with an error (feature `burn-train`).
+    #[error("burn-train: {0}")]
+    BurnTrain(String),
     /// A tensor could not be read back from the device.
     #[error("reading a tensor back from the device failed: {0}")]
     Readback(String),

@@ -27,8 +27,10 @@
 //! - `wgpu`, `vulkan`, `cuda`: GPU backends (`device = "wgpu" | "vulkan" | "cuda"`; `auto` picks
 //!   the first compiled GPU backend with a hardware adapter, else the CPU). Off by default so the
 //!   default build stays CPU-only.
-//! - `burn-train`: `BurnTrainModel` (module `burn_train`) trains models written for
-//!   burn-train's `TrainStep` / `InferenceStep` (pulls in burn's `train` feature).
+//! - `burn-train`: module `burn_train`: exptrack's logger, metric history and checkpointer for
+//!   burn-train's own `SupervisedTraining` loop (`burn_train::Tracking`), and `BurnTrainModel`,
+//!   which trains models written for burn-train's `TrainStep` / `InferenceStep` with the
+//!   TrainingManager (pulls in burn's `train` feature).
 //!
 //! ## Example
 //! ```ignore
