@@ -25,6 +25,7 @@ mod dispatch;
 pub mod error;
 pub mod event;
 mod handle;
+pub mod media;
 pub mod metadata;
 pub mod shutdown;
 pub mod store;
