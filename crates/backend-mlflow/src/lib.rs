@@ -62,6 +62,7 @@
 mod builder;
 mod client;
 mod error;
+pub mod media;
 mod tracker;
 mod types;
 mod validate;
@@ -72,7 +73,9 @@ pub use builder::{MlflowTrackerBuilder, default_tracker_retry};
 pub use client::MlflowClient;
 pub use error::{Error, Result};
 pub use tracker::{
-    MlflowTracker, TAG_CONFIG_HASH, TAG_EXPERIMENT_ID, TAG_LOGGED_MODEL, TAG_RUN_ID,
+    MlflowTracker, TAG_CONFIG_HASH, TAG_EXPERIMENT_ID, TAG_GIT_BRANCH, TAG_GIT_COMMIT,
+    TAG_LOGGED_IMAGES, TAG_LOGGED_MODEL, TAG_RESULT_PREFIX, TAG_RUN_ID, TAG_SOURCE_NAME,
+    TAG_SOURCE_TYPE, TAG_USER, standard_tags,
 };
 pub use types::{
     Experiment, KeyValue, LoggedModelInfo, LoggedModelStatus, MetricPoint, MlflowRunStatus,

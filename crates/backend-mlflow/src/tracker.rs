@@ -4,17 +4,20 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use exptrack_core::{
-    ArtifactKind, Batch, Event, EventKind, RunContext, RunStatus, Tracker, TrackerError, now_ms,
+    ArtifactKind, Batch, Event, EventKind, ExperimentMetadata, RunContext, RunStatus, Tracker,
+    TrackerError, now_ms,
 };
 
 use crate::builder::MlflowTrackerBuilder;
 use crate::client::MlflowClient;
 use crate::error::{Error, Result, excerpt};
+use crate::media::{self, ImagePaths};
 use crate::types::{KeyValue, LoggedModelStatus, MetricPoint, MlflowRunStatus, Run};
 use crate::validate::{
     MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAM_VALUE_LENGTH, MAX_PARAMS_PER_BATCH,
     MAX_TAG_VALUE_LENGTH, MAX_TAGS_PER_BATCH, key_problem, sanitize_key, truncate_chars,
 };
+use exptrack_core::media::{DEFAULT_BINS, Histogram};
 
 /// Tag holding exptrack's experiment id (name + config hash).
 pub const TAG_EXPERIMENT_ID: &str = "exptrack.experiment_id";
@@ -24,6 +27,23 @@ pub const TAG_RUN_ID: &str = "exptrack.run_id";
 pub const TAG_CONFIG_HASH: &str = "exptrack.config_hash";
 /// Tag holding the id of the last logged model.
 pub const TAG_LOGGED_MODEL: &str = "exptrack.logged_model_id";
+
+/// MLflow's tag for the kind of source (`LOCAL` for a program run on this machine).
+pub const TAG_SOURCE_TYPE: &str = "mlflow.source.type";
+/// MLflow's tag for the source's name: the program that ran (the UI's "Source").
+pub const TAG_SOURCE_NAME: &str = "mlflow.source.name";
+/// MLflow's tag for the user who started the run (the UI's "Created by").
+pub const TAG_USER: &str = "mlflow.user";
+/// MLflow's tag for the git commit of the source.
+pub const TAG_GIT_COMMIT: &str = "mlflow.source.git.commit";
+/// MLflow's tag for the git branch of the source.
+pub const TAG_GIT_BRANCH: &str = "mlflow.source.git.branch";
+/// MLflow's tag saying the run has images logged the way `log_image(key=, step=)` does (the
+/// UI's image panel looks for it).
+pub const TAG_LOGGED_IMAGES: &str = "mlflow.loggedImages";
+
+/// Prefix of the tags holding the run's results (`set_result`), as JSON text.
+pub const TAG_RESULT_PREFIX: &str = "exptrack.result.";
 
 /// The open MLflow run.
 #[derive(Debug, Clone)]
@@ -90,10 +110,16 @@ struct ModelProgress {
 /// - Open: finds or creates the experiment, then continues the run tagged with this
 ///   `exptrack.run_id` (or, for a resumed run, the latest run tagged with this
 ///   `exptrack.experiment_id`) or creates one with the run name, start time, the `exptrack.*`
-///   tags and `mlflow.note.content` from the description.
+///   tags, MLflow's standard tags ([`standard_tags`]: source, user, git commit) and
+///   `mlflow.note.content` from the description.
 /// - Metrics, params and tags go out as `runs/log-batch` requests split to the server's limits,
-///   in event order; text and images become artifacts (`text/<tag>/step_<n>.md`,
-///   `images/<tag>/step_<n>.png`); file artifacts are streamed through the artifact proxy; model
+///   in event order; text becomes `text/<tag>/step_<n>.md`; images are logged the way
+///   `MlflowClient.log_image(key=, step=)` does (see [`ImagePaths`]: the PNG, a compressed WebP
+///   copy, the run tag `mlflow.loggedImages`), so the UI's image panel with its step slider shows
+///   them; histograms become `histograms/<tag>/step_<n>.json` (64 equal-width buckets, see
+///   [`Histogram::to_json`]); results (`set_result`) become the tag `exptrack.result.<key>` (JSON
+///   text) and, when numeric, the metric `<key>` at the latest step; file artifacts are streamed
+///   through the artifact proxy; model
 ///   artifacts become MLflow 3 logged models (created, file uploaded, finalized READY, linked to the
 ///   run as an output).
 /// - Keys are checked against MLflow's rules: repaired with one warning per key, or rejected in
@@ -125,6 +151,10 @@ pub struct MlflowTracker {
     /// Logged models by the sequence number of their event.
     models: HashMap<u64, ModelProgress>,
     logged_models: Vec<(String, String)>,
+    /// Whether the run carries the `mlflow.loggedImages` tag.
+    images_tagged: bool,
+    /// The highest metric step delivered (results are logged at it).
+    last_step: u64,
 }
 
 impl MlflowTracker {
@@ -148,6 +178,8 @@ impl MlflowTracker {
             added_through: None,
             models: HashMap::new(),
             logged_models: Vec::new(),
+            images_tagged: false,
+            last_step: 0,
         }
     }
 
@@ -257,7 +289,6 @@ impl MlflowTracker {
             KeyValue::new(TAG_EXPERIMENT_ID, md.experiment_id.clone()),
             KeyValue::new(TAG_RUN_ID, md.run_id.clone()),
             KeyValue::new(TAG_CONFIG_HASH, md.config_hash.clone()),
-            KeyValue::new("mlflow.source.type", "LOCAL"),
         ];
         if !md.description.is_empty() {
             tags.push(KeyValue::new("mlflow.note.content", md.description.clone()));
@@ -265,12 +296,7 @@ impl MlflowTracker {
         if !md.version.is_empty() {
             tags.push(KeyValue::new("exptrack.version", md.version.clone()));
         }
-        if let Some(git) = &md.system.git {
-            tags.push(KeyValue::new(
-                "mlflow.source.git.commit",
-                git.commit.clone(),
-            ));
-        }
+        tags.extend(standard_tags(md));
         if !md.system.hostname.is_empty() {
             tags.push(KeyValue::new("exptrack.host", md.system.hostname.clone()));
         }
@@ -549,6 +575,38 @@ impl MlflowTracker {
         Ok(())
     }
 
+    /// Uploads an image as `log_image(key=, step=)` does (the PNG, its compressed WebP copy) and
+    /// tags the run `mlflow.loggedImages` once, so the UI's image panel lists it.
+    fn log_image(&mut self, tag: &str, step: u64, timestamp_ms: i64, png: &[u8]) -> Result<()> {
+        let uri = self.open_run()?.artifact_uri.clone();
+        let paths = ImagePaths::new(tag, step, timestamp_ms, png);
+        self.client.upload_artifact_bytes(&uri, &paths.png, png)?;
+        match media::compressed_webp(png) {
+            Ok(webp) => self
+                .client
+                .upload_artifact_bytes(&uri, &paths.webp, &webp)?,
+            Err(why) => {
+                if self.warned.insert(format!("webp:{tag}")) {
+                    tracing::warn!(
+                        target: "exptrack_mlflow",
+                        "image {tag:?}: no compressed copy for MLflow's image panel ({why}); the PNG is uploaded"
+                    );
+                }
+            }
+        }
+        if !self.images_tagged {
+            let run_id = self.open_run()?.run_id.clone();
+            self.client.log_batch(
+                &run_id,
+                &[],
+                &[],
+                &[KeyValue::new(TAG_LOGGED_IMAGES, "True")],
+            )?;
+            self.images_tagged = true;
+        }
+        Ok(())
+    }
+
     fn deliver(&mut self, batch: &Batch<'_>) -> std::result::Result<Vec<String>, Error> {
         let mut problems = Vec::new();
         let mut pending = Pending::default();
@@ -563,6 +621,7 @@ impl MlflowTracker {
                     timestamp_ms,
                     values,
                 } => {
+                    self.last_step = self.last_step.max(*step);
                     for m in values {
                         let Some(key) = self.check_key(EntityKind::Metric, &m.key, &mut problems)
                         else {
@@ -611,13 +670,67 @@ impl MlflowTracker {
                         .upload_artifact_bytes(&uri, &rel, text.as_bytes())
                         .or_else(|e| keep_going(e, &mut problems))?;
                 }
-                Event::Image { step, tag, png, .. } => {
+                Event::Image {
+                    step,
+                    timestamp_ms,
+                    tag,
+                    png,
+                    ..
+                } => {
                     self.send(&mut pending, &mut problems)?;
-                    let rel = format!("images/{}/step_{step:08}.png", sanitize_key(tag));
+                    self.log_image(tag, *step, *timestamp_ms, png)
+                        .or_else(|e| keep_going(e, &mut problems))?;
+                }
+                Event::Histogram {
+                    step,
+                    timestamp_ms,
+                    tag,
+                    values,
+                } => {
+                    self.send(&mut pending, &mut problems)?;
+                    let rel = format!("histograms/{}/step_{step:08}.json", sanitize_key(tag));
+                    let doc = Histogram::from_values(values, DEFAULT_BINS)
+                        .to_json(tag, *step, *timestamp_ms)
+                        .to_string();
                     let uri = self.open_run()?.artifact_uri.clone();
                     self.client
-                        .upload_artifact_bytes(&uri, &rel, png)
+                        .upload_artifact_bytes(&uri, &rel, doc.as_bytes())
                         .or_else(|e| keep_going(e, &mut problems))?;
+                }
+                Event::Result {
+                    key,
+                    value,
+                    timestamp_ms,
+                } => {
+                    let text = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let tag = KeyValue::new(format!("{TAG_RESULT_PREFIX}{key}"), text);
+                    if let Some(kv) = self.check_tag(tag, &mut problems) {
+                        self.push(
+                            &mut pending,
+                            EntityKind::Tag,
+                            Entity::Tag(kv),
+                            &mut problems,
+                        )?;
+                    }
+                    if let Some(v) = value.as_f64()
+                        && let Some(key) = self.check_key(EntityKind::Metric, key, &mut problems)
+                    {
+                        let point = MetricPoint {
+                            key,
+                            value: v,
+                            timestamp: (*timestamp_ms).max(0),
+                            step: i64::try_from(self.last_step).unwrap_or(i64::MAX),
+                        };
+                        self.push(
+                            &mut pending,
+                            EntityKind::Metric,
+                            Entity::Metric(point),
+                            &mut problems,
+                        )?;
+                    }
                 }
                 Event::Artifact {
                     path,
@@ -654,6 +767,7 @@ impl MlflowTracker {
                 event,
                 Event::Text { .. }
                     | Event::Image { .. }
+                    | Event::Histogram { .. }
                     | Event::Artifact { .. }
                     | Event::Status { .. }
             ) {
@@ -681,6 +795,28 @@ fn keep_going(e: Error, problems: &mut Vec<String>) -> Result<()> {
     }
 }
 
+/// MLflow's standard run tags (the ones its Python client fills) from the run's metadata:
+/// `mlflow.source.type` (`LOCAL`), `mlflow.source.name` (the program), `mlflow.user`, and
+/// `mlflow.source.git.commit` / `mlflow.source.git.branch` inside a git checkout. The UI shows them
+/// as the run's "Source", "Created by" and git fields. Unknown values are left out.
+pub fn standard_tags(md: &ExperimentMetadata) -> Vec<KeyValue> {
+    let sys = &md.system;
+    let mut tags = vec![KeyValue::new(TAG_SOURCE_TYPE, "LOCAL")];
+    if !sys.program.is_empty() {
+        tags.push(KeyValue::new(TAG_SOURCE_NAME, sys.program.clone()));
+    }
+    if !sys.user.is_empty() {
+        tags.push(KeyValue::new(TAG_USER, sys.user.clone()));
+    }
+    if let Some(git) = &sys.git {
+        tags.push(KeyValue::new(TAG_GIT_COMMIT, git.commit.clone()));
+        if let Some(branch) = &git.branch {
+            tags.push(KeyValue::new(TAG_GIT_BRANCH, branch.clone()));
+        }
+    }
+    tags
+}
+
 /// Escapes a string for a single-quoted MLflow search literal.
 fn quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "\\'")
@@ -699,8 +835,10 @@ impl Tracker for MlflowTracker {
                 | EventKind::Tags
                 | EventKind::Text
                 | EventKind::Image
+                | EventKind::Histogram
                 | EventKind::Artifact
                 | EventKind::Status
+                | EventKind::Result
         )
     }
 

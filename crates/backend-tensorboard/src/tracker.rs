@@ -28,6 +28,7 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// | `Params` | HParams plugin: `session_start_info` (before the first data event after the params), `experiment` (all params, every scalar tag) and `session_end_info` (at close) |
 /// | `Tags` | a markdown table as text, tag `tags/text_summary`, step 0 |
 /// | `Status` | remembered; the status given to `close` becomes `session_end_info` |
+/// | `Result` | a number: a scalar `<key>` at the latest step, listed among the HParams experiment's metrics (so the HParams dashboard shows it next to the params); anything else: text `result/<key>` |
 /// | `Artifact` | not supported |
 ///
 /// TensorBoard keeps the first hparams record of each tag per run, so params logged after the
@@ -178,6 +179,8 @@ struct OpenRun {
     dirty: bool,
     close_records_written: bool,
     status: RunStatus,
+    /// The highest step written (results are written at it).
+    last_step: u64,
 }
 
 impl OpenRun {
@@ -254,6 +257,7 @@ impl OpenRun {
                 if values.is_empty() {
                     return Ok(());
                 }
+                self.last_step = self.last_step.max(*step);
                 self.start_session()?;
                 self.dirty = true;
                 let r = self.writer()?.write_scalars(
@@ -317,6 +321,32 @@ impl OpenRun {
                 self.write_values(*step, encode::wall_time(*timestamp_ms), vec![value])?;
             }
             Event::Status { status, .. } => self.status = *status,
+            Event::Result {
+                key,
+                value,
+                timestamp_ms,
+            } => {
+                self.start_session()?;
+                let wall = encode::wall_time(*timestamp_ms);
+                match value.as_f64() {
+                    Some(v) => {
+                        let metric = [Metric::new(key.clone(), v)];
+                        self.dirty = true;
+                        let step = encode::step_i64(self.last_step);
+                        let r = self.writer()?.write_scalars(wall, step, &metric);
+                        self.note(r)?;
+                        self.register_tags(&metric);
+                    }
+                    None => {
+                        let text = match value {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let v = encode::text_value(&format!("result/{key}"), &text);
+                        self.write_values(self.last_step, wall, vec![v])?;
+                    }
+                }
+            }
             // Artifacts (and kinds added later) have no TensorBoard form.
             _ => {}
         }
@@ -380,6 +410,7 @@ impl Tracker for TensorBoardTracker {
                 | EventKind::Image
                 | EventKind::Histogram
                 | EventKind::Status
+                | EventKind::Result
         )
     }
 
@@ -406,6 +437,7 @@ impl Tracker for TensorBoardTracker {
             dirty: false,
             close_records_written: false,
             status: ctx.metadata.status,
+            last_step: 0,
         });
         Ok(())
     }

@@ -21,6 +21,11 @@ pub(crate) fn f64_json(v: f64) -> String {
     }
 }
 
+/// A JSON value as W&B JSON text (what `serde_json` writes; JSON numbers are always finite).
+pub(crate) fn value_json(v: &serde_json::Value) -> String {
+    v.to_string()
+}
+
 /// A string as a JSON string literal.
 pub(crate) fn str_json(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()

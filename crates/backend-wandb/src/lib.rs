@@ -21,11 +21,21 @@
 //! | `Params` | config keys (`wandb.config`) |
 //! | the experiment's TOML config | config keys, one per top-level table, except `[tracking]` |
 //! | `Tags` | run tags `key:value` (or `key` when the value is empty); experiment tags as they are |
+//! | `Image` | as `wandb.Image`: the PNG at `files/media/images/<tag>_<step>_<sha256[:20]>.png` (a files record, uploaded by `wandb sync` or directly online) and the history value `{"_type": "image-file", "path", "sha256", "size", "format", "width", "height"}` in the step's row |
+//! | `Histogram` | as `wandb.Histogram`: `{"_type": "histogram", "values", "bins"}` (64 equal-width buckets of the finite values) in the step's row |
+//! | `Text` | as a one-column `wandb.Table` (`text`): `files/media/table/<tag>_<step>_<sha256[:20]>.table.json` and a `table-file` history value |
+//! | `Result` (`set_result`) | a summary key (`wandb.run.summary[key] = value`) |
 //! | `Artifact` | a run file (`files/<name>`, uploaded by `wandb sync` or directly online) |
 //! | `Status` / `close` | the exit record: 0 completed, 1 failed, 255 killed |
 //!
-//! Text, images and histograms are not supported yet (`supports()` is false; the core skips them
-//! with one warning).
+//! Media share the step rules of metrics: they join the row of their step, and media of a step
+//! lower than an earlier one are dropped.
+//!
+//! Known limit: a flush completes the open row (a flush is a barrier), so values of a step that
+//! arrive after that step's row was flushed form a second row with the same `_step`. The online
+//! file stream sends it as it is, but `wandb sync` (wandb 0.31) numbers such a row, and every
+//! later row, one step higher (checked against the real `wandb sync`). Log a step's metrics and
+//! media together (the dispatcher then delivers them in one batch).
 //!
 //! ## Reading `.wandb` files
 //! [`txlog::LogReader`] reads transaction logs (ours or the Python client's), checking every
@@ -64,6 +74,7 @@ mod builder;
 mod error;
 mod json;
 mod local;
+mod media;
 mod online;
 pub mod proto;
 mod run;
@@ -433,6 +444,52 @@ impl Active {
                     self.status = Some(*status);
                 }
             }
+            Event::Image {
+                step,
+                timestamp_ms,
+                tag,
+                width,
+                height,
+                png,
+                ..
+            } => {
+                let file = media::image(tag, *step, png, *width, *height);
+                self.log_media(
+                    *step,
+                    *timestamp_ms,
+                    tag,
+                    file.value_json.clone(),
+                    Some(file),
+                )?;
+            }
+            Event::Text {
+                step,
+                timestamp_ms,
+                tag,
+                text,
+            } => {
+                let file = media::text_table(tag, *step, text);
+                self.log_media(
+                    *step,
+                    *timestamp_ms,
+                    tag,
+                    file.value_json.clone(),
+                    Some(file),
+                )?;
+            }
+            Event::Histogram {
+                step,
+                timestamp_ms,
+                tag,
+                values,
+            } => match media::histogram(values) {
+                Some(value) => self.log_media(*step, *timestamp_ms, tag, value, None)?,
+                None => tracing::warn!(
+                    tag = %tag,
+                    step,
+                    "W&B: histogram skipped: it has no finite value to show"
+                ),
+            },
             other => {
                 let mut rows = Vec::new();
                 self.state.apply(other, &mut rows);
@@ -441,6 +498,42 @@ impl Active {
             }
         }
         Ok(())
+    }
+
+    /// Adds a media value to the history row of `step`, first writing its file (when it has one)
+    /// to `files/` with a files record (and, online, queuing its upload), as `wandb.log` does.
+    fn log_media(
+        &mut self,
+        step: u64,
+        timestamp_ms: exptrack_core::TimestampMs,
+        key: &str,
+        value_json: String,
+        file: Option<media::MediaFile>,
+    ) -> Result<()> {
+        if let Some(file) = file
+            && self.state.accepts_step(step)
+        {
+            let path = self.local.write_nested(&file.rel_path, &file.bytes)?;
+            self.local.append(RecordType::Files(FilesRecord {
+                files: vec![FilesItem {
+                    path: file.rel_path.clone(),
+                    policy: proto::POLICY_NOW,
+                    // As the Python client records media files.
+                    r#type: proto::FILE_TYPE_OTHER,
+                }],
+            }))?;
+            if self.online.is_some() {
+                self.uploads.push((file.rel_path, path));
+            }
+        }
+        let mut rows = Vec::new();
+        self.state.add_items(
+            step,
+            timestamp_ms,
+            vec![(key.to_owned(), value_json)],
+            &mut rows,
+        );
+        self.emit_rows(rows)
     }
 
     fn emit_rows(&mut self, rows: Vec<Row>) -> Result<()> {
@@ -501,6 +594,8 @@ impl Active {
             if let Some(online) = self.online.as_mut() {
                 online.set_summary(self.state.summary_json());
             }
+            // Results change the summary without a history row.
+            self.files_dirty = true;
         }
         if self.files_dirty {
             self.write_files()?;
@@ -686,8 +781,12 @@ impl Tracker for WandbTracker {
             EventKind::Metrics
                 | EventKind::Params
                 | EventKind::Tags
+                | EventKind::Text
+                | EventKind::Image
+                | EventKind::Histogram
                 | EventKind::Artifact
                 | EventKind::Status
+                | EventKind::Result
         )
     }
 

@@ -87,6 +87,31 @@ impl LocalRun {
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming a W&B run file", &path, e))
     }
 
+    /// Writes `files/<rel>` (a relative `/`-separated path; directories are created) atomically
+    /// and returns its path.
+    pub(crate) fn write_nested(&self, rel: &str, content: &[u8]) -> Result<PathBuf> {
+        let rel = safe_relative(rel).ok_or_else(|| {
+            Error::Config(format!(
+                "media path {rel:?} is not a relative path inside the run"
+            ))
+        })?;
+        let dest = self.files_dir.join(&rel);
+        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+            return Err(Error::Config(format!(
+                "media path {} has no file name",
+                rel.display()
+            )));
+        };
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io("creating a W&B media directory", parent, e))?;
+        let tmp = parent.join(format!(".{}.tmp", name.to_string_lossy()));
+        std::fs::write(&tmp, content)
+            .map_err(|e| Error::io("writing a W&B media file", &tmp, e))?;
+        std::fs::rename(&tmp, &dest)
+            .map_err(|e| Error::io("renaming a W&B media file", &dest, e))?;
+        Ok(dest)
+    }
+
     /// Puts a copy of `src` at `files/<name>` (a hard link when possible) and returns the
     /// `/`-separated relative path.
     pub(crate) fn add_file(&self, src: &Path, name: &str) -> Result<String> {

@@ -48,7 +48,8 @@ impl Row {
 struct Pending {
     step: u64,
     timestamp_ms: TimestampMs,
-    values: Vec<(String, f64)>,
+    /// `(key, value_json)`.
+    values: Vec<(String, String)>,
 }
 
 /// The run's accumulated state.
@@ -99,7 +100,20 @@ impl RunState {
                 step,
                 timestamp_ms,
                 values,
-            } => self.metrics(*step, *timestamp_ms, values, rows),
+            } => {
+                let items: Vec<(String, String)> = values
+                    .iter()
+                    .map(|m| (m.key.clone(), json::f64_json(m.value)))
+                    .collect();
+                self.add_items(*step, *timestamp_ms, items, rows);
+            }
+            Event::Result { key, value, .. } => {
+                if key.is_empty() || RESERVED.contains(&key.as_str()) {
+                    tracing::warn!(key = %key, "W&B: dropping a result with an empty or reserved key");
+                } else {
+                    self.set_summary(key, json::value_json(value));
+                }
+            }
             Event::Params { params } => {
                 for (k, v) in params {
                     self.set_config(k, json::param_json(v));
@@ -118,13 +132,15 @@ impl RunState {
         }
     }
 
-    fn metrics(
+    /// Adds `(key, value_json)` items (metrics, media) to the row of `step`; returns `false`
+    /// (and counts the row as dropped) when the step is lower than an earlier one.
+    pub(crate) fn add_items(
         &mut self,
         step: u64,
         timestamp_ms: TimestampMs,
-        values: &[exptrack_core::Metric],
+        values: Vec<(String, String)>,
         rows: &mut Vec<Row>,
-    ) {
+    ) -> bool {
         let floor = match &self.pending {
             Some(p) => Some(p.step),
             None => self.last_step,
@@ -139,7 +155,7 @@ impl RunState {
                      (W&B steps must increase); further drops are only counted"
                 );
             }
-            return;
+            return false;
         }
         if self.pending.as_ref().is_some_and(|p| p.step != step)
             && let Some(row) = self.finish_row()
@@ -152,30 +168,36 @@ impl RunState {
             values: Vec::new(),
         });
         pending.timestamp_ms = pending.timestamp_ms.max(timestamp_ms);
-        for m in values {
-            if m.key.is_empty() || RESERVED.contains(&m.key.as_str()) {
+        for (key, value) in values {
+            if key.is_empty() || RESERVED.contains(&key.as_str()) {
                 if !self.warned_reserved {
                     self.warned_reserved = true;
-                    tracing::warn!(key = %m.key, "W&B: dropping a metric with an empty or reserved key");
+                    tracing::warn!(key = %key, "W&B: dropping a metric with an empty or reserved key");
                 }
                 continue;
             }
-            match pending.values.iter_mut().find(|(k, _)| *k == m.key) {
-                Some(slot) => slot.1 = m.value,
-                None => pending.values.push((m.key.clone(), m.value)),
+            match pending.values.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => pending.values.push((key, value)),
             }
         }
+        true
+    }
+
+    /// Whether a row at `step` would be kept (it is not lower than an earlier step).
+    pub(crate) fn accepts_step(&self, step: u64) -> bool {
+        let floor = match &self.pending {
+            Some(p) => Some(p.step),
+            None => self.last_step,
+        };
+        !floor.is_some_and(|f| step < f)
     }
 
     /// Completes the row being gathered (if any), updating the summary.
     pub(crate) fn finish_row(&mut self) -> Option<Row> {
         let p = self.pending.take()?;
         self.last_step = Some(p.step);
-        let mut items: Vec<(String, String)> = p
-            .values
-            .into_iter()
-            .map(|(k, v)| (k, json::f64_json(v)))
-            .collect();
+        let mut items: Vec<(String, String)> = p.values;
         items.push((
             "_runtime".to_owned(),
             json::f64_json(self.runtime_secs(p.timestamp_ms)),

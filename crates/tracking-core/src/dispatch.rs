@@ -156,7 +156,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub(crate) enum Msg {
     Event(Event),
     Flush(Sender<FlushAck>),
-    SetResult(String, serde_json::Value),
     Finish(RunStatus, Sender<FinishReport>),
 }
 
@@ -382,7 +381,7 @@ enum Ctrl {
 pub(crate) struct WorkerHandle {
     name: String,
     canceller: Option<crate::tracker::Canceller>,
-    supported: [bool; 8],
+    supported: [bool; EventKind::COUNT],
     data_tx: Sender<DataBatch>,
     ctrl_tx: Sender<Ctrl>,
     join: Option<JoinHandle<()>>,
@@ -403,7 +402,7 @@ pub(crate) fn spawn_worker(
 ) -> std::io::Result<WorkerHandle> {
     let name = tracker.name().to_owned();
     let canceller = tracker.canceller();
-    let mut supported = [false; 8];
+    let mut supported = [false; EventKind::COUNT];
     for k in EventKind::ALL {
         supported[k.index()] = tracker.supports(k);
     }
@@ -821,8 +820,7 @@ pub(crate) struct Dispatcher {
     pub(crate) config: toml::Table,
     pub(crate) settings: DispatchSettings,
     pub(crate) store_errors: Vec<String>,
-    pub(crate) warned: [bool; 8],
-    pub(crate) results_extra: BTreeMap<String, serde_json::Value>,
+    pub(crate) warned: [bool; EventKind::COUNT],
     pub(crate) finished: Arc<AtomicBool>,
     pub(crate) last_cursors: BTreeMap<String, u64>,
 }
@@ -878,9 +876,6 @@ impl Dispatcher {
                 match c {
                     Msg::Event(_) => {}
                     Msg::Flush(reply) => self.flush(reply),
-                    Msg::SetResult(k, v) => {
-                        self.results_extra.insert(k, v);
-                    }
                     Msg::Finish(status, reply) => {
                         self.finish(status, Some(reply));
                         return;
@@ -922,7 +917,7 @@ impl Dispatcher {
         }
         let first_seq = appended.first_seq;
         // One warning per kind a tracker does not support.
-        let mut present = [false; 8];
+        let mut present = [false; EventKind::COUNT];
         for e in &events {
             present[e.kind().index()] = true;
         }
@@ -1031,9 +1026,7 @@ impl Dispatcher {
             self.store_error(format!("writing metadata: {e}"));
         }
         if status == RunStatus::Completed
-            && let Err(e) =
-                self.writer
-                    .write_results(&self.metadata, &self.config, &self.results_extra)
+            && let Err(e) = self.writer.write_results(&self.metadata, &self.config)
         {
             self.store_error(format!("writing results: {e}"));
         }

@@ -218,6 +218,17 @@ pub enum Event {
         /// Wall-clock time.
         timestamp_ms: TimestampMs,
     },
+    /// A result of the run (`ExperimentTracker::set_result`), e.g. the best epoch or the test
+    /// accuracy: kept in `results.json` and shown in each backend's run summary. A later result
+    /// with the same key replaces the earlier one.
+    Result {
+        /// Name.
+        key: String,
+        /// Any JSON value.
+        value: serde_json::Value,
+        /// Wall-clock time.
+        timestamp_ms: TimestampMs,
+    },
 }
 
 /// The kind of an [`Event`], used by trackers to declare what they support.
@@ -241,11 +252,16 @@ pub enum EventKind {
     Artifact,
     /// [`Event::Status`]
     Status,
+    /// [`Event::Result`]
+    Result,
 }
 
 impl EventKind {
+    /// How many kinds there are (the size of per-kind tables).
+    pub const COUNT: usize = 9;
+
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; EventKind::COUNT] = [
         EventKind::Metrics,
         EventKind::Params,
         EventKind::Tags,
@@ -254,9 +270,10 @@ impl EventKind {
         EventKind::Histogram,
         EventKind::Artifact,
         EventKind::Status,
+        EventKind::Result,
     ];
 
-    /// A small dense index (0..8) for per-kind tables.
+    /// A small dense index (`0..COUNT`) for per-kind tables.
     pub fn index(self) -> usize {
         self as usize
     }
@@ -273,6 +290,7 @@ impl fmt::Display for EventKind {
             EventKind::Histogram => "histogram",
             EventKind::Artifact => "artifact",
             EventKind::Status => "status",
+            EventKind::Result => "result",
         };
         f.write_str(s)
     }
@@ -306,6 +324,7 @@ impl Event {
             Event::Histogram { .. } => EventKind::Histogram,
             Event::Artifact { .. } => EventKind::Artifact,
             Event::Status { .. } => EventKind::Status,
+            Event::Result { .. } => EventKind::Result,
         }
     }
 

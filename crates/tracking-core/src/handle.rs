@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, unbounded};
 use crate::config::ExperimentConfig;
 use crate::dispatch::{DispatchSettings, Dispatcher, FinishReport, Msg, spawn_worker};
 use crate::error::{Error, Result};
-use crate::event::{ArtifactKind, Event, Metric, ParamValue, TimestampMs, now_ms};
+use crate::event::{ArtifactKind, Event, EventKind, Metric, ParamValue, TimestampMs, now_ms};
 use crate::metadata::{ExperimentMetadata, RunStatus, SystemInfo, check_component, new_run_id};
 use crate::store::{RunWriter, list_runs, read_cursors, run_dir};
 use crate::tracker::{RunContext, Tracker};
@@ -347,8 +347,7 @@ impl ExperimentTrackerBuilder {
             config: crate::redact_config(&cfg.document),
             settings: DispatchSettings { finish_timeout },
             store_errors: Vec::new(),
-            warned: [false; 8],
-            results_extra: BTreeMap::new(),
+            warned: [false; EventKind::COUNT],
             finished: Arc::clone(&finished),
             last_cursors: cursors,
         };
@@ -689,10 +688,16 @@ impl ExperimentTracker {
         }))
     }
 
-    /// Adds a value to the run's `results.json` (written when the run completes), e.g.
-    /// `set_result("best_epoch", 7.into())`.
+    /// Records a result of the run, e.g. `set_result("best_epoch", 7.into())`: an
+    /// [`Event::Result`] in the event log (so a crash does not lose it and `exptrack sync`
+    /// replays it), shown in each backend's run summary, and in `results.json` when the run
+    /// completes. Setting a key again replaces its value.
     pub fn set_result(&self, key: &str, value: serde_json::Value) -> Result<()> {
-        self.inner.send(Msg::SetResult(key.to_owned(), value))
+        self.inner.send(Msg::Event(Event::Result {
+            key: key.to_owned(),
+            value,
+            timestamp_ms: now_ms(),
+        }))
     }
 
     /// Sends an already-built event.

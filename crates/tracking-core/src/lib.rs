@@ -26,6 +26,7 @@ mod dispatch;
 pub mod error;
 pub mod event;
 mod handle;
+pub mod media;
 pub mod metadata;
 pub mod redact;
 pub mod shutdown;

@@ -89,6 +89,12 @@ pub struct SystemInfo {
     /// Git commit and dirty flag when run inside a git checkout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitInfo>,
+    /// The login name of the user who started the run (empty when unknown).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// The program that started the run: the executable's path (empty when unknown).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub program: String,
 }
 
 impl SystemInfo {
@@ -112,8 +118,34 @@ impl SystemInfo {
             total_memory_bytes,
             crate_versions,
             git: git_info(cwd),
+            user: user_name(),
+            program: program_path(),
         }
     }
+}
+
+/// The login name from `LOGNAME`, `USER`, `LNAME` or `USERNAME` (the order Python's
+/// `getpass.getuser` uses), empty when none is set.
+pub fn user_name() -> String {
+    ["LOGNAME", "USER", "LNAME", "USERNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty())
+        .unwrap_or_default()
+}
+
+/// The running executable's path (`argv[0]` when the OS cannot say), empty when unknown.
+fn program_path() -> String {
+    std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
+        .or_else(|| {
+            std::env::args_os()
+                .next()
+                .map(|a| a.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// The machine's host name (empty when unknown).

@@ -277,6 +277,8 @@ pub(crate) struct RunWriter {
     next_seq: u64,
     index: Arc<Mutex<SeqIndex>>,
     stats: StatsMap,
+    /// Latest value of every [`Event::Result`] key, for `results.json`.
+    results: BTreeMap<String, serde_json::Value>,
     summary_dirty: bool,
     /// Encoded lines not yet in the file: the batch being appended, plus every earlier batch whose
     /// write failed (kept, in order, to be retried before the next one; see [`LOG_BACKLOG_MAX`]).
@@ -379,14 +381,19 @@ impl RunWriter {
         let mut next_seq = 1;
         let mut len = 0;
         let mut stats = StatsMap::default();
+        let mut results = BTreeMap::new();
         if ctx.resumed && events_path.exists() {
             // Scan the existing log: last seq, valid length (a torn last line is cut off), summary.
-            let (last, valid_len) = scan_log(&events_path, |seq_event| {
-                if let Event::Metrics { step, values, .. } = &seq_event {
+            let (last, valid_len) = scan_log(&events_path, |seq_event| match seq_event {
+                Event::Metrics { step, values, .. } => {
                     for m in values {
-                        update_stats(&mut stats, &m.key, *step, m.value);
+                        update_stats(&mut stats, &m.key, step, m.value);
                     }
                 }
+                Event::Result { key, value, .. } => {
+                    results.insert(key, value);
+                }
+                _ => {}
             })?;
             next_seq = last + 1;
             len = valid_len;
@@ -425,6 +432,7 @@ impl RunWriter {
             next_seq,
             index: Arc::new(Mutex::new(index)),
             stats,
+            results,
             summary_dirty: true,
             backlog: Vec::with_capacity(1 << 16),
             backlog_first: next_seq,
@@ -479,6 +487,9 @@ impl RunWriter {
                     update_stats(&mut self.stats, &m.key, *step, m.value);
                 }
                 self.summary_dirty = true;
+            }
+            if let Event::Result { key, value, .. } = ev {
+                self.results.insert(key.clone(), value.clone());
             }
         }
         let error = self.write_backlog().err().map(|e| e.to_string());
@@ -607,7 +618,6 @@ impl RunWriter {
         &self,
         meta: &ExperimentMetadata,
         config: &toml::Table,
-        extra: &BTreeMap<String, serde_json::Value>,
     ) -> Result<()> {
         let end = meta.end_time.unwrap_or_else(Utc::now);
         let summary: Summary = self
@@ -633,7 +643,7 @@ impl RunWriter {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.history.clone()))
                 .collect(),
-            extra: extra.clone(),
+            extra: self.results.clone(),
         };
         write_atomic(
             &self.dir.join(files::RESULTS),

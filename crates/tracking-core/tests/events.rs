@@ -63,6 +63,11 @@ fn one_of_each(artifact: std::path::PathBuf) -> Vec<Event> {
             status: RunStatus::Running,
             timestamp_ms: 4,
         },
+        Event::Result {
+            key: "best".into(),
+            value: serde_json::json!({"epoch": 3, "acc": 0.5, "name": "ckpt \"7\"", "none": null}),
+            timestamp_ms: 5,
+        },
     ]
 }
 
@@ -176,6 +181,13 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 values,
             }
         }),
+        (any::<String>(), any::<String>(), any::<i64>(), -1e6..1e6f64).prop_map(
+            |(key, text, i, x)| Event::Result {
+                key,
+                value: serde_json::json!([text, i, x, true, null]),
+                timestamp_ms: i,
+            }
+        ),
     ]
 }
 
