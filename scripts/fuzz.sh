@@ -33,7 +33,8 @@ fi
 
 targets="${FUZZ_TARGETS:-$(cargo "+$tc" fuzz list)}"
 echo "fuzz.sh: building ${targets//$'\n'/ }" >&2
-nice -n "$nice_n" cargo "+$tc" fuzz build -O
+# Release with debug assertions and overflow checks (cargo-fuzz's default without -O).
+nice -n "$nice_n" cargo "+$tc" fuzz build
 
 # Per-target libFuzzer options: the .wandb log needs inputs past one 32 KiB block; every target
 # gets the same memory limits (an allocation over 512 MiB from inputs this small is a bug).
@@ -52,7 +53,7 @@ run_one() {
     [ -d "corpus/$t" ] && seeds=("corpus/$t")
     local before
     before="$(find "artifacts/$t" -type f | wc -l)"
-    nice -n "$nice_n" cargo "+$tc" fuzz run -O "$t" "$work/corpus/$t" "${seeds[@]}" -- \
+    nice -n "$nice_n" cargo "+$tc" fuzz run "$t" "$work/corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=20 \
         -max_len="$(max_len "$t")" -print_final_stats=1 >"$work/$t.log" 2>&1 || true
     local after execs
