@@ -5,7 +5,8 @@
 #
 #   scripts/fuzz.sh [SECONDS]
 #
-# Environment: FUZZ_TARGETS (space-separated subset), FUZZ_TOOLCHAIN (default nightly),
+# Environment: FUZZ_TARGETS (space-separated subset), FUZZ_TIME_<target> (seconds for one
+# target, overriding SECONDS), FUZZ_TOOLCHAIN (default nightly),
 # FUZZ_JOBS (parallel targets, default 1), FUZZ_NICE (default 10), FUZZ_WORK (working corpus
 # and logs, default fuzz/.work; the committed seeds in fuzz/corpus/<target> are read, never
 # written). Crash inputs land in fuzz/artifacts/<target>/; the script exits 1 when any target
@@ -38,6 +39,10 @@ nice -n "$nice_n" cargo "+$tc" fuzz build
 
 # Per-target libFuzzer options: the .wandb log needs inputs past one 32 KiB block; every target
 # gets the same memory limits (an allocation over 512 MiB from inputs this small is a bug).
+# ASan: no allocation stack traces (most of the cost of a Rust target's many small allocations),
+# a small quarantine, no leak check (the targets' servers and statics live for the process).
+export ASAN_OPTIONS="${ASAN_OPTIONS:-malloc_context_size=0:quarantine_size_mb=16:detect_leaks=0}"
+
 max_len() {
     case "$1" in
         wandb_txlog) echo 70000 ;;
@@ -51,10 +56,11 @@ run_one() {
     mkdir -p "$work/corpus/$t" "$root/fuzz/artifacts/$t"
     local seeds=()
     [ -d "corpus/$t" ] && seeds=("corpus/$t")
-    local before
+    local before t_secs var="FUZZ_TIME_$1"
+    t_secs="${!var:-$secs}"
     before="$(find "artifacts/$t" -type f | wc -l)"
     nice -n "$nice_n" cargo "+$tc" fuzz run "$t" "$work/corpus/$t" "${seeds[@]}" -- \
-        -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=20 \
+        -max_total_time="$t_secs" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=20 \
         -max_len="$(max_len "$t")" -print_final_stats=1 >"$work/$t.log" 2>&1 || true
     local after execs
     after="$(find "artifacts/$t" -type f | wc -l)"
@@ -70,12 +76,12 @@ mkdir -p "$work"
 rm -f "$work"/*.result
 if [ "$jobs" -le 1 ]; then
     for t in $targets; do
-        echo "fuzz.sh: $t for ${secs}s" >&2
+        echo "fuzz.sh: $t" >&2
         run_one "$t"
     done
 else
     for t in $targets; do
-        echo "fuzz.sh: $t for ${secs}s" >&2
+        echo "fuzz.sh: $t" >&2
         run_one "$t" &
         while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
     done

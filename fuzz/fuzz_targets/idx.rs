@@ -15,7 +15,7 @@ mod idx;
 mod error {
     #[derive(Debug)]
     pub enum Error {
-        Data(String),
+        Data(#[allow(dead_code)] String),
         #[allow(dead_code)]
         Io(std::io::Error),
     }
