@@ -26,9 +26,11 @@ fn known_huge_size(ckpt_json: &[u8], on_disk: usize) -> bool {
         return false;
     };
     let limit = (on_disk as u64).saturating_mul(64).max(1 << 20);
-    v["files"]
-        .as_array()
-        .is_some_and(|files| files.iter().any(|f| f["size"].as_u64().is_some_and(|s| s > limit)))
+    v["files"].as_array().is_some_and(|files| {
+        files
+            .iter()
+            .any(|f| f["size"].as_u64().is_some_and(|s| s > limit))
+    })
 }
 
 fn steps(c: &ModelCheckpointer) -> Vec<u64> {
@@ -47,7 +49,10 @@ fn exercise(c: &ModelCheckpointer, on_disk: usize, load: bool) {
                 let name = std::path::Path::new(&f.name);
                 assert!(
                     name.components().count() == 1
-                        && matches!(name.components().next(), Some(std::path::Component::Normal(_))),
+                        && matches!(
+                            name.components().next(),
+                            Some(std::path::Component::Normal(_))
+                        ),
                     "loaded {:?}, which is not a file inside the checkpoint directory",
                     f.name
                 );
@@ -61,8 +66,14 @@ fn exercise(c: &ModelCheckpointer, on_disk: usize, load: bool) {
                 .filter(|f| f.encoding == Encoding::Raw)
                 .map(|f| f.name.as_str())
                 .collect();
-            raw += raw_names.iter().map(|n| loaded.files[*n].len()).sum::<usize>();
-            assert!(raw <= on_disk, "{raw} raw bytes loaded from {on_disk} on disk");
+            raw += raw_names
+                .iter()
+                .map(|n| loaded.files[*n].len())
+                .sum::<usize>();
+            assert!(
+                raw <= on_disk,
+                "{raw} raw bytes loaded from {on_disk} on disk"
+            );
         }
         for f in &info.files {
             let _ = c.load_file(info.step, &f.name);
@@ -108,5 +119,8 @@ fuzz_target!(|data: &[u8]| {
     drop(rw);
     let again = ModelCheckpointer::open(EXP, config).expect("second open");
     assert_eq!(steps(&again), ro_steps);
-    assert!(again.reconcile_report().rebuilt.is_empty(), "the rewritten registry.json was not read back");
+    assert!(
+        again.reconcile_report().rebuilt.is_empty(),
+        "the rewritten registry.json was not read back"
+    );
 });

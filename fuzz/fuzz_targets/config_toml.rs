@@ -17,8 +17,16 @@ fuzz_target!(|data: &[u8]| {
         Ok(c) => c,
         Err(e) => panic!("{text:?} parsed, but its serialization {written:?} does not: {e}"),
     };
-    assert_eq!(cfg.hash(), again.hash(), "hash changed: {text:?} -> {written:?}");
+    assert_eq!(
+        cfg.hash(),
+        again.hash(),
+        "hash changed: {text:?} -> {written:?}"
+    );
     assert_eq!(cfg.experiment_id(), again.experiment_id());
     assert_eq!(cfg.experiment, again.experiment);
-    assert_eq!(written, again.to_toml_string(), "serialization is not stable");
+    assert_eq!(
+        written,
+        again.to_toml_string(),
+        "serialization is not stable"
+    );
 });

@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         (Err(_), Err(_)) => {}
-        (s, l) => panic!("events() and last_seq() disagree: {:?} vs {l:?}", s.as_ref().map(Vec::len)),
+        (s, l) => panic!(
+            "events() and last_seq() disagree: {:?} vs {l:?}",
+            s.as_ref().map(Vec::len)
+        ),
     }
 
     let extra = Event::Text {
@@ -55,7 +58,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let resumed = open_resumed(&dir, std::slice::from_ref(&extra));
     let Ok(scanned) = scanned else {
-        assert!(resumed.is_err(), "resume accepted a log the scanner rejects");
+        assert!(
+            resumed.is_err(),
+            "resume accepted a log the scanner rejects"
+        );
         return;
     };
     let n = scanned.len() as u64;
@@ -63,17 +69,29 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(resumed_last, n + 1);
 
     let after = std::fs::read(&path).expect("read log");
-    let kept = after.len() - after.iter().rev().skip(1).position(|&b| b == b'\n').map_or(after.len(), |p| p + 1);
+    let kept = after.len()
+        - after
+            .iter()
+            .rev()
+            .skip(1)
+            .position(|&b| b == b'\n')
+            .map_or(after.len(), |p| p + 1);
     // The repaired log is a prefix of the original (whole lines) plus the appended line.
     assert!(kept <= log.len());
     assert_eq!(&after[..kept], &log[..kept]);
     assert!(kept == 0 || log[kept - 1] == b'\n');
-    let rescanned = RunReader::open(&dir).expect("run dir").events().expect("scan repaired log");
+    let rescanned = RunReader::open(&dir)
+        .expect("run dir")
+        .events()
+        .expect("scan repaired log");
     assert_eq!(rescanned.len() as u64, n + 1);
     let before: Vec<Event> = scanned.into_iter().map(|(_, e)| e).collect();
     let now: Vec<Event> = rescanned.into_iter().map(|(_, e)| e).collect();
     assert_eq!(json(&before), json(&now[..before.len()]));
-    assert_eq!(json(&now[before.len()..]), json(std::slice::from_ref(&extra)));
+    assert_eq!(
+        json(&now[before.len()..]),
+        json(std::slice::from_ref(&extra))
+    );
 
     if kept == log.len() {
         // Nothing was cut: the whole log is valid, so the tail reader must agree with the scanner.

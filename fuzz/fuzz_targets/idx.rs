@@ -40,7 +40,12 @@ mod error {
 mod data {
     pub struct ClassificationData<const D: usize>;
     impl<const D: usize> ClassificationData<D> {
-        pub fn new(_: Vec<f32>, _: Vec<usize>, _: Vec<i64>, _: usize) -> crate::error::Result<Self> {
+        pub fn new(
+            _: Vec<f32>,
+            _: Vec<usize>,
+            _: Vec<i64>,
+            _: usize,
+        ) -> crate::error::Result<Self> {
             Ok(ClassificationData)
         }
     }
@@ -55,6 +60,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(a.values.len() <= data.len());
     if data[2] == 0x08 {
         let bytes: Vec<u8> = a.values.iter().map(|v| *v as u8).collect();
-        assert_eq!(idx::encode_idx_u8(&a.dims, &bytes).ok().as_deref(), Some(data));
+        assert_eq!(
+            idx::encode_idx_u8(&a.dims, &bytes).ok().as_deref(),
+            Some(data)
+        );
     }
 });

@@ -26,7 +26,11 @@ fn client() -> &'static MlflowClient {
             retry_timeout: Duration::from_secs(5),
             policy: RetryPolicy::standard(),
         };
-        let http = HttpClient::builder().retry(retry).no_proxy(true).build().expect("http client");
+        let http = HttpClient::builder()
+            .retry(retry)
+            .no_proxy(true)
+            .build()
+            .expect("http client");
         MlflowClient::new(server(), http).expect("client")
     })
 }

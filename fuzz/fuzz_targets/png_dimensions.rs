@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(reader) = decoder.read_info() {
         let info = reader.info();
         let (w, h, _) = got.unwrap_or_else(|| {
-            panic!("png decodes a {}x{} header, png_dimensions says None", info.width, info.height)
+            panic!(
+                "png decodes a {}x{} header, png_dimensions says None",
+                info.width, info.height
+            )
         });
         assert_eq!((w, h), (info.width, info.height));
     }

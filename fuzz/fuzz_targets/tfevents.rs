@@ -34,7 +34,11 @@ fn check_file(file: &[u8]) -> Vec<Vec<u8>> {
         for e in events {
             let once = e.event.encode_to_vec();
             let back = proto::Event::decode(once.as_slice()).expect("re-decode");
-            assert_eq!(back.encode_to_vec(), once, "encode(decode(x)) is not stable");
+            assert_eq!(
+                back.encode_to_vec(),
+                once,
+                "encode(decode(x)) is not stable"
+            );
         }
     }
     records

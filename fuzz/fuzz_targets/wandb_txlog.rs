@@ -26,7 +26,11 @@ fn check_file(file: &[u8]) -> Vec<Vec<u8>> {
         if let Ok(r) = Record::decode(p.as_slice()) {
             let once = r.encode_to_vec();
             let back = Record::decode(once.as_slice()).expect("re-decode");
-            assert_eq!(back.encode_to_vec(), once, "encode(decode(x)) is not stable");
+            assert_eq!(
+                back.encode_to_vec(),
+                once,
+                "encode(decode(x)) is not stable"
+            );
         }
     }
     // The record iterator sees the same payloads (or stops at an undecodable one).

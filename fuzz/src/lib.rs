@@ -12,7 +12,11 @@ pub fn scratch(name: &str) -> PathBuf {
     static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
     let root = ROOT.get_or_init(|| {
         let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
         tempfile::Builder::new()
             .prefix("exptrack-fuzz-")
             .tempdir_in(base)
@@ -85,7 +89,9 @@ fn next_answer() -> Answer {
 /// Serves HTTP/1.1 requests on one connection (keep-alive) until the client closes it.
 fn serve(conn: TcpStream) {
     let _ = conn.set_nodelay(true);
-    let Ok(write_half) = conn.try_clone() else { return };
+    let Ok(write_half) = conn.try_clone() else {
+        return;
+    };
     let mut out = write_half;
     let mut rd = BufReader::new(conn);
     loop {

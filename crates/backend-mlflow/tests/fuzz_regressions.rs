@@ -61,7 +61,11 @@ fn client(uri: &str) -> MlflowClient {
         policy: RetryPolicy::standard(),
         ..RetryConfig::default()
     };
-    let http = HttpClient::builder().retry(retry).no_proxy(true).build().unwrap();
+    let http = HttpClient::builder()
+        .retry(retry)
+        .no_proxy(true)
+        .build()
+        .unwrap();
     MlflowClient::new(uri, http).unwrap()
 }
 

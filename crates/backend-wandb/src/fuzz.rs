@@ -29,15 +29,7 @@ pub fn online_session(base_url: &str, file: &Path) -> Result<()> {
         ..RunFields::default()
     };
     let key = Secret::new("0123456789abcdef0123456789abcdef01234567");
-    let mut run = OnlineRun::start(
-        base_url,
-        &key,
-        retry,
-        Duration::ZERO,
-        fields,
-        "{}",
-        &[],
-    )?;
+    let mut run = OnlineRun::start(base_url, &key, retry, Duration::ZERO, fields, "{}", &[])?;
     run.push_lines([r#"{"_step":0,"loss":1.5}"#.to_owned()]);
     run.set_summary(r#"{"loss":1.5}"#.to_owned());
     run.send(None)?;

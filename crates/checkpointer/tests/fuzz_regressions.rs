@@ -27,7 +27,11 @@ fn write_checkpoint(root: &Path, content: &[u8], size: u64, encoding: &str) {
             "encoding": encoding,
         }],
     });
-    std::fs::write(dir.join("checkpoint.json"), serde_json::to_vec(&info).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("checkpoint.json"),
+        serde_json::to_vec(&info).unwrap(),
+    )
+    .unwrap();
 }
 
 fn open(root: &Path) -> ModelCheckpointer {
