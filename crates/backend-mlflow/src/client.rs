@@ -349,6 +349,8 @@ impl MlflowClient {
     pub fn get_metric_history(&self, run_id: &str, key: &str) -> Result<Vec<MetricPoint>> {
         let mut out = Vec::new();
         let mut token = String::new();
+        // Tokens already followed: a server that hands one out again would be paged forever.
+        let mut seen = std::collections::HashSet::new();
         loop {
             let mut q = vec![
                 ("run_id", run_id),
@@ -367,7 +369,14 @@ impl MlflowClient {
                 out.extend(page);
             }
             match v.get("next_page_token").and_then(Value::as_str) {
-                Some(t) if !t.is_empty() => token = t.to_owned(),
+                Some(t) if !t.is_empty() => {
+                    if !seen.insert(t.to_owned()) {
+                        return Err(Error::UnexpectedResponse(format!(
+                            "metrics/get-history: the server repeated page token {t:?}"
+                        )));
+                    }
+                    token = t.to_owned();
+                }
                 _ => return Ok(out),
             }
         }

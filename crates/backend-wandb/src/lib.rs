@@ -80,6 +80,12 @@ pub mod proto;
 mod run;
 pub mod txlog;
 
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local, Utc};

@@ -293,7 +293,8 @@ impl OnlineRun {
                 .post_json(&self.stream_url, &Value::Object(body))
                 .map_err(|e| http_err("file_stream", &self.fields.run_id, e))?;
             self.last_send = Some(Instant::now());
-            self.history_offset += n as u64;
+            // The server sets the start (historyLineCount); a huge one must not wrap to 0.
+            self.history_offset = self.history_offset.saturating_add(n as u64);
             self.pending_lines.drain(..n);
             if summary.is_some() {
                 self.pending_summary = None;

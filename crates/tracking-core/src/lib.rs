@@ -34,6 +34,13 @@ pub mod store;
 mod sysmetrics;
 pub mod tracker;
 
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::store::fuzz::{open_resumed, tail_read};
+}
+
 pub use config::{ExperimentConfig, ExperimentSection, TrackingSection, config_hash};
 pub use dispatch::{BackendReport, FinishReport};
 pub use error::{Error, Result};
