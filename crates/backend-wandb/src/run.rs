@@ -190,7 +190,7 @@ impl RunState {
             Some(p) => Some(p.step),
             None => self.last_step,
         };
-        !floor.is_some_and(|f| step < f)
+        floor.is_none_or(|f| step >= f)
     }
 
     /// Completes the row being gathered (if any), updating the summary.

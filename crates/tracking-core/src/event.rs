@@ -310,6 +310,8 @@ impl Event {
             Event::Histogram { tag, values, .. } => tag.len() + values.len() * 8,
             Event::Artifact { path, name, .. } => path.as_os_str().len() + name.len(),
             Event::Status { .. } => 0,
+            // The JSON text's length, a fair measure of what the value holds.
+            Event::Result { key, value, .. } => key.len() + value.to_string().len(),
         }
     }
 
