@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn parallel_update_agrees_with_serial() {
         let data: Vec<u8> = (0..(5u32 << 20) + 77)
-            .map(|i| (i * 31 >> 3) as u8)
+            .map(|i| ((i * 31) >> 3) as u8)
             .collect();
         for algo in [HashAlgo::Blake3, HashAlgo::Sha256] {
             let mut h = Hasher::new(algo);

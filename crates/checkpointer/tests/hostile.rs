@@ -182,7 +182,8 @@ fn names_from_checkpoint_json_never_leave_the_checkpoint_directory() {
 /// The experiment id, the format version and the digests in `checkpoint.json` are checked too.
 #[test]
 fn bad_ids_versions_and_digests_make_the_checkpoint_invalid() {
-    let cases: [(&str, Box<dyn Fn(&mut Value)>); 6] = [
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: [(&str, Edit); 6] = [
         (
             "experiment_id",
             Box::new(|v| v["experiment_id"] = json!("../exp")),
