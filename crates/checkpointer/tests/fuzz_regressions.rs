@@ -47,21 +47,21 @@ fn open(root: &Path) -> ModelCheckpointer {
 /// bytes before reading, so the process aborted ("memory allocation failed") instead of
 /// reporting the mismatch.
 #[test]
-#[ignore = "fixed by ckpt14"]
 fn raw_entry_with_a_huge_size_is_an_error_not_an_allocation() {
     let tmp = tempfile::tempdir().unwrap();
     write_checkpoint(tmp.path(), b"weights!", 1 << 62, "raw");
     let c = open(tmp.path());
-    assert_eq!(c.list().len(), 1);
+    // Either skipped as unreadable on open or listed and refused on load: never loaded, never an
+    // allocation of the recorded size.
+    assert!(c.list().len() <= 1);
     assert!(c.load(1).is_err());
     assert!(c.load_file(1, "model.bin").is_err());
-    assert!(c.load_latest_valid().is_err());
+    assert!(!matches!(c.load_latest_valid(), Ok(Some(_))));
 }
 
 /// The same for a zstd entry: the decompressed size comes from `checkpoint.json`, and 2^62 was
 /// allocated before a single byte was decompressed.
 #[test]
-#[ignore = "fixed by ckpt14"]
 fn zstd_entry_with_a_huge_size_is_an_error_not_an_allocation() {
     let tmp = tempfile::tempdir().unwrap();
     let frame = zstd::encode_all(&b"weights!"[..], 1).unwrap();
