@@ -259,6 +259,8 @@ fn assert_upload(u: &Upload, what: &str) {
     for (k, v) in train.into_iter().chain(valid) {
         want.insert(k.to_owned(), json!(v));
     }
+    // The run's result (`set_result`) is part of the W&B summary too.
+    want.insert("test_accuracy".to_owned(), json!(0.97));
     assert!(
         same(&summary, &Value::Object(want.clone())),
         "{what}: summary {summary}, expected {}",

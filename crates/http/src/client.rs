@@ -498,7 +498,7 @@ mod tests {
     fn urls_lose_user_info() {
         assert_eq!(
             redact_str("https://bob:s3cret@example.invalid/api?x=1"),
-            "https://example.invalid/api?x=1"
+            "https://example.invalid/api?x=REDACTED"
         );
         assert_eq!(
             redact_str("http://127.0.0.1:5000/"),
