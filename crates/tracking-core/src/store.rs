@@ -184,31 +184,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Takes the exclusive lock of an open run directory.
-fn lock_run_dir(dir: &Path) -> Result<File> {
-    let path = dir.join(".lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .ctx("opening run lock", &path)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
-            "run directory {} is open in another process; use a new run (or wait for it to finish)",
-            dir.display()
-        ))),
-        Err(fs::TryLockError::Error(e)) => Err(Error::Io {
-            context: "locking run directory",
-            path,
-            source: e,
-        }),
-    }
+/// Why a run's lock is taken: decides what a refusal says.
+#[derive(Clone, Copy)]
+enum LockFor {
+    Writing,
+    Sync,
 }
 
-/// Takes the run's lock for a sync; a run another tracker holds is refused.
-fn lock_for_sync(dir: &Path) -> Result<File> {
+/// Takes the exclusive lock of a run directory (`.lock`); a run another process holds is refused
+/// with a message that fits `purpose`.
+fn lock_run_dir(dir: &Path, purpose: LockFor) -> Result<File> {
     let path = dir.join(".lock");
     let f = OpenOptions::new()
         .create(true)
@@ -218,14 +203,24 @@ fn lock_for_sync(dir: &Path) -> Result<File> {
         .ctx("opening run lock", &path)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
-            "run {} is open in another process (its tracker holds {}): sync it after that \
-             process has finished the run; its own tracker is still delivering",
-            dir.display(),
-            path.display()
-        ))),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Config(match purpose {
+            LockFor::Writing => format!(
+                "run directory {} is open in another process; use a new run (or wait for it to \
+                 finish)",
+                dir.display()
+            ),
+            LockFor::Sync => format!(
+                "run {} is open in another process (its tracker holds {}): sync it after that \
+                 process has finished the run; its own tracker is still delivering",
+                dir.display(),
+                path.display()
+            ),
+        })),
         Err(fs::TryLockError::Error(e)) => Err(Error::Io {
-            context: "locking run directory for sync",
+            context: match purpose {
+                LockFor::Writing => "locking run directory",
+                LockFor::Sync => "locking run directory for sync",
+            },
             path,
             source: e,
         }),
@@ -376,7 +371,7 @@ impl RunWriter {
     pub(crate) fn open(ctx: &RunContext, config_toml: &str) -> Result<Self> {
         let dir = ctx.run_dir.clone();
         fs::create_dir_all(&dir).ctx("creating run directory", &dir)?;
-        let lock = lock_run_dir(&dir)?;
+        let lock = lock_run_dir(&dir, LockFor::Writing)?;
         let events_path = dir.join(files::EVENTS);
         let mut next_seq = 1;
         let mut len = 0;
@@ -1173,7 +1168,7 @@ pub struct SyncReport {
 /// is held for the whole sync, so the run cannot be resumed meanwhile either.
 pub fn sync_run(run_dir: &Path, tracker: &mut dyn Tracker) -> Result<SyncReport> {
     let reader = RunReader::open(run_dir)?;
-    let _lock = lock_for_sync(run_dir)?;
+    let _lock = lock_run_dir(run_dir, LockFor::Sync)?;
     let metadata = reader.metadata()?;
     let config = reader.config()?;
     let name = tracker.name().to_owned();
