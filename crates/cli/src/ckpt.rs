@@ -421,8 +421,8 @@ pub(crate) fn prune(a: &PruneArgs) -> Result<()> {
     let mut total = 0usize;
     let mut json_out = Vec::new();
     for exp in experiment_dirs(&d.dir)? {
-        // Retention must be explicit: the monitor recorded in registry.json alone would mean
-        // "keep only the best (and the latest)".
+        // Retention must be explicit: with no rule given, pruning would delete nothing (a
+        // monitor alone is no deletion rule), which is never what `prune` was called for.
         let p = &d.policy;
         if p.config.is_none()
             && p.keep_last.is_none()
