@@ -441,13 +441,16 @@ pub fn file_body(path: &Path) -> Result<(Body, u64)> {
 /// `X-Goog-Signature`, an Azure SAS `sig`), API keys, tokens.
 ///
 /// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let u = exptrack_http::reqwest::Url::parse(
 ///     "https://bob:pw@storage.example/b/f.bin?X-Goog-Signature=abc123&X-Goog-Expires=60",
-/// ).unwrap();
+/// )?;
 /// assert_eq!(
 ///     exptrack_http::redact_url(&u),
 ///     "https://storage.example/b/f.bin?X-Goog-Signature=REDACTED&X-Goog-Expires=REDACTED"
 /// );
+/// # Ok(())
+/// # }
 /// ```
 pub fn redact_url(url: &reqwest::Url) -> String {
     let clean = url.username().is_empty()
