@@ -1305,7 +1305,10 @@ pub(crate) mod fuzz {
             resumed: true,
         };
         let mut w = RunWriter::open(&ctx, "")?;
-        w.append(append)?;
+        let mut events = append.to_vec();
+        if let Some(e) = w.append(&mut events).error {
+            return Err(std::io::Error::other(e)).ctx("appending", dir.join("events.jsonl"));
+        }
         w.sync()?;
         Ok(w.last_seq())
     }
