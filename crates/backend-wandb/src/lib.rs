@@ -18,6 +18,7 @@
 //! | exptrack | W&B |
 //! |---|---|
 //! | `Metrics { step, values }` | one history row per step (`_step`, `_runtime`, `_timestamp` added; consecutive events with the same step are merged into one row until the next flush; metrics of a step logged after a flush form a second row with the same `_step`, so each metric still has one point per step; keys such as `train/loss` stay flat, as with `wandb.log`, and W&B groups them into sections by their prefix). The summary holds each key's latest value. Rows whose step is lower than an earlier one are dropped (W&B steps must increase). |
+//! | `Metrics` with `system/...` keys (the system-metrics sampler's) | stats records (the W&B UI's "System" charts; online, `wandb-events.jsonl` lines), with wandb's own names where the meaning is the same (`memory_percent`, `proc.memory.rssMB`, `gpu.<i>.gpu`, `gpu.<i>.memoryAllocated`, `gpu.<i>.memoryAllocatedBytes`, `gpu.<i>.temp`); not history rows (their steps are the sampler's, not training's) and not the summary |
 //! | `Params` | config keys (`wandb.config`) |
 //! | the experiment's TOML config | config keys, one per top-level table, except `[tracking]` |
 //! | `Tags` | run tags `key:value` (or `key` when the value is empty); experiment tags as they are |
@@ -78,6 +79,7 @@ mod media;
 mod online;
 pub mod proto;
 mod run;
+mod system;
 pub mod txlog;
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
@@ -138,6 +140,8 @@ struct Active {
     run_update_pending: bool,
     /// The exit code decided by `close` once the local log is closed (`Some(None)`: no exit).
     closed_local: Option<Option<i32>>,
+    /// When the run started (ms since the epoch): system metrics' `_runtime` counts from it.
+    start_ms: i64,
 }
 
 impl WandbTracker {
@@ -354,6 +358,7 @@ impl WandbTracker {
             uploads: Vec::new(),
             run_update_pending: false,
             closed_local: None,
+            start_ms: md.start_time.timestamp_millis(),
         };
         active.local.append(RecordType::Header(HeaderRecord {
             version_info: Some(VersionInfo {
@@ -496,6 +501,35 @@ impl Active {
                     "W&B: histogram skipped: it has no finite value to show"
                 ),
             },
+            Event::Metrics {
+                step,
+                timestamp_ms,
+                values,
+            } if values.iter().any(|m| m.key.starts_with(system::PREFIX)) => {
+                let (sys, rest) = system::split(values);
+                if !sys.is_empty() {
+                    self.local
+                        .append(RecordType::Stats(system::record(*timestamp_ms, &sys)))?;
+                    if let Some(online) = self.online.as_mut() {
+                        online.push_events([system::events_line(
+                            *timestamp_ms,
+                            self.start_ms,
+                            &sys,
+                        )]);
+                    }
+                }
+                if !rest.is_empty() {
+                    let ev = Event::Metrics {
+                        step: *step,
+                        timestamp_ms: *timestamp_ms,
+                        values: rest,
+                    };
+                    let mut rows = Vec::new();
+                    self.state.apply(&ev, &mut rows);
+                    self.emit_rows(rows)?;
+                    self.emit_config_and_tags()?;
+                }
+            }
             other => {
                 let mut rows = Vec::new();
                 self.state.apply(other, &mut rows);

@@ -74,6 +74,10 @@ pub(crate) struct OnlineRun {
     history_offset: u64,
     /// History lines not yet acknowledged.
     pending_lines: Vec<String>,
+    /// `wandb-events.jsonl` (system metrics) lines acknowledged so far.
+    events_offset: u64,
+    /// `wandb-events.jsonl` lines not sent yet.
+    pending_events: Vec<String>,
     /// The summary to send (whole), if it changed since the last successful send.
     pending_summary: Option<String>,
     /// Files uploaded since the last file_stream request.
@@ -133,6 +137,8 @@ impl OnlineRun {
             fields,
             history_offset: 0,
             pending_lines: Vec::new(),
+            events_offset: 0,
+            pending_events: Vec::new(),
             pending_summary: None,
             uploaded: Vec::new(),
             last_send: None,
@@ -228,6 +234,11 @@ impl OnlineRun {
         self.pending_lines.extend(lines);
     }
 
+    /// Queues system-metrics lines (`wandb-events.jsonl`).
+    pub(crate) fn push_events(&mut self, lines: impl IntoIterator<Item = String>) {
+        self.pending_events.extend(lines);
+    }
+
     /// Queues the whole summary.
     pub(crate) fn set_summary(&mut self, summary_json: String) {
         self.pending_summary = Some(summary_json);
@@ -243,6 +254,7 @@ impl OnlineRun {
     pub(crate) fn send(&mut self, exit_code: Option<i32>) -> Result<()> {
         if self.stopped {
             self.pending_lines.clear();
+            self.pending_events.clear();
             self.pending_summary = None;
             return Ok(());
         }
@@ -256,14 +268,28 @@ impl OnlineRun {
                 size += line.len() + 4;
                 n += 1;
             }
-            let more_after = n < self.pending_lines.len();
+            // System metrics fill what room the history left (at least one line a request).
+            let mut e = 0usize;
+            for line in &self.pending_events {
+                if (n > 0 || e > 0) && size + line.len() + 4 > MAX_REQUEST_BYTES {
+                    break;
+                }
+                size += line.len() + 4;
+                e += 1;
+            }
+            let more_after = n < self.pending_lines.len() || e < self.pending_events.len();
             let summary = if more_after {
                 None
             } else {
                 self.pending_summary.clone()
             };
             let finishing = exit_code.filter(|_| !more_after);
-            if n == 0 && summary.is_none() && finishing.is_none() && self.uploaded.is_empty() {
+            if n == 0
+                && e == 0
+                && summary.is_none()
+                && finishing.is_none()
+                && self.uploaded.is_empty()
+            {
                 return Ok(());
             }
             let mut files = serde_json::Map::new();
@@ -271,6 +297,12 @@ impl OnlineRun {
                 files.insert(
                     "wandb-history.jsonl".into(),
                     json!({"offset": self.history_offset, "content": &self.pending_lines[..n]}),
+                );
+            }
+            if e > 0 {
+                files.insert(
+                    "wandb-events.jsonl".into(),
+                    json!({"offset": self.events_offset, "content": &self.pending_events[..e]}),
                 );
             }
             if let Some(s) = &summary {
@@ -296,6 +328,8 @@ impl OnlineRun {
             // The server sets the start (historyLineCount); a huge one must not wrap to 0.
             self.history_offset = self.history_offset.saturating_add(n as u64);
             self.pending_lines.drain(..n);
+            self.events_offset = self.events_offset.saturating_add(e as u64);
+            self.pending_events.drain(..e);
             if summary.is_some() {
                 self.pending_summary = None;
             }
@@ -306,6 +340,7 @@ impl OnlineRun {
                 tracing::warn!(run_id = %self.fields.run_id, "W&B: the server stopped this run; no more data is sent");
                 self.stopped = true;
                 self.pending_lines.clear();
+                self.pending_events.clear();
                 self.pending_summary = None;
                 return Ok(());
             }

@@ -34,7 +34,7 @@ pub struct Record {
     #[prost(int64, tag = "1")]
     pub num: i64,
     /// What the record is.
-    #[prost(oneof = "RecordType", tags = "2, 3, 5, 6, 17, 18, 20, 21, 22, 26")]
+    #[prost(oneof = "RecordType", tags = "2, 3, 5, 6, 7, 17, 18, 20, 21, 22, 26")]
     pub record_type: Option<RecordType>,
     /// Optional record id.
     #[prost(string, tag = "19")]
@@ -56,6 +56,9 @@ pub enum RecordType {
     /// Files to upload from the run's `files/` directory.
     #[prost(message, tag = "6")]
     Files(FilesRecord),
+    /// System metrics (what the W&B UI's system charts show).
+    #[prost(message, tag = "7")]
+    Stats(StatsRecord),
     /// The run's identity (the first one starts the run; later ones update it).
     #[prost(message, tag = "17")]
     Run(RunRecord),
@@ -84,6 +87,7 @@ impl RecordType {
             RecordType::Summary(_) => "summary",
             RecordType::Config(_) => "config",
             RecordType::Files(_) => "files",
+            RecordType::Stats(_) => "stats",
             RecordType::Run(_) => "run",
             RecordType::Exit(_) => "exit",
             RecordType::Final(_) => "final",
@@ -92,6 +96,32 @@ impl RecordType {
             RecordType::Environment(_) => "environment",
         }
     }
+}
+
+/// `StatsRecord`: one sample of system metrics.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatsRecord {
+    /// `StatsType`; only `SYSTEM` (0) exists.
+    #[prost(int32, tag = "1")]
+    pub stats_type: i32,
+    /// When the sample was taken.
+    #[prost(message, optional, tag = "2")]
+    pub timestamp: Option<Timestamp>,
+    /// The sampled values.
+    #[prost(message, repeated, tag = "3")]
+    pub item: Vec<StatsItem>,
+}
+
+/// `StatsItem`: one system metric (W&B's own names: `cpu`, `memory_percent`,
+/// `proc.memory.rssMB`, `gpu.0.gpu`, ...).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatsItem {
+    /// The metric's name.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// Its value as JSON.
+    #[prost(string, tag = "16")]
+    pub value_json: String,
 }
 
 /// `HeaderRecord`.
