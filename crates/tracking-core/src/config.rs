@@ -92,6 +92,13 @@ pub struct TrackingSection {
     pub wandb_dir: Option<PathBuf>,
     /// Sample `system/*` metrics every this many seconds (off when absent or 0; otherwise
     /// [`SYSTEM_METRICS_INTERVAL_SECS`]).
+    ///
+    /// Off by default, unlike W&B's SDK: exptrack is a library that also runs inside tests,
+    /// sweeps and CI jobs, where a sampler thread and `system/*` series nobody asked for are
+    /// noise in every backend. Turn it on with e.g. `system_metrics_interval_secs = 15` (W&B's
+    /// own interval). The samples land where each tool shows system metrics: MLflow's "System
+    /// metrics" tab (`system/...` metrics), W&B's system charts (stats records, with wandb's
+    /// names), TensorBoard scalars under `system/`; per-GPU values with the `nvml` feature.
     pub system_metrics_interval_secs: Option<f64>,
     /// Capacity of the caller → dispatcher queue, in messages ([`QUEUE_CAPACITY`]).
     pub queue_capacity: usize,

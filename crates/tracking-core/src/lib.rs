@@ -16,6 +16,9 @@
 //! # Feature flags
 //! - `signals` (default): Ctrl-C / SIGTERM mark open runs `Killed` before the process exits.
 //! - `system-metrics` (default): the optional `system/*` sampler and richer [`SystemInfo`].
+//! - `nvml`: per-GPU utilisation, memory, temperature and power in the sampler through NVIDIA's
+//!   NVML, loaded at run time (no CUDA at build time; without a driver: one debug line, no GPU
+//!   keys, no error).
 //! - `conformance`: the [`conformance`] test suite for backend authors.
 
 mod clock;
