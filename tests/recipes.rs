@@ -455,7 +455,7 @@ fn a_batch_killed_mid_recipe_resumes_it() {
     );
     assert_eq!(row["in_use"], false);
     let at = row["checkpoint_step"].as_u64().unwrap();
-    assert!(at >= 4 && at < 400, "{at}");
+    assert!((4..400).contains(&at), "{at}");
 
     let out = run(&recipes, cwd, &[d, "--runs", r, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -485,21 +485,47 @@ fn a_batch_logs_each_experiment_to_one_mlflow_run_across_a_resume() {
     let cwd = tmp.path();
     let dir = cwd.join("recipes");
     let runs = cwd.join("runs");
-    write(&dir, "alpha/one.toml", &recipe("batch-mlflow-one", 1, 0.0, false));
-    write(&dir, "beta/two.toml", &recipe("batch-mlflow-two", 3, 0.2, false));
+    write(
+        &dir,
+        "alpha/one.toml",
+        &recipe("batch-mlflow-one", 1, 0.0, false),
+    );
+    write(
+        &dir,
+        "beta/two.toml",
+        &recipe("batch-mlflow-two", 3, 0.2, false),
+    );
     let (d, r) = (dir.to_str().unwrap(), runs.to_str().unwrap());
 
     let out = run(
         &recipes,
         cwd,
-        &[d, "--runs", r, "--json", "--mlflow", &uri, "--stop-after-step", "6"],
+        &[
+            d,
+            "--runs",
+            r,
+            "--json",
+            "--mlflow",
+            &uri,
+            "--stop-after-step",
+            "6",
+        ],
     );
     let first = by_recipe(&json_rows(&out));
-    assert_eq!(first["alpha/one.toml"]["status"], "trained", "{}", text(&out.stderr));
+    assert_eq!(
+        first["alpha/one.toml"]["status"],
+        "trained",
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(first["beta/two.toml"]["status"], "interrupted");
     let out = run(&recipes, cwd, &[d, "--runs", r, "--json", "--mlflow", &uri]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("warning:"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning:"),
+        "{}",
+        text(&out.stderr)
+    );
     let second = by_recipe(&json_rows(&out));
     assert_eq!(second["alpha/one.toml"]["status"], "skipped");
     assert_eq!(second["beta/two.toml"]["status"], "resumed");
@@ -509,16 +535,27 @@ fn a_batch_logs_each_experiment_to_one_mlflow_run_across_a_resume() {
         ("beta/two.toml", "batch-mlflow-two", 12),
     ] {
         let exp = server.get("experiments/get-by-name", &[("experiment_name", name)]);
-        let exp_id = exp["experiment"]["experiment_id"].as_str().unwrap().to_owned();
+        let exp_id = exp["experiment"]["experiment_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let found = server.post(
             "runs/search",
             &serde_json::json!({ "experiment_ids": [exp_id], "max_results": 10 }),
         );
         let mruns = found["runs"].as_array().cloned().unwrap_or_default();
-        assert_eq!(mruns.len(), 1, "{name}: one MLflow run, resumed in place: {found:#}");
+        assert_eq!(
+            mruns.len(),
+            1,
+            "{name}: one MLflow run, resumed in place: {found:#}"
+        );
         let run_id = mruns[0]["info"]["run_id"].as_str().unwrap();
         assert_eq!(mruns[0]["info"]["status"], "FINISHED", "{name}");
-        let loss: Vec<i64> = server.history(run_id, "train/loss").iter().map(|h| h.0).collect();
+        let loss: Vec<i64> = server
+            .history(run_id, "train/loss")
+            .iter()
+            .map(|h| h.0)
+            .collect();
         assert_eq!(
             loss,
             (1..=steps as i64).collect::<Vec<_>>(),
