@@ -404,8 +404,8 @@ fn a_batch_killed_mid_recipe_resumes_it() {
     let cwd = tmp.path();
     let dir = cwd.join("recipes");
     let runs = cwd.join("runs");
-    // Long enough (400 steps) to be killed after its first checkpoints.
-    write(&dir, "slow/slow.toml", &recipe("slow", 100, 0.0, false));
+    // Long enough (800 steps) to be killed after its first checkpoints.
+    write(&dir, "slow/slow.toml", &recipe("slow", 200, 0.0, false));
     let id = experiment_id(&dir, "slow/slow.toml");
     let (d, r) = (dir.to_str().unwrap(), runs.to_str().unwrap());
     let mut child = Command::new(&recipes)
@@ -455,7 +455,7 @@ fn a_batch_killed_mid_recipe_resumes_it() {
     );
     assert_eq!(row["in_use"], false);
     let at = row["checkpoint_step"].as_u64().unwrap();
-    assert!((4..400).contains(&at), "{at}");
+    assert!((4..800).contains(&at), "{at}");
 
     let out = run(&recipes, cwd, &[d, "--runs", r, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -468,7 +468,30 @@ fn a_batch_killed_mid_recipe_resumes_it() {
         "resumed from {from}, the checkpoint was at {at}"
     );
     assert_eq!(row["run_id"], slow["run_id"], "the killed run continues");
-    assert_eq!(slow["metrics"]["train/loss"]["final_step"], 400);
+    assert_eq!(slow["metrics"]["train/loss"]["final_step"], 800);
+    // The steps replayed after the checkpoint were not logged twice: the run's log holds
+    // train/loss once per step, in order, every step after the checkpoint it resumed from
+    // included. (Points logged just before the SIGKILL may never have left the process: the
+    // tracker's queue is not flushed when a checkpoint commits, so the log can start after 1.)
+    let log = std::fs::read_to_string(
+        PathBuf::from(slow["run_dir"].as_str().unwrap()).join("events.jsonl"),
+    )
+    .unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["kind"] == "metrics")
+        .filter(|e| {
+            e["values"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|m| m["key"] == "train/loss"))
+        })
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    assert_eq!(steps.last(), Some(&800));
+    let after: Vec<u64> = steps.iter().copied().filter(|s| *s > from).collect();
+    assert_eq!(after, (from + 1..=800).collect::<Vec<_>>());
 }
 
 #[cfg(feature = "mlflow")]

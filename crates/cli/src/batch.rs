@@ -28,7 +28,8 @@ pub(crate) struct StatusArgs {
     #[arg(long)]
     category: Option<String>,
     /// Root of the run store, with checkpoints in DIR/checkpoints (as the batch's --runs);
-    /// default: each recipe's [tracking].runs_dir and [checkpointing].dir.
+    /// default: each recipe's [tracking].runs_dir and [checkpointing].dir (the global --dir is
+    /// not used: each recipe names its own store).
     #[arg(long, value_name = "DIR")]
     runs: Option<PathBuf>,
     /// Print a JSON array of rows instead of a table.
