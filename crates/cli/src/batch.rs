@@ -28,7 +28,7 @@ pub(crate) struct StatusArgs {
     #[arg(long)]
     category: Option<String>,
     /// Root of the run store, with checkpoints in DIR/checkpoints (as the batch's --runs);
-    /// default: each recipe's [tracking].runs_dir and [checkpointing].dir (the global --dir is
+    /// default: each recipe's `[tracking].runs_dir` and `[checkpointing].dir` (the global --dir is
     /// not used: each recipe names its own store).
     #[arg(long, value_name = "DIR")]
     runs: Option<PathBuf>,
