@@ -1,6 +1,7 @@
 //! `exptrack`: inspect, compare and plot runs of the local run store, manage checkpoints, replay
 //! runs to MLflow or W&B, and gate/promote models in CI. See docs/cli.md.
 
+mod batch;
 mod ckpt;
 mod error;
 mod gate;
@@ -59,6 +60,15 @@ enum Command {
     /// Check a run's metric against thresholds; on pass optionally promote its model in MLflow.
     #[command(after_help = EXIT_CODES)]
     Gate(gate::GateArgs),
+    /// Recipe batches (experiment configs grouped by category): their state, without training.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Batch(BatchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum BatchCmd {
+    /// List each recipe of DIR as completed / interrupted / not started.
+    Status(batch::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +157,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Command::Ckpt(CkptCmd::ExportBest(a)) => ckpt::export_best(&a),
         Command::Sync(a) => sync::sync(&ctx, &a),
         Command::Gate(a) => gate::gate(&ctx, &a),
+        Command::Batch(BatchCmd::Status(a)) => batch::status(&a),
     }
 }
 

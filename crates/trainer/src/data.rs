@@ -110,6 +110,66 @@ impl<const D: usize> ClassificationData<D> {
     }
 }
 
+/// Zhang et al. (2017)'s label corruption: each label independently, with probability
+/// `fraction`, is replaced by a class drawn uniformly from `0..num_classes` (so it may, by chance,
+/// keep its true class: at `fraction = 1.0` the labels are fully random, and about
+/// `fraction · (1 − 1/num_classes)` of them end up wrong). Deterministic in `seed`; the same seed
+/// and fraction corrupt the same items, and a larger fraction corrupts a superset of the items a
+/// smaller one does (with the same seed).
+///
+/// ```
+/// use exptrack_trainer::data::label_corruption;
+/// let clean: Vec<i64> = (0..1000).map(|i| i % 10).collect();
+/// let noisy = label_corruption(&clean, 10, 0.5, 7)?;
+/// let wrong = clean.iter().zip(&noisy).filter(|(a, b)| a != b).count();
+/// assert!((400..500).contains(&wrong), "{wrong}"); // about 0.5 · 0.9 · 1000
+/// assert_eq!(noisy, label_corruption(&clean, 10, 0.5, 7)?);
+/// assert_eq!(label_corruption(&clean, 10, 0.0, 7)?, clean);
+/// # Ok::<(), exptrack_trainer::Error>(())
+/// ```
+pub fn label_corruption(
+    labels: &[i64],
+    num_classes: usize,
+    fraction: f64,
+    seed: u64,
+) -> Result<Vec<i64>> {
+    use rand::{Rng, SeedableRng};
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(Error::Data(format!(
+            "label_corruption {fraction} is outside 0.0..=1.0"
+        )));
+    }
+    if num_classes == 0 {
+        return Err(Error::Data(
+            "label_corruption needs at least one class".into(),
+        ));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x1ABE_1C0F_F1A6);
+    Ok(labels
+        .iter()
+        .map(|&label| {
+            // Both draws happen for every item, so the item → (coin, class) pairing does not
+            // depend on `fraction`.
+            let coin: f64 = rng.random_range(0.0..1.0);
+            let class = rng.random_range(0..num_classes) as i64;
+            if coin < fraction { class } else { label }
+        })
+        .collect())
+}
+
+impl<const D: usize> ClassificationData<D> {
+    /// This dataset with its labels corrupted by [`label_corruption`] (features unchanged).
+    pub fn with_label_corruption(&self, fraction: f64, seed: u64) -> Result<Self> {
+        let labels = label_corruption(&self.labels, self.num_classes, fraction, seed)?;
+        Self::new(
+            self.features.clone(),
+            self.item_shape.clone(),
+            labels,
+            self.num_classes,
+        )
+    }
+}
+
 impl<const D: usize> BatchSource for ClassificationData<D> {
     type Batch = ClassificationBatch<D>;
 
@@ -171,6 +231,33 @@ mod tests {
         s.sort_unstable();
         assert_eq!(s, (0..100).collect::<Vec<_>>());
         assert_eq!(epoch_order(5, 1, 1, false), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn label_corruption_is_seeded_nested_and_bounded() {
+        let clean: Vec<i64> = (0..4000).map(|i| i % 10).collect();
+        let wrong = |f: f64, seed: u64| -> Vec<bool> {
+            let noisy = label_corruption(&clean, 10, f, seed).unwrap();
+            assert!(noisy.iter().all(|l| (0..10).contains(l)));
+            clean.iter().zip(&noisy).map(|(a, b)| a != b).collect()
+        };
+        let count = |w: &[bool]| w.iter().filter(|x| **x).count() as f64 / clean.len() as f64;
+        assert_eq!(count(&wrong(0.0, 1)), 0.0);
+        for f in [0.2, 0.5, 0.8, 1.0] {
+            let c = count(&wrong(f, 1));
+            assert!((c - f * 0.9).abs() < 0.03, "fraction {f}: {c} wrong");
+        }
+        // A larger fraction corrupts a superset of the items (same seed); another seed differs.
+        let (w2, w5) = (wrong(0.2, 1), wrong(0.5, 1));
+        assert!(w2.iter().zip(&w5).all(|(a, b)| !a || *b));
+        assert_ne!(wrong(0.5, 2), w5);
+        assert!(label_corruption(&clean, 10, 1.5, 1).is_err());
+        assert!(label_corruption(&clean, 10, f64::NAN, 1).is_err());
+        let data =
+            ClassificationData::<2>::new(vec![0.5; 8], vec![2], vec![0, 1, 0, 1], 2).unwrap();
+        let noisy = data.with_label_corruption(1.0, 3).unwrap();
+        assert_eq!(noisy.len(), 4);
+        assert_eq!(noisy.features, data.features);
     }
 
     #[test]

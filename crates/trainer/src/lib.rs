@@ -46,6 +46,7 @@
 //! ```
 
 pub mod amp;
+pub mod batch;
 #[cfg(feature = "burn-train")]
 pub mod burn_train;
 pub mod checkpoint;
