@@ -1314,15 +1314,18 @@ pub(crate) mod fuzz {
     }
 
     /// Reads `events.jsonl` from its start with the tail reader the workers replay with, `max`
-    /// events per call, until a call returns none: the events with `from <= seq <= until`.
+    /// events per call, until a call returns none: the events with `from <= seq <= until`. Each
+    /// call asks for the next event not yet read, as a worker does.
     pub fn tail_read(path: &Path, from: u64, until: u64, max: usize) -> Result<Vec<Event>> {
         let mut tail = LogTail::open(path, 0)?;
         let mut out = Vec::new();
+        let mut next = from;
         loop {
-            let got = tail.read(from, until, max)?;
+            let got = tail.read(next, until, max)?;
             if got.is_empty() {
                 return Ok(out);
             }
+            next += got.len() as u64;
             out.extend(got);
         }
     }
