@@ -64,11 +64,8 @@ fn parse_args() -> Result<Args, BoxError> {
             "--runs-dir" => args.runs_dir = Some(value()?.into()),
             "--poll-secs" => {
                 let v = value()?;
-                let secs: f64 = v.parse().map_err(|e| format!("--poll-secs {v:?}: {e}"))?;
-                args.poll = Duration::try_from_secs_f64(secs)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| format!("--poll-secs {v:?}: must be a positive number"))?;
+                args.poll = exptrack_eval::parse_interval_secs(&v)
+                    .map_err(|e| format!("--poll-secs: {e}"))?;
             }
             "--once" => args.once = true,
             "-h" | "--help" => {
