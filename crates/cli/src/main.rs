@@ -3,6 +3,7 @@
 
 mod ckpt;
 mod error;
+mod eval;
 mod gate;
 mod output;
 mod runs;
@@ -59,6 +60,9 @@ enum Command {
     /// Check a run's metric against thresholds; on pass optionally promote its model in MLflow.
     #[command(after_help = EXIT_CODES)]
     Gate(gate::GateArgs),
+    /// Evaluate the model an MLflow run logged on a test set; log the report to that run.
+    #[command(after_help = EXIT_CODES)]
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +151,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Command::Ckpt(CkptCmd::ExportBest(a)) => ckpt::export_best(&a),
         Command::Sync(a) => sync::sync(&ctx, &a),
         Command::Gate(a) => gate::gate(&ctx, &a),
+        Command::Eval(a) => eval::eval(&ctx, &a),
     }
 }
 

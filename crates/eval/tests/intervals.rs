@@ -44,7 +44,10 @@ fn huge_intervals_are_refused_and_the_longest_accepted_one_does_not_overflow() {
             builder(&ckpt_dir, &tracker).poll_interval(MAX_INTERVAL + Duration::from_secs(1)),
         ),
     ] {
-        let e = b.build().expect_err("a huge interval must be refused").to_string();
+        let e = b
+            .build()
+            .expect_err("a huge interval must be refused")
+            .to_string();
         assert!(e.contains(what) && e.contains("maximum"), "{e}");
     }
 
@@ -73,8 +76,13 @@ fn huge_intervals_are_refused_and_the_longest_accepted_one_does_not_overflow() {
 #[test]
 fn interval_text_is_parsed_without_panics() {
     assert_eq!(parse_interval_secs("2").unwrap(), Duration::from_secs(2));
-    assert_eq!(parse_interval_secs(" 0.25 ").unwrap(), Duration::from_millis(250));
-    for bad in ["inf", "-inf", "NaN", "-1", "0", "1e-12", "1e300", "2592001", "ten", ""] {
+    assert_eq!(
+        parse_interval_secs(" 0.25 ").unwrap(),
+        Duration::from_millis(250)
+    );
+    for bad in [
+        "inf", "-inf", "NaN", "-1", "0", "1e-12", "1e300", "2592001", "ten", "",
+    ] {
         let e = parse_interval_secs(bad).expect_err(bad).to_string();
         assert!(e.contains("interval"), "{bad}: {e}");
     }

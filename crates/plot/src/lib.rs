@@ -59,6 +59,7 @@
 
 mod data;
 mod error;
+mod images;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,7 @@ pub use data::{
     is_confusion_tag,
 };
 pub use error::{Error, Result};
+pub use images::{GridTile, confusion_matrix_png, example_grid_png};
 
 /// Output formats and image size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +256,11 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, png::EncodingError> {
+pub(crate) fn encode_png(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::with_capacity(rgb.len() / 8);
     {
         let mut enc = png::Encoder::new(&mut out, width, height);
