@@ -208,7 +208,9 @@ device = "cpu"
         save_model_dir(&model, &spec, &model_dir, None).unwrap();
         t.log_model(&model_dir, "model", Some(result.steps))
             .unwrap();
-        let t = Arc::try_unwrap(t).ok().expect("one handle");
+        let Ok(t) = Arc::try_unwrap(t) else {
+            panic!("the tracker is still shared")
+        };
         let report = t.finish(RunStatus::Completed).unwrap();
         assert!(
             report.backend("mlflow").is_some_and(|b| b.complete),

@@ -13,6 +13,10 @@
 //! | `lr.png`, `lr.svg` | the learning rate (`lr`, `learning_rate`, `*_lr`) |
 //! | `confusion_matrix.png`, `.svg` | the confusion matrix, when the run recorded one |
 //!
+//! Metrics of the run's companion runs ([`companion_run_dirs`]: an evaluator that logs into the
+//! training run from another process keeps its own log under `<run_dir>/companions/`) are drawn
+//! with the run's own.
+//!
 //! Train, validation and test series of a quantity share one chart (x = step), one line each; see
 //! [`Quantity::of_key`] for how keys are grouped. Non-finite values are left out of the lines.
 //!
@@ -149,12 +153,24 @@ pub fn plot_run_with(
     };
     let reader = RunReader::open(run_dir).map_err(run_err)?;
     let meta = reader.metadata().map_err(run_err)?;
-    let events: Vec<_> = reader
+    let mut events: Vec<_> = reader
         .events()
         .map_err(run_err)?
         .into_iter()
         .map(|(_, e)| e)
         .collect();
+    // Companion runs (an evaluator's own log beside the training run): their metrics are the
+    // same run's curves.
+    for dir in companion_run_dirs(run_dir) {
+        match RunReader::open(&dir).and_then(|r| r.events()) {
+            Ok(more) => events.extend(
+                more.into_iter()
+                    .map(|(_, e)| e)
+                    .filter(|e| matches!(e, exptrack_core::Event::Metrics { .. })),
+            ),
+            Err(e) => tracing::warn!(dir = %dir.display(), "companion run skipped: {e}"),
+        }
+    }
     let results = reader.results().map_err(run_err)?;
 
     let series = collect_series(&events);
@@ -204,6 +220,31 @@ pub fn plot_run_with(
         )?;
     }
     Ok(written)
+}
+
+/// The directory under a run's directory where processes that log *into* that run from beside it
+/// (an evaluator) keep their own local runs: `<run_dir>/companions/<experiment_id>/<run_id>/`.
+pub const COMPANIONS_DIR: &str = "companions";
+
+/// The companion runs of a run: every `<run_dir>/companions/*/*/` with an event log, sorted.
+pub fn companion_run_dirs(run_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(experiments) = std::fs::read_dir(run_dir.join(COMPANIONS_DIR)) else {
+        return out;
+    };
+    for exp in experiments.flatten() {
+        let Ok(runs) = std::fs::read_dir(exp.path()) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let dir = run.path();
+            if dir.join(exptrack_core::store::files::EVENTS).is_file() {
+                out.push(dir);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 type BitmapArea<'a> = plotters::drawing::DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
