@@ -8,6 +8,52 @@ mod common;
 
 use common::*;
 
+/// `runs show` of a training run includes the series an evaluator logged into it from its own
+/// companion run (`<run dir>/companions/<experiment>/<run>/`, issue 16 §3).
+#[test]
+fn runs_show_includes_the_companion_runs_metrics() {
+    use exptrack_core::{ExperimentConfig, ExperimentTracker, Resume, RunStatus};
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let (dir, id) = make_run(&runs, &RunSpec::default());
+    let mut cfg = ExperimentConfig::named("cli-test");
+    cfg.experiment.id = Some(
+        dir.parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+    );
+    let eval = ExperimentTracker::builder(cfg)
+        .runs_dir(dir.join("companions"))
+        .resume(Resume::RunId("async-eval".into()))
+        .collect_system_info(false)
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    eval.log_metrics(50, &[("eval/valid/accuracy", 0.875)])
+        .unwrap();
+    eval.finish(RunStatus::Completed).unwrap();
+    let o = exptrack(&[
+        "runs",
+        "show",
+        &id,
+        "--dir",
+        runs.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["summary"]["eval/valid/accuracy"]["last"], 0.875, "{v}");
+    assert!(v["summary"]["train/loss"].is_object(), "{v}");
+    // The run list is unchanged: a companion run is part of its run, not a run of its own.
+    let o = exptrack(&["runs", "list", "--dir", runs.to_str().unwrap(), "--json"]);
+    assert_code(&o, 0);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
+
 #[cfg(not(feature = "eval"))]
 #[test]
 fn eval_without_the_feature_says_how_to_get_it() {
