@@ -49,21 +49,22 @@
 //! ```
 //!
 //! # Decoupled evaluation (features `burn`, `mlflow`)
-//! Besides the watcher, the crate evaluates a *logged* model after training:
-//! [`save_model_dir`] writes a model as an MLflow model directory ([`model_dir`]: `MLmodel`
-//! naming the `exptrack_burn` flavour, the burn record, safetensors weights, the signature) for
-//! `tracker.log_model(dir, "model", step)`; [`evaluate_mlflow_run`] downloads it from a run,
-//! evaluates it on a [`TestSet`] ([`ClassificationEvaluation`]: the trainer Evaluator's metrics,
+//! Besides the watcher, the crate evaluates a *logged* model after training: `save_model_dir`
+//! writes a model as an MLflow model directory ([`model_dir`]: `MLmodel` naming the
+//! `exptrack_burn` flavour, the burn record, safetensors weights, the signature) for
+//! `tracker.log_model(dir, "model", step)`; `evaluate_mlflow_run` downloads it from a run,
+//! evaluates it on a [`TestSet`] (`ClassificationEvaluation`: the trainer Evaluator's metrics,
 //! `classification_report.json`, `confusion_matrix.png`, `misclassified_examples.png`) and logs
-//! it all to the same run; [`evaluate_ensemble`] scores the mean softmax of the best `k`
-//! checkpoints (`ensemble/<dataset>/...`). `exptrack eval` is the command for all of it.
+//! it all to the same run; `evaluate_ensemble` scores the mean softmax of the best `k`
+//! checkpoints (`ensemble/<dataset>/...`). `exptrack eval` is the command for all of it; see
+//! `docs/evaluation.md`.
 //!
 //! # Feature flags
 //! - `burn`: model directories, classifiers, classification reports and ensembles (pulls in
 //!   burn through `exptrack-trainer`, and `exptrack-plot` for the images).
 //! - `mlflow`: `burn` plus evaluation of a model logged to an MLflow run (`exptrack-mlflow`).
 //! - `testing`: fault-injection hooks for this crate's own crash tests
-//!   ([`EvalWatcherBuilder::abort_after_log`]); never needed by users.
+//!   (`EvalWatcherBuilder::abort_after_log`); never needed by users.
 //!
 //! Without features the crate depends on `exptrack-core` and `exptrack-checkpoint` only.
 
