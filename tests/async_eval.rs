@@ -198,3 +198,81 @@ fn every_checkpoint_evaluated_once_and_watcher_stops_when_training_completes() {
         trained.final_accuracy
     );
 }
+
+/// `async_eval --into-training-run` (issue 16 §3): the watcher's metrics land in the training
+/// run: a second TensorBoard event file in its directory, its own log under `companions/`, and
+/// `plot` / the companion listing of the training run show the evaluation series.
+#[test]
+fn into_training_run_writes_beside_the_training_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("quickstart.toml");
+    std::fs::write(&cfg_path, config(tmp.path())).unwrap();
+    let trained = run(QuickstartArgs {
+        config: Some(cfg_path.clone()),
+        quiet: true,
+        trackers: vec![Box::new(exptrack::tensorboard::TensorBoardTracker::new(
+            None,
+        ))],
+        ..QuickstartArgs::default()
+    })
+    .unwrap();
+    let train_dir = trained.run_dir.clone().unwrap();
+
+    let target = QuickstartTarget::resolve(Some(&cfg_path), None).unwrap();
+    let (builder, found) = target.companion_tracker().unwrap();
+    assert_eq!(found, train_dir);
+    let tracker = builder
+        .collect_system_info(false)
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let eval_dir = tracker.run_dir().to_path_buf();
+    let mut watcher = target.watcher(&tracker, WATCH_POLL).unwrap();
+    let ended = watch(&mut watcher, WATCH_POLL, false, |_| {}).unwrap();
+    assert_eq!(ended, Ended::TrainingCompleted);
+    drop(watcher);
+    let report = tracker.finish(RunStatus::Completed).unwrap();
+    assert!(report.problem_lines().is_empty(), "{report}");
+
+    // Its own log, inside the training run's directory; the training log is untouched.
+    assert_eq!(
+        eval_dir,
+        train_dir
+            .join("companions")
+            .join(&target.experiment_id)
+            .join(EVAL_RUN_ID)
+    );
+    let train_log = std::fs::read_to_string(train_dir.join("events.jsonl")).unwrap();
+    assert!(!train_log.contains("eval/valid"));
+    assert!(
+        std::fs::read_to_string(eval_dir.join("events.jsonl"))
+            .unwrap()
+            .contains("eval/ood/accuracy")
+    );
+    // Two event files in the training run's TensorBoard directory, both read as that run.
+    let tfevents = exptrack_tensorboard::event_files(&train_dir).unwrap();
+    assert_eq!(tfevents.len(), 2, "{tfevents:?}");
+    let bytes: Vec<Vec<u8>> = tfevents.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let has = |b: &[u8], tag: &str| b.windows(tag.len()).any(|w| w == tag.as_bytes());
+    let training_file = bytes.iter().position(|b| has(b, "train/loss")).unwrap();
+    let eval_file = 1 - training_file;
+    assert!(!has(&bytes[training_file], "eval/valid/accuracy"));
+    for t in ["eval/valid/accuracy", "eval/ood/entropy"] {
+        assert!(
+            has(&bytes[eval_file], t),
+            "{t} not in the evaluator's event file"
+        );
+    }
+    // plot of the training run draws the evaluation curves with the training ones.
+    assert_eq!(
+        exptrack_plot::companion_run_dirs(&train_dir),
+        vec![eval_dir]
+    );
+    let plots = exptrack_plot::plot_run(&train_dir, tmp.path().join("plots")).unwrap();
+    let acc = plots.iter().find(|p| p.ends_with("accuracy.svg")).unwrap();
+    let svg = std::fs::read_to_string(acc).unwrap();
+    assert!(
+        svg.contains("eval/valid/accuracy"),
+        "the accuracy chart has no eval curve"
+    );
+}

@@ -24,7 +24,10 @@
 //!
 //! Options: `--config FILE` (default: the quickstart's built-in config), `--runs-dir DIR`
 //! (overrides `[tracking].runs_dir` and the checkpoint directory, like the quickstart's),
-//! `--poll-secs N` (default 2), `--once` (one poll, then exit).
+//! `--poll-secs N` (default 2), `--once` (one poll, then exit), `--into-training-run` (log the
+//! evaluation metrics into the newest training run itself instead: the same MLflow run, a
+//! second event file in its TensorBoard directory, its own local log under
+//! `<training run>/companions/`; start the training first).
 
 mod quickstart_eval;
 
@@ -41,10 +44,10 @@ struct Args {
     runs_dir: Option<PathBuf>,
     poll: Duration,
     once: bool,
+    into_training_run: bool,
 }
 
-const USAGE: &str =
-    "usage: async_eval [--config FILE] [--runs-dir DIR] [--poll-secs N (default 2)] [--once]";
+const USAGE: &str = "usage: async_eval [--config FILE] [--runs-dir DIR] [--poll-secs N (default 2)] [--once] [--into-training-run]";
 
 fn parse_args() -> Result<Args, BoxError> {
     let mut args = Args {
@@ -52,6 +55,7 @@ fn parse_args() -> Result<Args, BoxError> {
         runs_dir: None,
         poll: Duration::from_secs(2),
         once: false,
+        into_training_run: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -64,13 +68,11 @@ fn parse_args() -> Result<Args, BoxError> {
             "--runs-dir" => args.runs_dir = Some(value()?.into()),
             "--poll-secs" => {
                 let v = value()?;
-                let secs: f64 = v.parse().map_err(|e| format!("--poll-secs {v:?}: {e}"))?;
-                args.poll = Duration::try_from_secs_f64(secs)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| format!("--poll-secs {v:?}: must be a positive number"))?;
+                args.poll = exptrack_eval::parse_interval_secs(&v)
+                    .map_err(|e| format!("--poll-secs: {e}"))?;
             }
             "--once" => args.once = true,
+            "--into-training-run" => args.into_training_run = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -127,7 +129,13 @@ fn run() -> Result<(), BoxError> {
     let target = QuickstartTarget::resolve(args.config.as_deref(), args.runs_dir.as_deref())?;
     // Ctrl-C / SIGTERM: the tracker finishes the run as killed; the watcher's state file and the
     // run log make the next start continue without repeating or skipping a checkpoint.
-    let tracker = target.eval_tracker()?.build()?;
+    let tracker = if args.into_training_run {
+        let (builder, train_dir) = target.companion_tracker()?;
+        println!("logging into training run {}", train_dir.display());
+        builder.build()?
+    } else {
+        target.eval_tracker()?.build()?
+    };
     let mut watcher = target.watcher(&tracker, args.poll)?;
     println!(
         "watching {} (experiment {}, every {:?}); logging to {}",

@@ -103,6 +103,69 @@ impl QuickstartTarget {
             .resume(Resume::RunId(EVAL_RUN_ID.to_owned())))
     }
 
+    /// A tracker builder that logs **into the newest training run** of this experiment (issue 16
+    /// §3) instead of a run of its own: its own local log under
+    /// `<training run>/companions/<experiment_id>/async-eval/` (two processes never share one
+    /// event log; `exptrack runs show` / `plot` of the training run include it), a second
+    /// TensorBoard event file in the training run's TensorBoard directory, and the training
+    /// run's MLflow run (found by its exptrack tags; build with `--features mlflow`). W&B is not
+    /// supported as a companion yet (a warning says so). Returns the builder and the training
+    /// run's directory.
+    pub fn companion_tracker(&self) -> Result<(ExperimentTrackerBuilder, PathBuf), BoxError> {
+        let train = exptrack_core::store::list_runs(&self.runs_dir)?
+            .into_iter()
+            .rfind(|r| r.metadata.experiment_id == self.experiment_id)
+            .ok_or_else(|| {
+                format!(
+                    "no training run of experiment {} under {} yet: start the training first",
+                    self.experiment_id,
+                    self.runs_dir.display()
+                )
+            })?;
+        let mut config = self.config.clone();
+        config.experiment.id = Some(self.experiment_id.clone());
+        let mut builder = ExperimentTracker::builder(config)
+            .runs_dir(train.dir.join(exptrack_plot::COMPANIONS_DIR))
+            .resume(Resume::RunId(EVAL_RUN_ID.to_owned()));
+        let tracking = &self.config.tracking;
+        #[cfg(feature = "tensorboard")]
+        if tracking.use_tensorboard {
+            let dir = match &tracking.tensorboard_log_dir {
+                Some(root) => root.join(&self.experiment_id).join(&train.metadata.run_id),
+                None => train.dir.clone(),
+            };
+            builder = builder.with_tracker(Box::new(
+                exptrack::tensorboard::TensorBoardTracker::builder()
+                    .companion_of(dir)
+                    .build(),
+            ));
+        }
+        if tracking.use_mlflow {
+            #[cfg(feature = "mlflow")]
+            {
+                let mut m = exptrack::mlflow::MlflowTrackerBuilder::new().from_env();
+                if let Some(uri) = &tracking.mlflow_tracking_uri {
+                    m = m.tracking_uri(uri.clone());
+                }
+                builder = builder.with_tracker(Box::new(
+                    m.attach_to_exptrack_run(&self.experiment_id, &train.metadata.run_id)
+                        .build()?,
+                ));
+            }
+            #[cfg(not(feature = "mlflow"))]
+            return Err(
+                "use_mlflow needs the `mlflow` feature (cargo run --features mlflow ...)".into(),
+            );
+        }
+        if tracking.use_wandb {
+            eprintln!(
+                "warning: W&B does not get the evaluation metrics in the training run yet \
+                 (only MLflow and TensorBoard do)"
+            );
+        }
+        Ok((builder, train.dir))
+    }
+
     /// A watcher of this experiment's checkpoints that evaluates each on the validation set
     /// (`eval/valid/*`) and its shifted copy (`eval/ood/*`) and logs through `tracker`.
     pub fn watcher<'t>(

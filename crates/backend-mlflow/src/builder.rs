@@ -27,6 +27,18 @@ pub fn default_tracker_retry() -> RetryConfig {
     }
 }
 
+/// Which existing run a companion tracker logs into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Attach {
+    /// An MLflow run id.
+    MlflowRun(String),
+    /// The MLflow run tagged with this exptrack identity.
+    ExptrackRun {
+        experiment_id: String,
+        run_id: String,
+    },
+}
+
 /// Builds an [`MlflowTracker`] (or just an [`MlflowClient`]).
 ///
 /// Environment variables (read by [`from_env`](Self::from_env), same names as MLflow's Python
@@ -57,6 +69,8 @@ pub struct MlflowTrackerBuilder {
     pub(crate) strict: bool,
     pub(crate) retry: Option<RetryConfig>,
     pub(crate) name: Option<String>,
+    /// Log into this existing run as a companion writer (see [`attach_to_run`](Self::attach_to_run)).
+    pub(crate) attach: Option<Attach>,
     /// Where the credentials came from (environment variable names or code), for errors.
     pub(crate) auth_source: Option<String>,
 }
@@ -76,6 +90,7 @@ impl std::fmt::Debug for MlflowTrackerBuilder {
             .field("strict", &self.strict)
             .field("retry", &self.retry)
             .field("auth_source", &self.auth_source)
+            .field("attach", &self.attach)
             .finish()
     }
 }
@@ -268,6 +283,31 @@ impl MlflowTrackerBuilder {
             Some(hint) => client.with_credentials_hint(hint.clone()),
             None => client,
         })
+    }
+
+    /// Logs into the existing MLflow run `run_id` as a *companion* writer (e.g. an evaluator in
+    /// another process beside the training that owns the run): its metrics, text, artifacts and
+    /// results go to that run; its params, tags and status do not (the owner's stay), and
+    /// closing it leaves the run's status alone. The companion keeps its own local run (its own
+    /// write-ahead log), so two processes never share one event log.
+    pub fn attach_to_run(mut self, run_id: impl Into<String>) -> Self {
+        self.attach = Some(Attach::MlflowRun(run_id.into()));
+        self
+    }
+
+    /// [`attach_to_run`](Self::attach_to_run) for the MLflow run of an exptrack run: the one
+    /// tagged `exptrack.experiment_id = experiment_id` and `exptrack.run_id = run_id` (what
+    /// this backend tags every run with), found when the companion opens.
+    pub fn attach_to_exptrack_run(
+        mut self,
+        experiment_id: impl Into<String>,
+        run_id: impl Into<String>,
+    ) -> Self {
+        self.attach = Some(Attach::ExptrackRun {
+            experiment_id: experiment_id.into(),
+            run_id: run_id.into(),
+        });
+        self
     }
 
     /// Builds the tracker (no network access until the run opens).

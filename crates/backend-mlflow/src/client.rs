@@ -501,6 +501,184 @@ impl MlflowClient {
         }
     }
 
+    /// Lists the files and directories directly under `<artifact_uri>/<rel_dir>` (`rel_dir`
+    /// empty: the root), through the artifact proxy (`GET mlflow-artifacts/artifacts?path=`) or
+    /// the local directory. A directory that does not exist lists as empty, as MLflow answers.
+    pub fn list_artifacts(&self, artifact_uri: &str, rel_dir: &str) -> Result<Vec<ArtifactEntry>> {
+        let rel = rel_dir.trim_matches('/');
+        let rel = if rel.is_empty() {
+            String::new()
+        } else {
+            check_rel_path(rel)?
+        };
+        if let Some(rest) = artifact_uri.strip_prefix("mlflow-artifacts:") {
+            let (origin, path) = if let Some(hostpath) = rest.strip_prefix("//") {
+                let (host, path) = hostpath.split_once('/').unwrap_or((hostpath, ""));
+                (format!("{}://{host}", self.base.scheme()), path.to_owned())
+            } else {
+                (
+                    self.tracking_uri().to_owned(),
+                    rest.trim_start_matches('/').to_owned(),
+                )
+            };
+            let full = [path.trim_matches('/'), rel.as_str()]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            let url = format!("{origin}/api/2.0/mlflow-artifacts/artifacts");
+            let v: Value = self
+                .http
+                .get_json(&url, &[("path", full.as_str())])
+                .map_err(|e| self.http_err(format!("list artifacts {rel:?}"), e))?;
+            let files = v.get("files").and_then(Value::as_array).cloned();
+            let mut out = Vec::new();
+            for f in files.unwrap_or_default() {
+                let Some(p) = f.get("path").and_then(Value::as_str) else {
+                    continue;
+                };
+                // The proxy answers names relative to the listed directory; keep the last part.
+                let name = p.rsplit('/').next().unwrap_or(p).to_owned();
+                out.push(ArtifactEntry {
+                    path: if rel.is_empty() {
+                        name
+                    } else {
+                        format!("{rel}/{name}")
+                    },
+                    is_dir: f.get("is_dir").and_then(Value::as_bool).unwrap_or(false),
+                    file_size: f.get("file_size").and_then(|s| {
+                        s.as_u64()
+                            .or_else(|| s.as_str().and_then(|t| t.parse().ok()))
+                    }),
+                });
+            }
+            out.sort_by(|a, b| a.path.cmp(&b.path));
+            return Ok(out);
+        }
+        let root = match artifact_uri.strip_prefix("file://") {
+            Some(p) => PathBuf::from(p),
+            None if artifact_uri.starts_with('/') => PathBuf::from(artifact_uri),
+            None => {
+                return Err(Error::NotSupported(format!(
+                    "artifact root {artifact_uri:?}: only the server's artifact proxy (mlflow-artifacts:) and local paths are supported"
+                )));
+            }
+        };
+        let dir = if rel.is_empty() {
+            root
+        } else {
+            root.join(&rel)
+        };
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Ok(out);
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let meta = e.metadata().ok();
+            out.push(ArtifactEntry {
+                path: if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                },
+                is_dir: meta.as_ref().is_some_and(std::fs::Metadata::is_dir),
+                file_size: meta.filter(|m| m.is_file()).map(|m| m.len()),
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Every file (not directory) under `<artifact_uri>/<rel_dir>`, recursively, at most
+    /// `limit` of them (a guard against listing a huge tree by mistake).
+    pub fn list_artifact_files(
+        &self,
+        artifact_uri: &str,
+        rel_dir: &str,
+        limit: usize,
+    ) -> Result<Vec<ArtifactEntry>> {
+        let mut files = Vec::new();
+        let mut dirs = vec![rel_dir.trim_matches('/').to_owned()];
+        while let Some(d) = dirs.pop() {
+            for e in self.list_artifacts(artifact_uri, &d)? {
+                if e.is_dir {
+                    dirs.push(e.path);
+                } else {
+                    files.push(e);
+                    if files.len() >= limit {
+                        return Ok(files);
+                    }
+                }
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// Uploads every file under the local directory `local` to `<artifact_uri>/<rel_prefix>/...`
+    /// (`rel_prefix` empty: the root), keeping the relative layout; returns the uploaded
+    /// relative paths. Symbolic links and non-UTF-8 names are refused.
+    pub fn upload_dir(
+        &self,
+        artifact_uri: &str,
+        rel_prefix: &str,
+        local: &Path,
+    ) -> Result<Vec<String>> {
+        let prefix = rel_prefix.trim_matches('/');
+        let mut uploaded = Vec::new();
+        for (rel, path) in local_files(local)? {
+            let dest = if prefix.is_empty() {
+                rel
+            } else {
+                format!("{prefix}/{rel}")
+            };
+            self.upload_artifact(artifact_uri, &dest, &path)?;
+            uploaded.push(dest);
+        }
+        Ok(uploaded)
+    }
+
+    /// Downloads every file under `<artifact_uri>/<rel_dir>` into the local directory `dest`
+    /// (created), keeping the layout relative to `rel_dir`; returns the files written.
+    pub fn download_dir(
+        &self,
+        artifact_uri: &str,
+        rel_dir: &str,
+        dest: &Path,
+    ) -> Result<Vec<PathBuf>> {
+        let base = rel_dir.trim_matches('/');
+        let mut written = Vec::new();
+        for f in self.list_artifact_files(artifact_uri, base, 100_000)? {
+            let rel = if base.is_empty() {
+                f.path.as_str()
+            } else {
+                f.path
+                    .strip_prefix(base)
+                    .map(|r| r.trim_start_matches('/'))
+                    .unwrap_or(f.path.as_str())
+            };
+            let rel = check_rel_path(rel)?;
+            let bytes = self.download_artifact(artifact_uri, &f.path)?;
+            let out = dest.join(&rel);
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    context: "creating download directory",
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            std::fs::write(&out, bytes).map_err(|source| Error::Io {
+                context: "writing downloaded artifact",
+                path: out.clone(),
+                source,
+            })?;
+            written.push(out);
+        }
+        Ok(written)
+    }
+
     // ---------------------------------------------------------------- logged models
 
     /// Creates an MLflow 3 logged model (status PENDING until finalized).
@@ -724,6 +902,61 @@ fn check_rel_path(rel: &str) -> Result<String> {
         )));
     }
     Ok(parts.join("/"))
+}
+
+/// One entry of an artifact listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ArtifactEntry {
+    /// Path relative to the artifact root (`model/MLmodel`).
+    pub path: String,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// Size in bytes, for files when the server says.
+    pub file_size: Option<u64>,
+}
+
+/// Every regular file under `dir`, with its path relative to `dir` (`/`-separated), sorted.
+pub(crate) fn local_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io {
+            context: "reading model directory",
+            path,
+            source,
+        }
+    };
+    let mut out = Vec::new();
+    let mut todo = vec![(String::new(), dir.to_owned())];
+    while let Some((prefix, d)) = todo.pop() {
+        for e in std::fs::read_dir(&d).map_err(io(&d))? {
+            let e = e.map_err(io(&d))?;
+            let path = e.path();
+            let name = e.file_name().into_string().map_err(|n| {
+                Error::Config(format!(
+                    "model file name {} is not UTF-8",
+                    n.to_string_lossy()
+                ))
+            })?;
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let kind = e.file_type().map_err(io(&path))?;
+            if kind.is_dir() {
+                todo.push((rel, path));
+            } else if kind.is_file() {
+                out.push((rel, path));
+            } else {
+                return Err(Error::Config(format!(
+                    "model directory entry {rel:?} is not a regular file or directory (symbolic links are not followed)"
+                )));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn copy_local(src: &Path, dest: &Path) -> Result<()> {

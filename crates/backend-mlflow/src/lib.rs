@@ -70,7 +70,7 @@ mod validate;
 use std::path::Path;
 
 pub use builder::{MlflowTrackerBuilder, default_tracker_retry};
-pub use client::MlflowClient;
+pub use client::{ArtifactEntry, MlflowClient};
 pub use error::{Error, Result};
 pub use tracker::{
     MlflowTracker, TAG_CONFIG_HASH, TAG_EXPERIMENT_ID, TAG_GIT_BRANCH, TAG_GIT_COMMIT,

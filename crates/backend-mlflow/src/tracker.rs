@@ -155,6 +155,8 @@ pub struct MlflowTracker {
     images_tagged: bool,
     /// The highest metric step delivered (results are logged at it).
     last_step: u64,
+    /// Companion mode: log into this existing run, leaving its params, tags and status alone.
+    attach: Option<crate::builder::Attach>,
 }
 
 impl MlflowTracker {
@@ -180,6 +182,7 @@ impl MlflowTracker {
             logged_models: Vec::new(),
             images_tagged: false,
             last_step: 0,
+            attach: b.attach,
         }
     }
 
@@ -252,7 +255,62 @@ impl MlflowTracker {
         Ok(runs.into_iter().next())
     }
 
+    /// Whether this tracker is a companion writer of another process's run.
+    pub fn is_companion(&self) -> bool {
+        self.attach.is_some()
+    }
+
+    fn open_attached(&mut self, attach: &crate::builder::Attach, ctx: &RunContext) -> Result<()> {
+        use crate::builder::Attach;
+        let run = match attach {
+            Attach::MlflowRun(id) => self.client.get_run(id)?,
+            Attach::ExptrackRun {
+                experiment_id,
+                run_id,
+            } => {
+                let exp_name = self
+                    .experiment_name
+                    .clone()
+                    .unwrap_or_else(|| ctx.metadata.experiment_name.clone());
+                let exp = self.client.get_experiment_by_name(&exp_name)?.ok_or_else(|| {
+                    Error::Config(format!(
+                        "attach to exptrack run {experiment_id}/{run_id}: MLflow has no experiment named {exp_name:?}"
+                    ))
+                })?;
+                let filter = format!(
+                    "tags.`{TAG_RUN_ID}` = '{}' AND tags.`{TAG_EXPERIMENT_ID}` = '{}'",
+                    quote(run_id),
+                    quote(experiment_id)
+                );
+                self.client
+                    .search_runs(&[&exp.experiment_id], &filter, 1, &["attributes.start_time DESC"])?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "attach to exptrack run {experiment_id}/{run_id}: no MLflow run in experiment {exp_name:?} carries its tags (has the training logged to MLflow yet?)"
+                        ))
+                    })?
+            }
+        };
+        tracing::info!(
+            target: "exptrack_mlflow",
+            run_id = %run.info.run_id,
+            "logging into the existing MLflow run as a companion writer"
+        );
+        self.remote_status = Some(run.info.status.to_core());
+        self.run = Some(OpenRun {
+            run_id: run.info.run_id,
+            experiment_id: run.info.experiment_id,
+            artifact_uri: run.info.artifact_uri,
+        });
+        Ok(())
+    }
+
     fn do_open(&mut self, ctx: &RunContext) -> Result<()> {
+        if let Some(attach) = self.attach.clone() {
+            return self.open_attached(&attach, ctx);
+        }
         let md = &ctx.metadata;
         let exp_name = self
             .experiment_name
@@ -516,11 +574,14 @@ impl MlflowTracker {
         let progress = match self.models.get(&seq) {
             Some(p) => p.clone(),
             None => {
-                if !path.is_file() {
+                if !path.is_file() && !path.is_dir() {
                     return Err(Error::Io {
                         context: "model artifact",
                         path: path.to_owned(),
-                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a file"),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "not a file or directory",
+                        ),
                     });
                 }
                 let model_name = file_name
@@ -553,8 +614,20 @@ impl MlflowTracker {
             }
         };
         if !progress.uploaded {
-            self.client
-                .upload_artifact(&progress.artifact_uri, &file_name, path)?;
+            if path.is_dir() {
+                // An MLflow model directory (`MLmodel` and its files): its content is the
+                // logged model's artifact root, as `mlflow.<flavor>.log_model` lays it out.
+                let files = self.client.upload_dir(&progress.artifact_uri, "", path)?;
+                if files.is_empty() {
+                    return Err(Error::Config(format!(
+                        "model directory {} is empty",
+                        path.display()
+                    )));
+                }
+            } else {
+                self.client
+                    .upload_artifact(&progress.artifact_uri, &file_name, path)?;
+            }
             if let Some(p) = self.models.get_mut(&seq) {
                 p.uploaded = true;
             }
@@ -641,6 +714,9 @@ impl MlflowTracker {
                         )?;
                     }
                 }
+                // A companion leaves the owner's params, tags and status alone.
+                Event::Params { .. } | Event::Tags { .. } | Event::Status { .. }
+                    if self.attach.is_some() => {}
                 Event::Params { params } => {
                     for (k, v) in params {
                         self.add_param(&mut pending, k, v.to_string(), &mut problems)?;
@@ -875,6 +951,10 @@ impl Tracker for MlflowTracker {
                 "mlflow: the run was never opened on the server (see earlier errors); sync it later with exptrack_mlflow::sync_run",
             ));
         };
+        if self.attach.is_some() {
+            // The owner of the run sets its status.
+            return Ok(());
+        }
         let run_id = run.run_id.clone();
         let end = status.is_terminal().then(now_ms);
         self.client

@@ -48,6 +48,7 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct TensorBoardTracker {
     log_root: Option<PathBuf>,
+    companion_dir: Option<PathBuf>,
     flush_interval: Duration,
     sync_on_flush: bool,
     run: Option<OpenRun>,
@@ -69,6 +70,7 @@ pub struct TensorBoardTracker {
 #[derive(Debug, Clone)]
 pub struct TensorBoardTrackerBuilder {
     log_root: Option<PathBuf>,
+    companion_dir: Option<PathBuf>,
     flush_interval: Duration,
     sync_on_flush: bool,
 }
@@ -77,6 +79,7 @@ impl Default for TensorBoardTrackerBuilder {
     fn default() -> Self {
         TensorBoardTrackerBuilder {
             log_root: None,
+            companion_dir: None,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             sync_on_flush: false,
         }
@@ -87,6 +90,15 @@ impl TensorBoardTrackerBuilder {
     /// Write under `<root>/<experiment_id>/<run_id>/` instead of the run's directory.
     pub fn log_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.log_root = Some(root.into());
+        self
+    }
+
+    /// Write a second event file into another run's TensorBoard directory `dir` (e.g. an
+    /// evaluator beside the training run), so TensorBoard overlays both processes' curves as one
+    /// run. A companion writes metrics, text, images and histograms; the owner's params (the
+    /// HParams session) and tags are left to the owner.
+    pub fn companion_of(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.companion_dir = Some(dir.into());
         self
     }
 
@@ -107,6 +119,7 @@ impl TensorBoardTrackerBuilder {
     pub fn build(self) -> TensorBoardTracker {
         TensorBoardTracker {
             log_root: self.log_root,
+            companion_dir: self.companion_dir,
             flush_interval: self.flush_interval,
             sync_on_flush: self.sync_on_flush,
             run: None,
@@ -148,6 +161,9 @@ impl TensorBoardTracker {
     }
 
     fn dir_for(&self, ctx: &RunContext) -> PathBuf {
+        if let Some(dir) = &self.companion_dir {
+            return dir.clone();
+        }
         match &self.log_root {
             Some(root) => root
                 .join(sanitize_component(&ctx.metadata.experiment_id))
@@ -168,6 +184,8 @@ struct OpenRun {
     writer: Option<EventFileWriter>,
     params: Vec<(String, ParamValue)>,
     session_started: bool,
+    /// A companion writer of another run's directory: params and tags are the owner's.
+    companion: bool,
     late_params_warned: bool,
     scalar_tags: Vec<String>,
     scalar_tag_set: HashSet<String>,
@@ -268,6 +286,7 @@ impl OpenRun {
                 self.note(r)?;
                 self.register_tags(values);
             }
+            Event::Params { .. } | Event::Tags { .. } if self.companion => {}
             Event::Params { params } => {
                 for (k, v) in params {
                     match self.params.iter_mut().find(|(key, _)| key == k) {
@@ -428,6 +447,7 @@ impl Tracker for TensorBoardTracker {
             writer: Some(writer),
             params: Vec::new(),
             session_started: false,
+            companion: self.companion_dir.is_some(),
             late_params_warned: false,
             scalar_tags: Vec::new(),
             scalar_tag_set: HashSet::new(),

@@ -262,10 +262,49 @@ fn promote_model(
     };
     let run_id = run.info.run_id.clone();
     let logged_model = run.data.tag(TAG_LOGGED_MODEL).map(str::to_owned);
+    let artifact_path = a.artifact_path.trim_matches('/').to_owned();
     let source = match &logged_model {
         Some(m) => format!("models:/{m}"),
-        None => format!("runs:/{run_id}/{}", a.artifact_path.trim_matches('/')),
+        None => format!("runs:/{run_id}/{artifact_path}"),
     };
+    // Never point an alias at a version whose source holds nothing: look first.
+    let (root, rel) = match &logged_model {
+        Some(m) => {
+            let info = client
+                .get_logged_model(m)
+                .map_err(|e| mlflow_err(&format!("reading logged model {m}"), e))?;
+            (info.artifact_uri, String::new())
+        }
+        None => (run.info.artifact_uri.clone(), artifact_path.clone()),
+    };
+    let files = client
+        .list_artifact_files(&root, &rel, 10_000)
+        .map_err(|e| mlflow_err(&format!("listing the files of {source}"), e))?;
+    if files.is_empty() {
+        return Err(CliError::check(format!(
+            "refusing to promote {model}@{alias}: {source} holds no model (MLflow run {run_id} {}); \
+             no version was created and the alias was not moved",
+            match &logged_model {
+                Some(_) => "has a logged model without files".to_owned(),
+                None => format!("logged no model and has no files under {artifact_path:?}"),
+            }
+        ))
+        .hint(
+            "log the model during training (`tracker.log_model(model_dir, \"model\", step)`, e.g. a \
+             directory written by `exptrack_eval::model::save_model_dir`), or pass --artifact-path \
+             PATH where the run stored it",
+        ));
+    }
+    if !files
+        .iter()
+        .any(|f| f.path.rsplit('/').next() == Some("MLmodel"))
+    {
+        eprintln!(
+            "warning: {source} holds {} file(s) but no MLmodel file: MLflow will list the version \
+             but cannot load it as an MLflow model",
+            files.len()
+        );
+    }
     client
         .get_or_create_registered_model(model)
         .map_err(|e| mlflow_err(&format!("creating registered model {model:?}"), e))?;

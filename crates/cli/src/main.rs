@@ -4,6 +4,7 @@
 mod batch;
 mod ckpt;
 mod error;
+mod eval;
 mod gate;
 mod output;
 mod runs;
@@ -60,6 +61,9 @@ enum Command {
     /// Check a run's metric against thresholds; on pass optionally promote its model in MLflow.
     #[command(after_help = EXIT_CODES)]
     Gate(gate::GateArgs),
+    /// Evaluate the model an MLflow run logged on a test set; log the report to that run.
+    #[command(after_help = EXIT_CODES)]
+    Eval(eval::EvalArgs),
     /// Recipe batches (experiment configs grouped by category): their state, without training.
     #[command(subcommand, after_help = EXIT_CODES)]
     Batch(BatchCmd),
@@ -157,6 +161,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Command::Ckpt(CkptCmd::ExportBest(a)) => ckpt::export_best(&a),
         Command::Sync(a) => sync::sync(&ctx, &a),
         Command::Gate(a) => gate::gate(&ctx, &a),
+        Command::Eval(a) => eval::eval(&ctx, &a),
         Command::Batch(BatchCmd::Status(a)) => batch::status(&a),
     }
 }

@@ -131,7 +131,17 @@ pub(crate) fn show(ctx: &Ctx, a: &ShowArgs) -> Result<()> {
     let config = reader
         .config()
         .map_err(|e| from_core(e, "reading config"))?;
-    let (summary, results) = summary_of(&reader)?;
+    let (mut summary, results) = summary_of(&reader)?;
+    // Series an evaluator logged into this run from beside it (its own log, under companions/).
+    for dir in exptrack_plot::companion_run_dirs(&entry.dir) {
+        if let Ok(r) = RunReader::open(&dir)
+            && let Ok((extra, _)) = summary_of(&r)
+        {
+            for (k, v) in extra {
+                summary.entry(k).or_insert(v);
+            }
+        }
+    }
     let cursors = reader
         .cursors()
         .map_err(|e| from_core(e, "reading cursors"))?;

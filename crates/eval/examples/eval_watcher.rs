@@ -155,7 +155,8 @@ fn parse_args() -> Result<Args, BoxError> {
             "--checkpoints" => args.checkpoints = value()?.into(),
             "--experiment" => args.experiment = value()?,
             "--runs" => args.runs = value()?.into(),
-            "--poll-secs" => args.poll = Duration::from_secs_f64(value()?.parse()?),
+            // A clear error (never a panic) for a negative, non-finite or huge interval.
+            "--poll-secs" => args.poll = exptrack_eval::parse_interval_secs(&value()?)?,
             "--demo" => args.demo = true,
             other => return Err(format!("unknown argument {other}").into()),
         }

@@ -71,4 +71,50 @@ pub enum Error {
         #[source]
         source: exptrack_core::Error,
     },
+    /// A model directory is incomplete or unreadable (see [`model_dir`](crate::model_dir)).
+    #[error("model {}: {message}", path.display())]
+    Model {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong or missing.
+        message: String,
+    },
+    /// A test set could not be read.
+    #[error("test set {}: {message}", path.display())]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line number).
+        message: String,
+    },
+    /// Evaluating a model failed (shapes, the model's code, the metrics).
+    #[error("evaluation: {message}")]
+    Evaluation {
+        /// What failed.
+        message: String,
+        /// The cause, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// An MLflow call failed (feature `mlflow`).
+    #[cfg(feature = "mlflow")]
+    #[error("MLflow: {context}: {source}")]
+    Mlflow {
+        /// What was being done.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: exptrack_mlflow::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::Evaluation`] with a cause.
+    #[cfg_attr(not(feature = "burn"), allow(dead_code))]
+    pub(crate) fn eval(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Evaluation {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
 }

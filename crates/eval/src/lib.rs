@@ -48,20 +48,68 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Decoupled evaluation (features `burn`, `mlflow`)
+//! Besides the watcher, the crate evaluates a *logged* model after training: `save_model_dir`
+//! writes a model as an MLflow model directory ([`model_dir`]: `MLmodel` naming the
+//! `exptrack_burn` flavour, the burn record, safetensors weights, the signature) for
+//! `tracker.log_model(dir, "model", step)`; `evaluate_mlflow_run` downloads it from a run,
+//! evaluates it on a [`TestSet`] (`ClassificationEvaluation`: the trainer Evaluator's metrics,
+//! `classification_report.json`, `confusion_matrix.png`, `misclassified_examples.png`) and logs
+//! it all to the same run; `evaluate_ensemble` scores the mean softmax of the best `k`
+//! checkpoints (`ensemble/<dataset>/...`). `exptrack eval` is the command for all of it; see
+//! `docs/evaluation.md`.
+//!
 //! # Feature flags
-//! None: the crate depends on `exptrack-core` and `exptrack-checkpoint` only.
+//! - `burn`: model directories, classifiers, classification reports and ensembles (pulls in
+//!   burn through `exptrack-trainer`, and `exptrack-plot` for the images).
+//! - `mlflow`: `burn` plus evaluation of a model logged to an MLflow run (`exptrack-mlflow`).
+//! - `testing`: fault-injection hooks for this crate's own crash tests
+//!   (`EvalWatcherBuilder::abort_after_log`); never needed by users.
+//!
+//! Without features the crate depends on `exptrack-core` and `exptrack-checkpoint` only.
 
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+mod builder;
+#[cfg(feature = "burn")]
+mod classifier;
+#[cfg(feature = "burn")]
+mod classify;
+mod data;
+#[cfg(feature = "burn")]
+mod ensemble;
 mod error;
 mod evaluator;
+#[cfg(feature = "mlflow")]
+mod mlflow_eval;
+pub mod model_dir;
+mod outcome;
 mod state;
 mod watcher;
 
+pub use builder::{EvalWatcherBuilder, MAX_INTERVAL, parse_interval_secs};
+#[cfg(feature = "burn")]
+pub use classifier::{
+    Classifier, MlpClassifier, QUICKSTART_MLP, class_probabilities, load_classifier, load_record,
+    quickstart_spec, save_model_dir,
+};
+#[cfg(feature = "burn")]
+pub use classify::{
+    CONFUSION_FILE, ClassificationEvaluation, ECE_BINS, MAX_EXAMPLES, MISCLASSIFIED_FILE,
+    REPORT_FILE,
+};
+pub use data::TestSet;
+#[cfg(feature = "burn")]
+pub use ensemble::{Ensemble, EnsembleOptions, best_checkpoints, evaluate_ensemble, mlp_member};
 pub use error::{BoxError, Error, Result};
 pub use evaluator::{EvalMetrics, Evaluator};
+#[cfg(feature = "mlflow")]
+pub use mlflow_eval::{
+    MlflowEvalOptions, MlflowEvaluation, ModelLocation, evaluate_mlflow_run, find_run_model,
+};
+pub use model_dir::ModelSpec;
+pub use outcome::{Evaluated, Outcome, RunSummary, StopReason};
 pub use state::{EvalState, RecordKind, STATE_FILE_NAME, STATE_FORMAT_VERSION, StepRecord};
 pub use watcher::{
     DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_POLL_INTERVAL, EvalWatcher,
-    EvalWatcherBuilder, Evaluated, Outcome, RunSummary, StopReason,
 };

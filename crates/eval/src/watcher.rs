@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use exptrack_checkpoint::{CheckpointConfig, LoadedCheckpoint, ModelCheckpointer};
+use exptrack_checkpoint::ModelCheckpointer;
 use exptrack_core::store::RunReader;
 use exptrack_core::{Event, ExperimentTracker};
 
-use crate::error::{BoxError, Error, Result};
-use crate::evaluator::{EvalMetrics, Evaluator, FnEvaluator};
-use crate::state::{EvalState, RecordKind, STATE_FILE_NAME, StateLock, StepRecord};
+use crate::builder::EvalWatcherBuilder;
+use crate::error::{Error, Result};
+use crate::evaluator::Evaluator;
+use crate::outcome::{Evaluated, Outcome, RunSummary, StopReason};
+use crate::state::{EvalState, RecordKind, StateLock, StepRecord};
 
 /// Default poll interval.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -25,331 +27,19 @@ const DEGRADED_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// Where the metrics go: a borrowed, owned or shared [`ExperimentTracker`].
-enum Sink<'t> {
+pub(crate) enum Sink<'t> {
     Borrowed(&'t ExperimentTracker),
     Owned(ExperimentTracker),
     Shared(Arc<ExperimentTracker>),
 }
 
 impl Sink<'_> {
-    fn get(&self) -> &ExperimentTracker {
+    pub(crate) fn get(&self) -> &ExperimentTracker {
         match self {
             Sink::Borrowed(t) => t,
             Sink::Owned(t) => t,
             Sink::Shared(t) => t,
         }
-    }
-}
-
-/// What happened to one checkpoint step in a poll.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// Evaluated on every dataset; these metrics (full keys, `eval/<dataset>/<metric>`) were
-    /// logged at the checkpoint's step and flushed before the step was recorded.
-    Evaluated {
-        /// The logged values.
-        metrics: BTreeMap<String, f64>,
-    },
-    /// A file failed its integrity check (or `checkpoint.json` was unreadable): skipped with a
-    /// warning and recorded, never retried.
-    Corrupt {
-        /// The checkpointer's error.
-        reason: String,
-    },
-    /// Retention deleted the checkpoint after it was listed and before a lease could be taken:
-    /// skipped with a warning and recorded.
-    MissedByRetention,
-    /// Loading or an evaluator failed; it is retried on the next poll.
-    Retrying {
-        /// Attempts made so far.
-        attempt: u32,
-        /// The error.
-        reason: String,
-    },
-    /// Loading or an evaluator failed on the last allowed attempt: skipped and recorded.
-    Failed {
-        /// Attempts made.
-        attempts: u32,
-        /// The last error.
-        reason: String,
-    },
-}
-
-/// One checkpoint step dealt with by [`EvalWatcher::poll_once`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Evaluated {
-    /// The checkpoint's step (also the step the metrics are logged at).
-    pub step: u64,
-    /// The checkpoint's epoch, when it was loaded and has one.
-    pub epoch: Option<u64>,
-    /// What happened.
-    pub outcome: Outcome,
-}
-
-/// Why [`EvalWatcher::run_until`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StopReason {
-    /// The training run was marked completed and every checkpoint committed before that was
-    /// dealt with.
-    TrainingCompleted,
-    /// The stop flag was set.
-    Stopped,
-}
-
-/// What [`EvalWatcher::run_until`] did.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct RunSummary {
-    /// Why it returned.
-    pub reason: StopReason,
-    /// Every step dealt with, in order (retries included).
-    pub steps: Vec<Evaluated>,
-}
-
-impl RunSummary {
-    /// Steps that were evaluated and logged.
-    pub fn evaluated_steps(&self) -> Vec<u64> {
-        self.steps
-            .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Evaluated { .. }))
-            .map(|e| e.step)
-            .collect()
-    }
-}
-
-/// Builds an [`EvalWatcher`]; see [`EvalWatcher::builder`].
-#[must_use = "call build() to create the watcher"]
-pub struct EvalWatcherBuilder<'t> {
-    checkpoint_dir: PathBuf,
-    experiment_id: String,
-    poll_interval: Duration,
-    flush_timeout: Duration,
-    max_attempts: u32,
-    stop_when_completed: bool,
-    datasets: Vec<(String, Box<dyn Evaluator + 't>)>,
-    tracker: Option<Sink<'t>>,
-    state_file: Option<PathBuf>,
-    abort_after_log: Option<u64>,
-}
-
-impl std::fmt::Debug for EvalWatcherBuilder<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EvalWatcherBuilder")
-            .field("checkpoint_dir", &self.checkpoint_dir)
-            .field("experiment_id", &self.experiment_id)
-            .field("poll_interval", &self.poll_interval)
-            .field(
-                "datasets",
-                &self.datasets.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field("state_file", &self.state_file)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'t> EvalWatcherBuilder<'t> {
-    /// How often the checkpoint directory is scanned (default 10 s).
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
-    }
-
-    /// Adds a named dataset with a closure evaluator. The closure gets the loaded, verified
-    /// checkpoint and returns `(metric, value)` pairs (a `Vec`, an array, a map), logged as
-    /// `eval/<name>/<metric>`.
-    ///
-    /// Names must be non-empty, unique, and contain no `/` or whitespace.
-    pub fn dataset<F, M, K, E>(mut self, name: impl Into<String>, mut evaluator: F) -> Self
-    where
-        F: FnMut(&LoadedCheckpoint) -> std::result::Result<M, E> + Send + 't,
-        M: IntoIterator<Item = (K, f64)>,
-        K: Into<String>,
-        E: Into<BoxError>,
-    {
-        let f = move |c: &LoadedCheckpoint| -> std::result::Result<EvalMetrics, BoxError> {
-            evaluator(c)
-                .map(|m| m.into_iter().map(|(k, v)| (k.into(), v)).collect())
-                .map_err(Into::into)
-        };
-        self.datasets.push((
-            name.into(),
-            Box::new(FnEvaluator(f)) as Box<dyn Evaluator + 't>,
-        ));
-        self
-    }
-
-    /// Adds a named dataset with an [`Evaluator`] (for evaluators that keep state).
-    pub fn dataset_evaluator(
-        mut self,
-        name: impl Into<String>,
-        evaluator: impl Evaluator + 't,
-    ) -> Self {
-        self.datasets.push((name.into(), Box::new(evaluator)));
-        self
-    }
-
-    /// Logs through a borrowed tracker (every backend configured on it gets the metrics).
-    pub fn tracker(mut self, tracker: &'t ExperimentTracker) -> Self {
-        self.tracker = Some(Sink::Borrowed(tracker));
-        self
-    }
-
-    /// Logs through a tracker the watcher owns (get it back with
-    /// [`EvalWatcher::into_tracker`] to `finish` the run).
-    pub fn owned_tracker(mut self, tracker: ExperimentTracker) -> Self {
-        self.tracker = Some(Sink::Owned(tracker));
-        self
-    }
-
-    /// Logs through a tracker shared with other code.
-    pub fn shared_tracker(mut self, tracker: Arc<ExperimentTracker>) -> Self {
-        self.tracker = Some(Sink::Shared(tracker));
-        self
-    }
-
-    /// Where the state file lives (default `<checkpoint_dir>/<experiment_id>/eval-state.json`).
-    /// Give each watcher of the same experiment its own file.
-    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.state_file = Some(path.into());
-        self
-    }
-
-    /// How long the flush barrier after each step waits for remote backends (default 10 s). The
-    /// local store is fsynced first; a backend that does not confirm in time gets the events from
-    /// the store's spool later. While backends keep failing, later steps wait at most 1 s.
-    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
-        self.flush_timeout = timeout;
-        self
-    }
-
-    /// How many times a step whose loading or evaluation fails is tried (default 3, at least 1)
-    /// before it is recorded as failed. Counted per watcher process.
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n.max(1);
-        self
-    }
-
-    /// Whether [`run_until`](EvalWatcher::run_until) returns once the training run is completed
-    /// (default true). When false only the stop flag ends it.
-    pub fn stop_when_completed(mut self, on: bool) -> Self {
-        self.stop_when_completed = on;
-        self
-    }
-
-    /// Fault injection for tests: abort the process right after the metrics of `step` are logged
-    /// and flushed, before the step is recorded in the state file.
-    #[doc(hidden)]
-    pub fn abort_after_log(mut self, step: Option<u64>) -> Self {
-        self.abort_after_log = step;
-        self
-    }
-
-    /// Opens the checkpoint directory read-only, takes the state file's lock, loads the state and
-    /// recovers steps that were logged but not recorded when a previous watcher died.
-    pub fn build(self) -> Result<EvalWatcher<'t>> {
-        let config_err = |message: String| Err(Error::Config { message });
-        let Some(sink) = self.tracker else {
-            return config_err(
-                "no tracker: call .tracker(&t), .owned_tracker(t) or .shared_tracker(t)".into(),
-            );
-        };
-        if self.datasets.is_empty() {
-            return config_err(
-                "no dataset: add at least one with .dataset(name, evaluator)".into(),
-            );
-        }
-        let mut names = BTreeSet::new();
-        for (name, _) in &self.datasets {
-            if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-                return config_err(format!(
-                    "dataset name {name:?} must be non-empty without '/' or whitespace"
-                ));
-            }
-            if !names.insert(name.clone()) {
-                return config_err(format!("dataset {name:?} given twice"));
-            }
-        }
-        if self.poll_interval.is_zero() {
-            return config_err("poll_interval must be > 0".into());
-        }
-        let ckpt_err = |source| Error::Checkpoint {
-            experiment_id: self.experiment_id.clone(),
-            source,
-        };
-        let config = CheckpointConfig {
-            dir: self.checkpoint_dir.clone(),
-            ..CheckpointConfig::default()
-        };
-        let checkpointer =
-            ModelCheckpointer::open_read_only(&self.experiment_id, config).map_err(ckpt_err)?;
-        let state_path = self
-            .state_file
-            .unwrap_or_else(|| checkpointer.experiment_dir().join(STATE_FILE_NAME));
-        if let Some(parent) = state_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-                op: "create directory",
-                path: parent.to_owned(),
-                source,
-            })?;
-        }
-        let lock = StateLock::acquire(&state_path)?;
-        let mut state = match EvalState::load(&state_path)? {
-            Some(s) if s.experiment_id != self.experiment_id => {
-                return Err(Error::State {
-                    path: state_path,
-                    message: format!(
-                        "it belongs to experiment {:?}, not {:?}",
-                        s.experiment_id, self.experiment_id
-                    ),
-                });
-            }
-            Some(s) => s,
-            None => EvalState::new(&self.experiment_id),
-        };
-        let new_datasets: Vec<&String> = names
-            .iter()
-            .filter(|n| !state.datasets.contains(*n))
-            .collect();
-        if !state.steps.is_empty() && !new_datasets.is_empty() {
-            tracing::warn!(
-                datasets = ?new_datasets,
-                "datasets added after steps were recorded; those steps are not evaluated on them"
-            );
-        }
-        state.datasets.extend(names);
-
-        let tracker = sink.get();
-        let run_dir = tracker.run_dir().to_path_buf();
-        let run_id = tracker.metadata().run_id.clone();
-        if !state.runs.contains(&run_dir) {
-            state.runs.push(run_dir.clone());
-        }
-        let mut watcher = EvalWatcher {
-            checkpointer,
-            datasets: self.datasets,
-            sink,
-            state,
-            state_path,
-            _lock: lock,
-            run_dir,
-            run_id,
-            poll_interval: self.poll_interval,
-            flush_timeout: self.flush_timeout,
-            max_attempts: self.max_attempts,
-            stop_when_completed: self.stop_when_completed,
-            attempts: BTreeMap::new(),
-            warned_unreadable: BTreeSet::new(),
-            recovered: Vec::new(),
-            abort_after_log: self.abort_after_log,
-            backend_degraded: false,
-            experiment_id: self.experiment_id,
-        };
-        watcher.recover()?;
-        watcher.state.save(&watcher.state_path)?;
-        Ok(watcher)
     }
 }
 
@@ -421,24 +111,25 @@ impl<'t> EvalWatcherBuilder<'t> {
 /// # Ok(()) }
 /// ```
 pub struct EvalWatcher<'t> {
-    checkpointer: ModelCheckpointer,
-    datasets: Vec<(String, Box<dyn Evaluator + 't>)>,
-    sink: Sink<'t>,
-    state: EvalState,
-    state_path: PathBuf,
-    _lock: StateLock,
-    run_dir: PathBuf,
-    run_id: String,
-    experiment_id: String,
-    poll_interval: Duration,
-    flush_timeout: Duration,
-    max_attempts: u32,
-    stop_when_completed: bool,
-    attempts: BTreeMap<u64, u32>,
-    warned_unreadable: BTreeSet<String>,
-    recovered: Vec<u64>,
-    abort_after_log: Option<u64>,
-    backend_degraded: bool,
+    pub(crate) checkpointer: ModelCheckpointer,
+    pub(crate) datasets: Vec<(String, Box<dyn Evaluator + 't>)>,
+    pub(crate) sink: Sink<'t>,
+    pub(crate) state: EvalState,
+    pub(crate) state_path: PathBuf,
+    pub(crate) _lock: StateLock,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) run_id: String,
+    pub(crate) experiment_id: String,
+    pub(crate) poll_interval: Duration,
+    pub(crate) flush_timeout: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) stop_when_completed: bool,
+    pub(crate) attempts: BTreeMap<u64, u32>,
+    pub(crate) warned_unreadable: BTreeSet<String>,
+    pub(crate) recovered: Vec<u64>,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) abort_after_log: Option<u64>,
+    pub(crate) backend_degraded: bool,
 }
 
 impl std::fmt::Debug for EvalWatcher<'_> {
@@ -467,18 +158,7 @@ impl<'t> EvalWatcher<'t> {
         checkpoint_dir: impl Into<PathBuf>,
         experiment_id: impl Into<String>,
     ) -> EvalWatcherBuilder<'t> {
-        EvalWatcherBuilder {
-            checkpoint_dir: checkpoint_dir.into(),
-            experiment_id: experiment_id.into(),
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            stop_when_completed: true,
-            datasets: Vec::new(),
-            tracker: None,
-            state_file: None,
-            abort_after_log: None,
-        }
+        EvalWatcherBuilder::new(checkpoint_dir.into(), experiment_id.into())
     }
 
     /// The tracker the metrics go to.
@@ -540,18 +220,30 @@ impl<'t> EvalWatcher<'t> {
                 });
             }
             if completed && self.attempts.is_empty() {
-                tracing::info!(
-                    experiment = %self.experiment_id,
-                    "training completed and every checkpoint evaluated; watcher stops"
-                );
-                return Ok(RunSummary {
+                let summary = RunSummary {
                     reason: StopReason::TrainingCompleted,
                     steps,
-                });
+                };
+                if summary.missed_by_retention() > 0 {
+                    tracing::warn!(
+                        experiment = %self.experiment_id,
+                        "training completed; watcher stops: {}",
+                        summary.describe()
+                    );
+                } else {
+                    tracing::info!(
+                        experiment = %self.experiment_id,
+                        "training completed; watcher stops: {}",
+                        summary.describe()
+                    );
+                }
+                return Ok(summary);
             }
-            let deadline = Instant::now() + self.poll_interval;
+            // The builder caps the interval; measure elapsed time anyway, so no interval can
+            // overflow the clock's arithmetic.
+            let slept_from = Instant::now();
             while !stop.load(Ordering::SeqCst) {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = self.poll_interval.saturating_sub(slept_from.elapsed());
                 if left.is_zero() {
                     break;
                 }
@@ -756,6 +448,7 @@ impl<'t> EvalWatcher<'t> {
                 }
             }
         }
+        #[cfg(feature = "testing")]
         if self.abort_after_log == Some(step) {
             std::process::abort();
         }
@@ -842,7 +535,7 @@ impl<'t> EvalWatcher<'t> {
     }
 
     /// Records steps that a previous watcher logged but did not record.
-    fn recover(&mut self) -> Result<()> {
+    pub(crate) fn recover(&mut self) -> Result<()> {
         let mut logged = BTreeMap::new();
         for dir in self.state.runs.clone() {
             let run_id = dir

@@ -13,6 +13,10 @@
 //! | `lr.png`, `lr.svg` | the learning rate (`lr`, `learning_rate`, `*_lr`) |
 //! | `confusion_matrix.png`, `.svg` | the confusion matrix, when the run recorded one |
 //!
+//! Metrics of the run's companion runs ([`companion_run_dirs`]: an evaluator that logs into the
+//! training run from another process keeps its own log under `<run_dir>/companions/`) are drawn
+//! with the run's own.
+//!
 //! Train, validation and test series of a quantity share one chart (x = step), one line each; see
 //! [`Quantity::of_key`] for how keys are grouped. Non-finite values are left out of the lines.
 //!
@@ -59,6 +63,7 @@
 
 mod data;
 mod error;
+mod images;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +76,7 @@ pub use data::{
     is_confusion_tag,
 };
 pub use error::{Error, Result};
+pub use images::{GridTile, confusion_matrix_png, example_grid_png};
 
 /// Output formats and image size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,12 +153,24 @@ pub fn plot_run_with(
     };
     let reader = RunReader::open(run_dir).map_err(run_err)?;
     let meta = reader.metadata().map_err(run_err)?;
-    let events: Vec<_> = reader
+    let mut events: Vec<_> = reader
         .events()
         .map_err(run_err)?
         .into_iter()
         .map(|(_, e)| e)
         .collect();
+    // Companion runs (an evaluator's own log beside the training run): their metrics are the
+    // same run's curves.
+    for dir in companion_run_dirs(run_dir) {
+        match RunReader::open(&dir).and_then(|r| r.events()) {
+            Ok(more) => events.extend(
+                more.into_iter()
+                    .map(|(_, e)| e)
+                    .filter(|e| matches!(e, exptrack_core::Event::Metrics { .. })),
+            ),
+            Err(e) => tracing::warn!(dir = %dir.display(), "companion run skipped: {e}"),
+        }
+    }
     let results = reader.results().map_err(run_err)?;
 
     let series = collect_series(&events);
@@ -202,6 +220,31 @@ pub fn plot_run_with(
         )?;
     }
     Ok(written)
+}
+
+/// The directory under a run's directory where processes that log *into* that run from beside it
+/// (an evaluator) keep their own local runs: `<run_dir>/companions/<experiment_id>/<run_id>/`.
+pub const COMPANIONS_DIR: &str = "companions";
+
+/// The companion runs of a run: every `<run_dir>/companions/*/*/` with an event log, sorted.
+pub fn companion_run_dirs(run_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(experiments) = std::fs::read_dir(run_dir.join(COMPANIONS_DIR)) else {
+        return out;
+    };
+    for exp in experiments.flatten() {
+        let Ok(runs) = std::fs::read_dir(exp.path()) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let dir = run.path();
+            if dir.join(exptrack_core::store::files::EVENTS).is_file() {
+                out.push(dir);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 type BitmapArea<'a> = plotters::drawing::DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
@@ -254,7 +297,11 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, png::EncodingError> {
+pub(crate) fn encode_png(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::with_capacity(rgb.len() / 8);
     {
         let mut enc = png::Encoder::new(&mut out, width, height);
