@@ -131,10 +131,4 @@ pub mod testing {
     }
 }
 
-/// Milliseconds since the Unix epoch (0 before it, saturating far after).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub(crate) use exptrack_core::fsutil::now_ms;

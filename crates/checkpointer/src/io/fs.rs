@@ -66,5 +66,11 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
 
 /// fsyncs a directory (makes its entries durable).
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx("fsync", dir)
+    exptrack_core::fsutil::sync_dir(dir).ctx("fsync", dir)
+}
+
+/// Whether `name` is a temporary file of [`exptrack_core::fsutil::write_atomic`]
+/// (`.<name>.tmp-<pid>-<n>`), left behind by a crash in the middle of a replace.
+pub(crate) fn is_atomic_temp(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
 }

@@ -34,7 +34,7 @@ mod read;
 mod write;
 
 pub use fs::evict_from_page_cache;
-pub(crate) use fs::{exchange, fsync_dir, remove_tree};
+pub(crate) use fs::{exchange, fsync_dir, is_atomic_temp, remove_tree};
 #[cfg_attr(not(feature = "object-store"), allow(unused_imports))]
 pub(crate) use read::{fill_hashed, zeroed};
 pub(crate) use read::{read_verified, verify_file};

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
 use super::{
-    CHUNK, KICK, PAR_MIN, PIPE, SUB, advise_sequential, fsync_dir, hashed_pump, spare_core,
+    CHUNK, KICK, PAR_MIN, PIPE, SUB, advise_sequential, hashed_pump, spare_core,
     wide_hash,
 };
 use crate::config::Compression;
@@ -314,11 +314,6 @@ pub(crate) fn write_from_path(
     ))
 }
 
-/// Writes a small file (JSON) to a new path, fsynced when asked.
-pub(crate) fn write_small(path: &Path, bytes: &[u8], opts: &WriteOpts) -> Result<()> {
-    let (unsynced, _) = write_small_unsynced(path, bytes, opts)?;
-    sync_files(vec![unsynced], opts)
-}
 
 /// Writes a small file (writeback started) whose fsync is still due.
 pub(crate) fn write_small_unsynced(
@@ -332,23 +327,25 @@ pub(crate) fn write_small_unsynced(
     Ok(((path.to_owned(), file), n))
 }
 
-/// Atomically replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync dir.
+/// Atomically replaces `dir/name` with `bytes`. Durable (`opts.fsync`): the project's one
+/// atomic replace, [`exptrack_core::fsutil::write_atomic`] (temp file, fsync, rename, directory
+/// fsync). Without fsync (scratch runs): a temp file renamed into place, atomic against process
+/// crashes only.
 pub(crate) fn replace_atomic(dir: &Path, name: &str, bytes: &[u8], opts: &WriteOpts) -> Result<()> {
+    let target = dir.join(name);
+    if opts.fsync {
+        return exptrack_core::fsutil::write_atomic(&target, bytes).ctx("replace", &target);
+    }
     let tmp = dir.join(format!(
         "{}{name}-{}",
         crate::format::TMP_PREFIX,
         std::process::id()
     ));
-    let target = dir.join(name);
-    let _ = std::fs::remove_file(&tmp);
-    let result = write_small(&tmp, bytes, opts)
+    let result = std::fs::write(&tmp, bytes)
+        .ctx("write", &tmp)
         .and_then(|()| std::fs::rename(&tmp, &target).ctx("rename", &target));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result?;
-    if opts.fsync {
-        fsync_dir(dir)?;
-    }
-    Ok(())
+    result
 }

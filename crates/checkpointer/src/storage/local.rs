@@ -2,10 +2,11 @@
 //! renamed into place; deletions are renames to `.del-*` first; leases are files.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use exptrack_core::fsutil::LockFile;
 
 use super::{Delta, Doomed, Rebuild, Scan, Staged, Storage};
 use crate::checkpoint::{Checkpoint, Source};
@@ -25,7 +26,7 @@ pub(crate) struct LocalStorage {
     config: CheckpointConfig,
     opts: WriteOpts,
     counter: AtomicU64,
-    _lock: Option<File>,
+    _lock: Option<LockFile>,
 }
 
 impl LocalStorage {
@@ -104,7 +105,7 @@ impl LocalStorage {
             epoch: ckpt.epoch,
             metrics: ckpt.metrics,
             is_best,
-            created_ms: crate::now_ms(),
+            created_ms: exptrack_core::fsutil::now_ms(),
             files,
             extra: ckpt.extra,
             dir: PathBuf::new(),
@@ -146,7 +147,10 @@ impl Storage for LocalStorage {
         names.sort();
         for name in names {
             let path = self.exp_dir.join(&name);
-            if name.starts_with(TMP_PREFIX) || name.starts_with(DEL_PREFIX) {
+            if name.starts_with(TMP_PREFIX)
+                || name.starts_with(DEL_PREFIX)
+                || io::is_atomic_temp(&name)
+            {
                 if !repair {
                     continue;
                 }
@@ -366,18 +370,12 @@ impl Storage for LocalStorage {
     }
 }
 
-fn take_lock(exp_dir: &Path) -> Result<File> {
+fn take_lock(exp_dir: &Path) -> Result<LockFile> {
     let path = exp_dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .ctx("open", &path)?;
     // std's advisory lock (flock on Unix): released when the file is closed or the process dies.
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
+    match LockFile::try_acquire(&path) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(Error::Locked { path }),
+        Err(e) => Err(Error::io("lock", path, e)),
     }
 }

@@ -439,27 +439,41 @@ impl Storage for ObjectStorage {
             })
             .collect();
         let mut scan = Scan::default();
-        // Markers are read concurrently (one GET each).
-        let fetched: Vec<(u64, Result<Option<Bytes>>)> = inner.client.block(async {
-            let gets = steps.iter().map(|&step| {
+        // Markers are read concurrently (one GET each), as owned futures.
+        type Fetch = std::pin::Pin<
+            Box<dyn std::future::Future<Output = (u64, object_store::Result<Option<Bytes>>)> + Send>,
+        >;
+        let gets: Vec<Fetch> = steps
+            .iter()
+            .map(|&step| {
+                let store = inner.client.store.clone();
                 let key = inner.key(&Inner::marker(step));
-                async move {
-                    let r = match inner.client.store.get(&key).await {
+                Box::pin(async move {
+                    let r = match store.get(&key).await {
                         Ok(r) => r.bytes().await.map(Some),
                         Err(e) if is_missing(&e) => Ok(None),
                         Err(e) => Err(e),
                     };
-                    (
-                        step,
-                        r.map_err(|e| remote("get", &inner.url(&Inner::marker(step)), e)),
-                    )
-                }
-            });
-            Ok(futures_util::stream::iter(gets)
-                .buffer_unordered(16)
-                .collect()
-                .await)
-        })?;
+                    (step, r)
+                }) as Fetch
+            })
+            .collect();
+        let fetched: Vec<(u64, object_store::Result<Option<Bytes>>)> =
+            inner.client.block(async move {
+                Ok(futures_util::stream::iter(gets)
+                    .buffer_unordered(16)
+                    .collect::<Vec<_>>()
+                    .await)
+            })?;
+        let fetched: Vec<(u64, Result<Option<Bytes>>)> = fetched
+            .into_iter()
+            .map(|(step, r)| {
+                (
+                    step,
+                    r.map_err(|e| remote("get", &inner.url(&Inner::marker(step)), e)),
+                )
+            })
+            .collect();
         let mut markers: BTreeMap<u64, Option<String>> = BTreeMap::new();
         for (step, got) in fetched {
             let name = format::dir_name(step);
