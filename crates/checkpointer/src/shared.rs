@@ -95,10 +95,13 @@ impl Shared {
 
     /// Scans the storage; for writers also repairs it and rewrites the registry.
     pub(crate) fn reconcile(&self) -> Result<()> {
+        // The registry is read before the scan: a step it lists that the scan then misses was
+        // really deleted. (Read after, a step another writer committed in between would look
+        // deleted, and the reconciled registry would drop it.)
+        let old = self.storage.read_registry();
         let scan = self.storage.scan(&self.experiment_id, !self.read_only)?;
         let mut report = scan.report;
         let entries = scan.entries;
-        let old = self.storage.read_registry();
         let old_steps: BTreeSet<u64> = old
             .as_ref()
             .map(|r| r.checkpoints.iter().map(|c| c.step).collect())

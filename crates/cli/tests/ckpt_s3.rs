@@ -21,7 +21,10 @@ fn exptrack(server: &seaweed::Weed, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!text.contains(seaweed::SECRET), "secret in the output: {text}");
+    assert!(
+        !text.contains(seaweed::SECRET),
+        "secret in the output: {text}"
+    );
     out
 }
 
@@ -54,7 +57,11 @@ fn ckpt_list_verify_prune_on_s3() {
     let url = format!("{root}/exp-1");
 
     let list = exptrack(&server, &["ckpt", "list", &url, "--json"]);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     let text = v.to_string();
     for step in 1..=4 {
@@ -62,15 +69,34 @@ fn ckpt_list_verify_prune_on_s3() {
     }
 
     let verify = exptrack(&server, &["ckpt", "verify", &url]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
-    assert!(stdout(&verify).contains("4 checkpoint(s) verified, 0 corrupt"), "{}", stdout(&verify));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        stdout(&verify).contains("4 checkpoint(s) verified, 0 corrupt"),
+        "{}",
+        stdout(&verify)
+    );
 
-    let dry = exptrack(&server, &["ckpt", "prune", &url, "--keep-last", "1", "--dry-run"]);
-    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let dry = exptrack(
+        &server,
+        &["ckpt", "prune", &url, "--keep-last", "1", "--dry-run"],
+    );
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
     assert!(stdout(&dry).contains("would delete"), "{}", stdout(&dry));
 
     let prune = exptrack(&server, &["ckpt", "prune", &url, "--keep-last", "1"]);
-    assert!(prune.status.success(), "{}", String::from_utf8_lossy(&prune.stderr));
+    assert!(
+        prune.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prune.stderr)
+    );
     // The recorded monitor keeps the best (step 2) besides the last (step 4).
     let r = ModelCheckpointer::open_read_only(
         "exp-1",

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
 use super::{
-    CHUNK, KICK, PAR_MIN, PIPE, SUB, advise_sequential, hashed_pump, spare_core,
-    wide_hash,
+    CHUNK, KICK, PAR_MIN, PIPE, SUB, advise_sequential, hashed_pump, spare_core, wide_hash,
 };
 use crate::config::Compression;
 use crate::error::{Error, IoContext, Result};
@@ -313,7 +312,6 @@ pub(crate) fn write_from_path(
         (path.to_owned(), file),
     ))
 }
-
 
 /// Writes a small file (writeback started) whose fsync is still due.
 pub(crate) fn write_small_unsynced(

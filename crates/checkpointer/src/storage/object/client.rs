@@ -29,13 +29,18 @@ impl std::fmt::Debug for Client {
 }
 
 #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
-/// The retries of every request: backoff with jitter on 5xx, 429 and connection errors, for up
-/// to two minutes (a restarting server is waited for; a dead one is reported).
+/// The retries of every request: backoff with jitter (from 0.5 s, doubling, at most 15 s) on 5xx,
+/// 429 and connection errors, 15 tries within three minutes (a restarting server is waited for;
+/// a dead one is reported).
 fn retry() -> RetryConfig {
     RetryConfig {
-        max_retries: 12,
-        retry_timeout: Duration::from_secs(120),
-        ..RetryConfig::default()
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: 15,
+        retry_timeout: Duration::from_secs(180),
     }
 }
 

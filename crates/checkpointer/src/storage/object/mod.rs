@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStoreExt, PutMode};
 
 use super::{Delta, Doomed, Rebuild, Scan, Staged, Storage};
 use crate::checkpoint::{Checkpoint, Source};
@@ -43,9 +43,12 @@ use crate::format::{
 use crate::lease::Lease;
 
 mod client;
+mod inner;
+mod repair;
 mod transfer;
 
 use client::{Client, remote};
+use inner::{Inner, PutError, host_id, is_missing};
 
 /// How long a lease of a process on another host counts without being released.
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -78,238 +81,12 @@ pub(crate) struct ObjectStorage {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    client: Client,
-    /// `<prefix>/<experiment_id>`.
-    root: ObjPath,
-    /// `scheme://bucket/<prefix>/<experiment_id>`, for messages and `CheckpointInfo::dir`.
-    location: PathBuf,
-    config: CheckpointConfig,
-    host: String,
-}
-
 impl std::fmt::Debug for ObjectStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectStorage")
             .field("location", &self.inner.location)
             .finish_non_exhaustive()
     }
-}
-
-/// A short id of this host (for lease names): 8 hex digits of its name's hash.
-fn host_id() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or fails.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let name: &[u8] = if rc == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        &buf[..end]
-    } else {
-        b"unknown"
-    };
-    blake3::hash(name).to_hex()[..8].to_owned()
-}
-
-fn age_ms(meta: &ObjectMeta) -> i64 {
-    crate::now_ms().saturating_sub(meta.last_modified.timestamp_millis())
-}
-
-fn old_enough(meta: &ObjectMeta) -> bool {
-    age_ms(meta) >= i64::try_from(orphan_grace().as_millis()).unwrap_or(i64::MAX)
-}
-
-fn is_missing(e: &object_store::Error) -> bool {
-    matches!(e, object_store::Error::NotFound { .. })
-}
-
-fn is_conflict(e: &object_store::Error) -> bool {
-    matches!(
-        e,
-        object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }
-    )
-}
-
-impl Inner {
-    fn key(&self, rel: &str) -> ObjPath {
-        ObjPath::from_iter(self.root.parts().chain(ObjPath::from(rel).parts()))
-    }
-
-    fn url(&self, rel: &str) -> String {
-        format!("{}/{rel}", self.location.display())
-    }
-
-    fn marker(step: u64) -> String {
-        format!("{}/{CHECKPOINT_JSON}", format::dir_name(step))
-    }
-
-    fn tombstone(step: u64) -> String {
-        format!(".del-{}", format::dir_name(step))
-    }
-
-    fn data_prefix(step: u64, upload: &str) -> String {
-        format!("{}/{upload}", format::dir_name(step))
-    }
-
-    /// GET: the bytes and version, None when missing.
-    fn get(&self, rel: &str) -> Result<Option<(Bytes, UpdateVersion)>> {
-        let key = self.key(rel);
-        self.client.block(async {
-            match self.client.store.get(&key).await {
-                Ok(r) => {
-                    let version = UpdateVersion {
-                        e_tag: r.meta.e_tag.clone(),
-                        version: r.meta.version.clone(),
-                    };
-                    let bytes = r
-                        .bytes()
-                        .await
-                        .map_err(|e| remote("get", &self.url(rel), e))?;
-                    Ok(Some((bytes, version)))
-                }
-                Err(e) if is_missing(&e) => Ok(None),
-                Err(e) => Err(remote("get", &self.url(rel), e)),
-            }
-        })
-    }
-
-    fn put(&self, rel: &str, bytes: Vec<u8>, mode: PutMode) -> std::result::Result<(), PutError> {
-        let key = self.key(rel);
-        self.client
-            .block(async {
-                Ok(self
-                    .client
-                    .store
-                    .put_opts(&key, PutPayload::from(bytes), PutOptions::from(mode))
-                    .await)
-            })
-            .map_err(PutError::Other)?
-            .map(|_| ())
-            .map_err(|e| {
-                if is_conflict(&e) {
-                    PutError::Conflict
-                } else {
-                    PutError::Other(remote("put", &self.url(rel), e))
-                }
-            })
-    }
-
-    fn delete(&self, rel: &str) -> Result<()> {
-        let key = self.key(rel);
-        self.client.block(async {
-            match self.client.store.delete(&key).await {
-                Ok(()) => Ok(()),
-                Err(e) if is_missing(&e) => Ok(()),
-                Err(e) => Err(remote("delete", &self.url(rel), e)),
-            }
-        })
-    }
-
-    /// Every object under `rel/` (everything when `rel` is empty), with its path relative to the
-    /// root.
-    fn list(&self, rel: &str) -> Result<Vec<(String, ObjectMeta)>> {
-        let prefix = if rel.is_empty() {
-            self.root.clone()
-        } else {
-            self.key(rel)
-        };
-        let root_parts = self.root.parts().count();
-        let metas: Vec<ObjectMeta> = self.client.block(async {
-            self.client
-                .store
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(|e| remote("list", &self.url(rel), e))
-        })?;
-        Ok(metas
-            .into_iter()
-            .map(|m| {
-                let rel: Vec<String> = m
-                    .location
-                    .parts()
-                    .skip(root_parts)
-                    .map(|p| p.as_ref().to_owned())
-                    .collect();
-                (rel.join("/"), m)
-            })
-            .collect())
-    }
-
-    /// Deletes every object under `rel/`.
-    fn delete_tree(&self, rel: &str) -> Result<()> {
-        for (path, _) in self.list(rel)? {
-            self.delete(&path)?;
-        }
-        Ok(())
-    }
-
-    fn parse_info(&self, step: u64, bytes: &[u8]) -> Result<CheckpointInfo> {
-        let path = PathBuf::from(self.url(&Self::marker(step)));
-        let mut info: CheckpointInfo =
-            serde_json::from_slice(bytes).map_err(|source| Error::Json {
-                path: path.clone(),
-                source,
-            })?;
-        info.check(&path)?;
-        if info.upload.is_none() {
-            return Err(Error::InvalidMetadata {
-                path,
-                message: "no upload (not written by an object-store checkpointer)".into(),
-            });
-        }
-        info.dir = self.location.join(format::dir_name(step));
-        Ok(info)
-    }
-
-    fn read_info(&self, step: u64) -> Result<Option<(CheckpointInfo, UpdateVersion)>> {
-        match self.get(&Self::marker(step))? {
-            Some((bytes, version)) => Ok(Some((self.parse_info(step, &bytes)?, version))),
-            None => Ok(None),
-        }
-    }
-
-    fn lease_live(&self, name: &str, meta: &ObjectMeta) -> Option<(u64, bool)> {
-        let mut parts = name.split('-');
-        let (step, pid, _n, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
-        let step: u64 = step.parse().ok()?;
-        let pid: u32 = pid.parse().ok()?;
-        let live = if host == self.host {
-            pid == std::process::id() || crate::lease::pid_alive(pid)
-        } else {
-            age_ms(meta) < i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX)
-        };
-        Some((step, live))
-    }
-
-    fn leased_steps(&self) -> Result<BTreeSet<u64>> {
-        let mut steps = BTreeSet::new();
-        for (path, meta) in self.list(crate::lease::LEASES_DIR)? {
-            let Some(name) = path.rsplit('/').next() else {
-                continue;
-            };
-            match self.lease_live(name, &meta) {
-                Some((step, true)) => {
-                    steps.insert(step);
-                }
-                Some((_, false)) => {
-                    // Stale: its process is gone.
-                    let _ = self.delete(&path);
-                }
-                None => {}
-            }
-        }
-        Ok(steps)
-    }
-}
-
-/// A conditional put's outcome other than success.
-enum PutError {
-    /// The condition failed (the object exists, or changed since it was read).
-    Conflict,
-    Other(Error),
 }
 
 impl ObjectStorage {
@@ -342,84 +119,6 @@ impl ObjectStorage {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         )
     }
-
-    /// Removes leftovers older than the grace period; returns what was removed.
-    fn repair(
-        &self,
-        objects: &[(String, ObjectMeta)],
-        markers: &BTreeMap<u64, Option<String>>,
-    ) -> Result<Vec<String>> {
-        let inner = &*self.inner;
-        let mut removed = Vec::new();
-        let leased = inner.leased_steps()?;
-        // Journaled multipart uploads of crashed saves.
-        for (path, meta) in objects {
-            if !path.starts_with(".uploads/") || !old_enough(meta) {
-                continue;
-            }
-            if let Ok(Some((bytes, _))) = inner.get(path)
-                && let Ok(j) = serde_json::from_slice::<transfer::Journal>(&bytes)
-            {
-                let key = ObjPath::from(j.key.as_str());
-                let _ = inner.client.block(async {
-                    inner
-                        .client
-                        .multipart
-                        .abort_multipart(&key, &j.id)
-                        .await
-                        .map_err(|e| remote("abort multipart upload", &j.key, e))
-                });
-            }
-            inner.delete(path)?;
-            removed.push(path.clone());
-        }
-        // Interrupted deletions: restore a leased one, else finish it.
-        for (path, meta) in objects {
-            let Some(step) = path.strip_prefix(".del-").and_then(format::parse_dir_name) else {
-                continue;
-            };
-            if !old_enough(meta) {
-                continue;
-            }
-            if !markers.contains_key(&step)
-                && leased.contains(&step)
-                && let Ok(Some((bytes, _))) = inner.get(path)
-            {
-                match inner.put(&Inner::marker(step), bytes.to_vec(), PutMode::Create) {
-                    Ok(()) | Err(PutError::Conflict) => {}
-                    Err(PutError::Other(e)) => return Err(e),
-                }
-            }
-            inner.delete(path)?;
-            removed.push(path.clone());
-        }
-        // Data that no marker names (crashed saves, replaced or deleted checkpoints).
-        let mut orphans: BTreeMap<String, bool> = BTreeMap::new();
-        for (path, meta) in objects {
-            let mut parts = path.splitn(3, '/');
-            let (Some(dir), Some(upload), Some(_file)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let Some(step) = format::parse_dir_name(dir) else {
-                continue;
-            };
-            let restored = leased.contains(&step) && !markers.contains_key(&step);
-            if markers.get(&step).and_then(|u| u.as_deref()) == Some(upload) || restored {
-                continue;
-            }
-            let key = format!("{dir}/{upload}");
-            let old = orphans.entry(key).or_insert(true);
-            *old &= old_enough(meta);
-        }
-        for (prefix, old) in orphans {
-            if old {
-                inner.delete_tree(&prefix)?;
-                removed.push(prefix);
-            }
-        }
-        Ok(removed)
-    }
 }
 
 impl Storage for ObjectStorage {
@@ -441,7 +140,9 @@ impl Storage for ObjectStorage {
         let mut scan = Scan::default();
         // Markers are read concurrently (one GET each), as owned futures.
         type Fetch = std::pin::Pin<
-            Box<dyn std::future::Future<Output = (u64, object_store::Result<Option<Bytes>>)> + Send>,
+            Box<
+                dyn std::future::Future<Output = (u64, object_store::Result<Option<Bytes>>)> + Send,
+            >,
         >;
         let gets: Vec<Fetch> = steps
             .iter()
@@ -883,17 +584,5 @@ impl Storage for ObjectStorage {
             }
         }
         Ok(inner.url(&dest))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_ids_are_short_hex() {
-        let h = host_id();
-        assert_eq!(h.len(), 8);
-        assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }
