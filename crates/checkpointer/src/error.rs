@@ -165,6 +165,32 @@ pub enum Error {
         /// Details.
         message: String,
     },
+    /// An object-store request failed (after the store's retries with backoff on 5xx, 429 and
+    /// connection errors). The message never holds credentials.
+    #[error("{op} {path}: {source}")]
+    Remote {
+        /// What was being done ("put", "get", "list", ...).
+        op: &'static str,
+        /// The object (`s3://bucket/prefix/...`).
+        path: String,
+        /// The store's error, with secrets redacted.
+        #[source]
+        source: RemoteError,
+    },
+    /// `[checkpointing] dir` names an object store whose cargo feature is not enabled.
+    #[error("{url}: needs exptrack-checkpoint's cargo feature `{feature}`")]
+    Unsupported {
+        /// The location.
+        url: String,
+        /// The feature(s) that would enable it.
+        feature: &'static str,
+    },
+    /// Another writer changed the same object at the same time (a conditional put failed).
+    #[error("{path} was changed by another writer at the same time")]
+    Conflict {
+        /// The object.
+        path: String,
+    },
     /// A burn record could not be encoded or decoded.
     #[error("burn record {name:?}: {message}")]
     Record {
@@ -209,6 +235,18 @@ impl Error {
         }
     }
 }
+
+/// An object store's error message, with credentials taken from the environment redacted.
+#[derive(Debug)]
+pub struct RemoteError(pub(crate) String);
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RemoteError {}
 
 /// Adds path context to `std::io::Result`.
 pub(crate) trait IoContext<T> {

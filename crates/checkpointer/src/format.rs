@@ -124,9 +124,15 @@ pub struct CheckpointInfo {
     /// Free-form user data (trainer state that is not a file, data position, RNG seeds ...).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub extra: serde_json::Value,
-    /// Directory of the checkpoint (not stored; filled in when read).
+    /// Directory of the checkpoint (not stored; filled in when read). For an object store, its
+    /// URL `s3://bucket/prefix/<experiment_id>/ckpt-<step>` as a path (not a local file).
     #[serde(skip)]
     pub dir: PathBuf,
+    /// Object stores only: the upload whose objects hold the files
+    /// (`ckpt-<step>/<upload>/<name>`), so a save of an existing step never overwrites the data
+    /// its committed `checkpoint.json` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upload: Option<String>,
 }
 
 impl CheckpointInfo {
@@ -332,6 +338,14 @@ impl CheckpointInfo {
             return Err(invalid(
                 path,
                 format!("experiment_id {:?} {reason}", truncate(&self.experiment_id)),
+            ));
+        }
+        if let Some(upload) = &self.upload
+            && let Err(reason) = exptrack_core::metadata::check_component(upload)
+        {
+            return Err(invalid(
+                path,
+                format!("upload {:?} {reason}", truncate(upload)),
             ));
         }
         let mut seen = std::collections::BTreeSet::new();

@@ -23,11 +23,29 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 const PRUNE_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An RAII reader lease on one checkpoint: while it lives, retention will not delete the checkpoint.
-#[derive(Debug)]
 pub struct Lease {
-    file: PathBuf,
+    holder: Holder,
     step: u64,
     dir: PathBuf,
+}
+
+/// What makes a lease visible to pruners, removed when the lease is dropped.
+enum Holder {
+    /// A lease file in the experiment directory.
+    File(PathBuf),
+    /// A lease elsewhere (an object in an object store); the closure releases it.
+    Remote(Option<Box<dyn FnOnce() + Send + Sync>>),
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Lease");
+        d.field("step", &self.step).field("dir", &self.dir);
+        if let Holder::File(file) = &self.holder {
+            d.field("file", file);
+        }
+        d.finish_non_exhaustive()
+    }
 }
 
 impl Lease {
@@ -39,7 +57,7 @@ impl Lease {
         let file = leases.join(format!("{step}-{}-{n}", std::process::id()));
         std::fs::write(&file, b"").ctx("create", &file)?;
         let lease = Lease {
-            file,
+            holder: Holder::File(file),
             step,
             dir: ckpt_dir,
         };
@@ -85,6 +103,20 @@ impl Lease {
         self.committed()
     }
 
+    /// A lease held elsewhere (an object store), released by `release` on drop.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+    pub(crate) fn remote(
+        step: u64,
+        dir: PathBuf,
+        release: Box<dyn FnOnce() + Send + Sync>,
+    ) -> Lease {
+        Lease {
+            holder: Holder::Remote(Some(release)),
+            step,
+            dir,
+        }
+    }
+
     /// The leased step.
     pub fn step(&self) -> u64 {
         self.step
@@ -98,8 +130,17 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Best effort: a lease file left behind is stale once this process exits.
-        let _ = std::fs::remove_file(&self.file);
+        match &mut self.holder {
+            // Best effort: a lease file left behind is stale once this process exits.
+            Holder::File(file) => {
+                let _ = std::fs::remove_file(file);
+            }
+            Holder::Remote(release) => {
+                if let Some(release) = release.take() {
+                    release();
+                }
+            }
+        }
     }
 }
 
@@ -139,7 +180,7 @@ fn parse_lease_name(name: &str) -> Option<(u64, u32)> {
     Some((step.parse().ok()?, pid.parse().ok()?))
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     #[cfg(unix)]
     {
         let Ok(pid) = libc::pid_t::try_from(pid) else {

@@ -28,6 +28,21 @@
 //!   blocks only to hand them over, errors surface on the next call or on
 //!   [`wait`](ModelCheckpointer::wait), and dropping the checkpointer waits for them.
 //!
+//! # Object storage
+//! With the `s3`, `gcs` or `azure` feature, `[checkpointing] dir` may be a URL:
+//! `s3://bucket/prefix` (also `gs://`, `az://`; see [`Location`]). Every guarantee above holds
+//! there too, with the commit made of unique keys and one create-only write: each file is
+//! uploaded while it is hashed (multipart with parallel parts for big files) under
+//! `ckpt-<step>/<upload>/`, then `checkpoint.json` is written last with a create-only put (a
+//! replace is a put conditional on its e-tag). `registry.json` is replaced conditionally on its
+//! e-tag and, on a conflict, re-read and the change applied again, so several writers (a trainer
+//! and a pruning CLI) lose no update: there is no writer lock on an object store. Downloads are
+//! verified while they arrive; deletion removes the marker first; leases are small objects;
+//! leftovers of crashes are removed by a later writer's open (after a grace period, since another
+//! writer may still be uploading). Requests are retried with backoff on 5xx, 429 and connection
+//! errors; credentials come from the provider's environment variables and never appear in
+//! messages or `Debug`. [`ModelCheckpointer::open_url`] opens an experiment by its URL.
+//!
 //! # Example
 //! ```
 //! use exptrack_checkpoint::{Checkpoint, CheckpointConfig, ModelCheckpointer, Resume};
@@ -60,6 +75,12 @@
 //!   `ModuleOptimizer` and an LR scheduler record into one checkpoint and load them back.
 //! - `burn-flex` (off by default): `burn` plus burn's flex CPU backend; what the crate's burn tests
 //!   run on.
+//! - `safetensors` (off by default): `burn` plus safetensors export of a module's weights.
+//! - `s3`, `gcs`, `azure` (off by default): checkpoints in Amazon S3 (and S3-compatible servers),
+//!   Google Cloud Storage, Azure Blob Storage, via `object_store` 0.14 with rustls and `ring` (no
+//!   aws-lc build). Each pulls in tokio and an HTTP client.
+//! - `testing` (off by default): test hooks (`ModelCheckpointer::fail_writes_after`, the
+//!   stored registry, the orphan grace period); not for production.
 //!
 //! # Performance
 //! See `docs/performance.md` for measured ratios against raw `write`+`fsync` and raw `read`, and
@@ -74,15 +95,18 @@ mod format;
 mod hash;
 mod io;
 mod lease;
+mod location;
 mod manager;
 mod retention;
+mod shared;
+mod storage;
 
 #[cfg(feature = "burn")]
 pub mod burn_support;
 
 pub use checkpoint::{Checkpoint, LoadedCheckpoint};
 pub use config::{CheckpointConfig, Compression, Mode};
-pub use error::{Error, Result};
+pub use error::{Error, RemoteError, Result};
 pub use format::{
     CHECKPOINT_JSON, CheckpointInfo, Encoding, FORMAT_VERSION, FileEntry, REGISTRY_JSON,
     RESULTS_JSON,
@@ -91,5 +115,20 @@ pub use hash::{FileHash, HashAlgo};
 #[doc(hidden)]
 pub use io::evict_from_page_cache;
 pub use lease::Lease;
+pub use location::Location;
 pub use manager::{ModelCheckpointer, ReconcileReport, Resume};
 pub use retention::{RetentionPolicy, Rule};
+
+/// Test hooks (feature `testing`): not for production use.
+#[cfg(feature = "testing")]
+pub mod testing {
+    /// Sets how old a leftover of a crashed save or deletion in an object store must be before
+    /// an opening writer removes it (default one hour, so another writer's upload in progress is
+    /// left alone). Process-wide.
+    #[cfg(feature = "object-store")]
+    pub fn set_orphan_grace(grace: std::time::Duration) {
+        crate::storage::object::set_orphan_grace(grace);
+    }
+}
+
+pub(crate) use exptrack_core::fsutil::now_ms;

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use exptrack_checkpoint::{CheckpointConfig, CheckpointInfo, ModelCheckpointer, REGISTRY_JSON};
+use exptrack_checkpoint::{
+    CheckpointConfig, CheckpointInfo, Location, ModelCheckpointer, REGISTRY_JSON,
+};
 use serde_json::{Value, json};
 
 use crate::Ctx;
@@ -14,7 +16,9 @@ use crate::output::{self, Table, num};
 #[derive(Debug, Args)]
 pub(crate) struct DirArgs {
     /// An experiment's checkpoint directory (`<checkpoints>/<experiment_id>`, holding
-    /// `registry.json` and `ckpt-*`), or a root holding several of them.
+    /// `registry.json` and `ckpt-*`), or a root holding several of them; or an object-store URL
+    /// of one experiment, `s3://bucket/prefix/<experiment_id>` (also `gs://`, `az://`; needs the
+    /// cli's `s3`/`gcs`/`azure` feature; credentials from the usual environment variables).
     dir: PathBuf,
     #[command(flatten)]
     policy: PolicyArgs,
@@ -97,8 +101,17 @@ fn is_experiment_dir(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// DIR is an experiment directory, or a root whose children are.
+/// DIR is an experiment directory, or a root whose children are, or the URL of one experiment.
 fn experiment_dirs(dir: &Path) -> Result<Vec<ExpDir>> {
+    let location = Location::from_dir(dir).map_err(|e| CliError::usage(e.to_string()))?;
+    if let Location::Object(url) = location {
+        let (root, id) =
+            Location::split_experiment(&url).map_err(|e| CliError::usage(e.to_string()))?;
+        return Ok(vec![ExpDir {
+            root: root.into(),
+            id,
+        }]);
+    }
     if !dir.is_dir() {
         return Err(
             CliError::usage(format!("{} is not a directory", dir.display()))
@@ -171,7 +184,15 @@ fn config_for(exp: &ExpDir, p: &PolicyArgs) -> Result<CheckpointConfig> {
         None => CheckpointConfig::default(),
     };
     cfg.dir = exp.root.clone();
-    let (rec_monitor, rec_mode) = recorded_monitor(&exp.path());
+    let (rec_monitor, rec_mode) = if Location::from_dir(&exp.root).is_ok_and(|l| l.is_remote()) {
+        // No files to peek at: ask the store (read-only) what the writer recorded.
+        ModelCheckpointer::open_read_only(&exp.id, cfg.clone())
+            .ok()
+            .and_then(|c| c.recorded_monitor())
+            .map_or((None, None), |(m, mode)| (Some(m), Some(mode)))
+    } else {
+        recorded_monitor(&exp.path())
+    };
     if let Some(m) = &p.monitor {
         cfg.monitor = Some(m.clone());
     } else if cfg.monitor.is_none() {

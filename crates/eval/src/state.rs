@@ -1,7 +1,6 @@
 //! The watcher's state file: which checkpoint steps were dealt with, and how.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -128,18 +127,10 @@ impl EvalState {
             path: path.to_owned(),
             message: format!("cannot serialize: {e}"),
         })?;
-        exptrack_core::store::write_atomic(path, &bytes).map_err(|e| match e {
-            exptrack_core::Error::Io {
-                context, source, ..
-            } => Error::Io {
-                op: context,
-                path: path.to_owned(),
-                source,
-            },
-            other => Error::State {
-                path: path.to_owned(),
-                message: other.to_string(),
-            },
+        exptrack_core::fsutil::write_atomic(path, &bytes).map_err(|source| Error::Io {
+            op: "replace state file atomically",
+            path: path.to_owned(),
+            source,
         })
     }
 }
@@ -148,7 +139,7 @@ impl EvalState {
 /// OS when the process dies (also on SIGKILL).
 #[derive(Debug)]
 pub(crate) struct StateLock {
-    _file: File,
+    _lock: exptrack_core::fsutil::LockFile,
 }
 
 impl StateLock {
@@ -159,20 +150,10 @@ impl StateLock {
             .unwrap_or_else(|| STATE_FILE_NAME.into());
         name.push(".lock");
         let path = state_path.with_file_name(name);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::Io {
-                op: "open lock file",
-                path: path.clone(),
-                source,
-            })?;
-        match file.try_lock() {
-            Ok(()) => Ok(StateLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
-            Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+        match exptrack_core::fsutil::LockFile::try_acquire(&path) {
+            Ok(Some(lock)) => Ok(StateLock { _lock: lock }),
+            Ok(None) => Err(Error::Locked { path }),
+            Err(source) => Err(Error::Io {
                 op: "lock",
                 path,
                 source,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use exptrack_checkpoint::ModelCheckpointer;
+use exptrack_core::fsutil::now_ms;
 use exptrack_core::store::RunReader;
 use exptrack_core::{Event, ExperimentTracker};
 
@@ -574,11 +575,4 @@ impl<'t> EvalWatcher<'t> {
 fn is_corrupt(e: &exptrack_checkpoint::Error) -> bool {
     use exptrack_checkpoint::Error as CkErr;
     e.is_corruption() || matches!(e, CkErr::Json { .. } | CkErr::NoSuchFile { .. })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -11,8 +11,9 @@ use crate::metadata::RunStatus;
 pub type TimestampMs = i64;
 
 /// The current wall-clock time in milliseconds since the Unix epoch.
+/// ([`crate::fsutil::now_ms`]; never panics).
 pub fn now_ms() -> TimestampMs {
-    chrono::Utc::now().timestamp_millis()
+    crate::fsutil::now_ms()
 }
 
 /// One scalar metric value.

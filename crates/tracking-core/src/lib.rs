@@ -28,6 +28,7 @@ pub mod conformance;
 mod dispatch;
 pub mod error;
 pub mod event;
+pub mod fsutil;
 mod handle;
 pub mod media;
 pub mod metadata;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::{Event, finite_or_string};
+use crate::fsutil::LockFile;
 use crate::metadata::{ExperimentMetadata, RunStatus};
 use crate::tracker::{Batch, RunContext, Tracker};
 
@@ -167,21 +168,10 @@ pub const HISTORY_TOTAL_CAP: usize = 4_000_000;
 /// only, and a warning says so once).
 pub const MAX_METRIC_KEYS: usize = 100_000;
 
-/// Writes a file atomically: temp file in the same directory, fsync, rename, fsync the directory.
+/// Writes a file atomically: temp file in the same directory, fsync, rename, fsync the directory
+/// ([`crate::fsutil::write_atomic`] with this crate's error).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".to_owned());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp).ctx("creating temporary file", &tmp)?;
-        f.write_all(bytes).ctx("writing temporary file", &tmp)?;
-        f.sync_all().ctx("syncing temporary file", &tmp)?;
-    }
-    fs::rename(&tmp, path).ctx("renaming temporary file into place", path)?;
-    sync_dir(dir)
+    crate::fsutil::write_atomic(path, bytes).ctx("replacing file atomically", path)
 }
 
 /// Why a run's lock is taken: decides what a refusal says.
@@ -193,17 +183,11 @@ enum LockFor {
 
 /// Takes the exclusive lock of a run directory (`.lock`); a run another process holds is refused
 /// with a message that fits `purpose`.
-fn lock_run_dir(dir: &Path, purpose: LockFor) -> Result<File> {
+fn lock_run_dir(dir: &Path, purpose: LockFor) -> Result<LockFile> {
     let path = dir.join(".lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .ctx("opening run lock", &path)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Config(match purpose {
+    match LockFile::try_acquire(&path) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(Error::Config(match purpose {
             LockFor::Writing => format!(
                 "run directory {} is open in another process; use a new run (or wait for it to \
                  finish)",
@@ -216,41 +200,25 @@ fn lock_run_dir(dir: &Path, purpose: LockFor) -> Result<File> {
                 path.display()
             ),
         })),
-        Err(fs::TryLockError::Error(e)) => Err(Error::Io {
+        Err(source) => Err(Error::Io {
             context: match purpose {
                 LockFor::Writing => "locking run directory",
                 LockFor::Sync => "locking run directory for sync",
             },
             path,
-            source: e,
+            source,
         }),
     }
 }
 
 /// Whether another process (or handle) has the run open.
 pub fn run_in_use(dir: &Path) -> bool {
-    let Ok(f) = OpenOptions::new().write(true).open(dir.join(".lock")) else {
-        return false;
-    };
-    match f.try_lock() {
-        Ok(()) => {
-            let _ = f.unlock();
-            false
-        }
-        Err(_) => true,
-    }
+    LockFile::is_held(&dir.join(".lock"))
 }
 
 /// fsyncs a directory (no-op where directories cannot be opened, e.g. on Windows).
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        let d = File::open(dir).ctx("opening directory to sync", dir)?;
-        d.sync_all().ctx("syncing directory", dir)?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    crate::fsutil::sync_dir(dir).ctx("syncing directory", dir)
 }
 
 /// The run directory for an experiment and run under a runs root.
@@ -262,7 +230,7 @@ pub fn run_dir(runs_root: &Path, experiment_id: &str, run_id: &str) -> PathBuf {
 pub(crate) struct RunWriter {
     /// Exclusive lock on `<run_dir>/.lock` for as long as the run is open, so two processes
     /// never append to one log (released by the OS when the process dies).
-    _lock: File,
+    _lock: LockFile,
     dir: PathBuf,
     events_path: PathBuf,
     events: File,

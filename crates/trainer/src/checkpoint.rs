@@ -241,9 +241,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn sync_dir(path: &Path) -> Result<()> {
-    fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .ctx("syncing directory", path)
+    exptrack_core::fsutil::sync_dir(path).ctx("syncing directory", path)
 }
 
 impl CheckpointStore for DirCheckpointStore {
@@ -305,14 +303,11 @@ impl CheckpointStore for DirCheckpointStore {
 
     fn mark_completed(&mut self, summary: &serde_json::Value) -> Result<()> {
         let p = self.dir.join(COMPLETED);
-        let tmp = self.dir.join(".tmp-completed");
         let bytes = serde_json::to_vec_pretty(summary).map_err(|source| Error::Json {
             what: "completion summary",
             source,
         })?;
-        write_synced(&tmp, &bytes)?;
-        fs::rename(&tmp, &p).ctx("writing completion marker", &p)?;
-        sync_dir(&self.dir)
+        exptrack_core::fsutil::write_atomic(&p, &bytes).ctx("writing completion marker", &p)
     }
 
     fn completed(&mut self) -> Result<Option<serde_json::Value>> {

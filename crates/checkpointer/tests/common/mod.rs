@@ -71,3 +71,88 @@ pub fn reference_digest(algo: exptrack_checkpoint::HashAlgo, data: &[u8]) -> Str
         other => panic!("no reference for {other}"),
     }
 }
+
+#[cfg(feature = "s3")]
+pub mod seaweed;
+
+/// The S3 server of this test binary (started once, its client variables exported), or None
+/// when `weed` is missing outside CI.
+#[cfg(feature = "s3")]
+pub fn s3_server() -> Option<&'static seaweed::Weed> {
+    use std::sync::OnceLock;
+    static SERVER: OnceLock<Option<seaweed::Weed>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let w = seaweed::Weed::start()?;
+            w.export_env();
+            Some(w)
+        })
+        .as_ref()
+}
+
+/// A raw client of the test server (not the code under test's connection).
+#[cfg(feature = "s3")]
+pub fn s3_raw() -> std::sync::Arc<dyn object_store::ObjectStore> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::sync::Arc::new(
+        object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(seaweed::BUCKET)
+            .build()
+            .expect("raw S3 client"),
+    )
+}
+
+/// The object key of a checkpoint file (`<prefix>/<exp>/ckpt-<step>/<upload>/<name>`).
+#[cfg(feature = "s3")]
+pub fn s3_key_of(
+    info: &exptrack_checkpoint::CheckpointInfo,
+    name: &str,
+) -> object_store::path::Path {
+    use futures_util::TryStreamExt;
+    let dir = info.dir.to_string_lossy().to_string();
+    let rel = dir
+        .strip_prefix(&format!("s3://{}/", seaweed::BUCKET))
+        .expect("s3 dir");
+    let store = s3_raw();
+    let prefix = object_store::path::Path::from(rel);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metas: Vec<object_store::ObjectMeta> = rt
+        .block_on(store.list(Some(&prefix)).try_collect())
+        .expect("list");
+    let file_name = format!("/{name}");
+    metas
+        .into_iter()
+        .map(|m| m.location)
+        .find(|l| {
+            l.as_ref().ends_with(&file_name) && l.parts().count() == prefix.parts().count() + 2
+        })
+        .expect("object of the file")
+}
+
+/// Flips a byte in the middle of a stored checkpoint file on the S3 server.
+#[cfg(feature = "s3")]
+pub fn s3_corrupt(info: &exptrack_checkpoint::CheckpointInfo, name: &str) {
+    use object_store::ObjectStoreExt;
+    let key = s3_key_of(info, name);
+    let store = s3_raw();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut bytes = store
+            .get(&key)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xFF;
+        store.put(&key, bytes.into()).await.unwrap();
+    });
+}

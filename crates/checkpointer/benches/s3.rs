@@ -1,0 +1,192 @@
+//! Object-store checkpoint speed against a local S3 server (SeaweedFS `weed mini`, started here
+//! like the tests do): durable save vs a raw multipart put of the same bytes with object_store
+//! (16 MiB parts, 8 in flight, like the checkpointer), and verified load vs a raw get. Run with
+//! `cargo bench -p exptrack-checkpoint --features s3 --bench s3`.
+//!
+//! `EXPTRACK_BENCH_SIZES=64M,512M` (default) picks payload sizes. Both sides run in this process,
+//! against the same server, interleaved sample by sample. At the end the ratios of median times
+//! are printed (raw / ours: >= 0.90 is the target).
+
+#[path = "../tests/common/seaweed.rs"]
+mod seaweed;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput};
+use exptrack_checkpoint::{Checkpoint, CheckpointConfig, ModelCheckpointer};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStoreExt, PutPayload};
+
+static TIMES: Mutex<BTreeMap<(String, String), Vec<f64>>> = Mutex::new(BTreeMap::new());
+
+fn record(size: &str, name: &str, d: Duration) {
+    TIMES
+        .lock()
+        .unwrap()
+        .entry((size.to_owned(), name.to_owned()))
+        .or_default()
+        .push(d.as_secs_f64());
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn parse_size(s: &str) -> usize {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().expect("sizes like 64M,512M") * mul
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+const PART: usize = 16 << 20;
+const CONCURRENCY: usize = 8;
+
+/// A raw multipart put: the same part size and parallelism as the checkpointer, no hashing.
+async fn raw_put(store: Arc<object_store::aws::AmazonS3>, key: &ObjPath, data: Bytes) {
+    if data.len() <= PART {
+        store.put(key, PutPayload::from(data)).await.unwrap();
+        return;
+    }
+    let id = store.create_multipart(key).await.unwrap();
+    let mut handles = std::collections::VecDeque::new();
+    let mut ids = Vec::new();
+    for (i, off) in (0..data.len()).step_by(PART).enumerate() {
+        let part = data.slice(off..(off + PART).min(data.len()));
+        let (s, k, id) = (store.clone(), key.clone(), id.clone());
+        handles.push_back(tokio::spawn(async move {
+            s.put_part(&k, &id, i, PutPayload::from(part)).await
+        }));
+        if handles.len() >= CONCURRENCY {
+            ids.push(handles.pop_front().unwrap().await.unwrap().unwrap());
+        }
+    }
+    while let Some(h) = handles.pop_front() {
+        ids.push(h.await.unwrap().unwrap());
+    }
+    store.complete_multipart(key, &id, ids).await.unwrap();
+}
+
+fn main() {
+    let Some(server) = seaweed::Weed::start() else {
+        eprintln!("no weed: nothing to measure");
+        return;
+    };
+    server.export_env();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = Arc::new(
+        object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(seaweed::BUCKET)
+            .build()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sizes = std::env::var("EXPTRACK_BENCH_SIZES").unwrap_or_else(|_| "64M,512M".into());
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args();
+    let config = CheckpointConfig {
+        dir: server.url("bench").into(),
+        max_checkpoints: Some(1),
+        ..CheckpointConfig::default()
+    };
+    let mut ck = ModelCheckpointer::open("bench", config).unwrap();
+    let mut step = 0u64;
+    for label in sizes.split(',') {
+        let len = parse_size(label);
+        let data = payload(len);
+        let bytes = Bytes::from(data.clone());
+        let key = ObjPath::from(format!("raw/{label}"));
+        let mut g = c.benchmark_group(format!("s3/{label}"));
+        g.throughput(Throughput::Bytes(len as u64));
+        g.sample_size(10);
+        g.bench_function("durable_save", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    step += 1;
+                    let ckpt = Checkpoint::new(step).file("model.bpk", data.clone());
+                    let t = Instant::now();
+                    ck.save(ckpt).unwrap();
+                    let d = t.elapsed();
+                    record(label, "durable_save", d);
+                    total += d;
+                    // The raw put of the same bytes, right after (same server state, same load).
+                    let t = Instant::now();
+                    rt.block_on(raw_put(store.clone(), &key, bytes.clone()));
+                    record(label, "raw_put", t.elapsed());
+                }
+                total
+            })
+        });
+        g.bench_function("verified_load", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let l = ck.load(step).unwrap();
+                    let d = t.elapsed();
+                    assert_eq!(l.file("model.bpk").map(<[u8]>::len), Some(len));
+                    record(label, "verified_load", d);
+                    total += d;
+                    let t = Instant::now();
+                    let got = rt
+                        .block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
+                    record(label, "raw_get", t.elapsed());
+                    assert_eq!(got.len(), len);
+                }
+                total
+            })
+        });
+        g.finish();
+    }
+    let times = TIMES.lock().unwrap();
+    println!("\nratios of median times (raw / ours; >= 0.90 is the target):");
+    for label in sizes.split(',') {
+        let m = |n: &str| {
+            times
+                .get(&(label.to_owned(), n.to_owned()))
+                .map(|v| median(v))
+        };
+        if let (Some(s), Some(p), Some(l), Some(g)) = (
+            m("durable_save"),
+            m("raw_put"),
+            m("verified_load"),
+            m("raw_get"),
+        ) {
+            println!(
+                "{label:>6}: save {s:.3}s vs raw put {p:.3}s -> {:.3};  load {l:.3}s vs raw get {g:.3}s -> {:.3}",
+                p / s,
+                g / l
+            );
+        }
+    }
+}

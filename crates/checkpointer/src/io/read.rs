@@ -1,0 +1,339 @@
+//! Verified reads: whole files into memory, or streamed through the hash only.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+
+use super::{
+    PAR_MIN, PIPE, SUB, advise_sequential, check_digest, hashed_pump, spare_core, wide_hash,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{Encoding, FileEntry};
+use crate::hash::{FileHash, HashAlgo, Hasher};
+
+/// Reads a stored file completely into memory, decompressing if needed, and checks its size and
+/// digest (each piece is hashed right after it is read, while readahead fetches the next).
+///
+/// Nothing is allocated before the sizes recorded in `entry` agree with the file on disk: its
+/// length must be `stored_size`, raw content must be that long too, and a zstd frame must declare
+/// `size` as its content size (when it declares one). The buffer itself is allocated fallibly.
+pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
+    let file = File::open(path).ctx("open", path)?;
+    let on_disk = check_stored_len(&file, path, entry)?;
+    if entry.encoding == Encoding::Raw && entry.size != on_disk {
+        return Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: entry.size,
+            actual: on_disk,
+        });
+    }
+    if entry.encoding == Encoding::Zstd {
+        check_zstd_header(&file, path, entry)?;
+    }
+    advise_sequential(&file);
+    let mut out = zeroed(entry.size).ok_or_else(|| Error::OutOfMemory {
+        path: path.to_owned(),
+        bytes: entry.size,
+    })?;
+    let digest = match entry.encoding {
+        Encoding::Raw => fill_hashed(file, &mut out, path, false, entry.hash.algo())?,
+        Encoding::Zstd => {
+            let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
+                path: path.to_owned(),
+                source,
+            })?;
+            fill_hashed(dec, &mut out, path, true, entry.hash.algo())?
+        }
+    };
+    check_digest(path, entry, &digest)?;
+    Ok(out)
+}
+
+/// A zero-filled buffer of `len` bytes, or None when it cannot be allocated (instead of aborting
+/// the process). Like `vec![0; len]` the pages come zeroed from the allocator, not by a memset.
+pub(crate) fn zeroed(len: u64) -> Option<Vec<u8>> {
+    let len = usize::try_from(len).ok()?;
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size (len > 0).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of a `Vec<u8>` of capacity
+    // `len` (align 1, `len` bytes), and all `len` bytes are initialized (zeroed).
+    Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
+/// Checks a zstd file's declared content size (frame header) against `entry.size`, before a
+/// buffer of that size is made.
+fn check_zstd_header(file: &File, path: &Path, entry: &FileEntry) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; 18];
+    let mut n = 0;
+    while n < header.len() {
+        match file.read_at(&mut header[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    match zstd::zstd_safe::get_frame_content_size(&header[..n]) {
+        Ok(Some(declared)) if declared != entry.size => Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: entry.size,
+            actual: declared,
+        }),
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::Decompress {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "not a zstd frame"),
+        }),
+    }
+}
+
+/// Hashes a stored file without keeping it in memory.
+pub(crate) fn verify_file(path: &Path, entry: &FileEntry) -> Result<()> {
+    let file = File::open(path).ctx("open", path)?;
+    check_stored_len(&file, path, entry)?;
+    advise_sequential(&file);
+    let algo = entry.hash.algo();
+    let (digest, n) = match entry.encoding {
+        Encoding::Raw => hashed_drain(file, path, entry.size, algo)?,
+        Encoding::Zstd => {
+            let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
+                path: path.to_owned(),
+                source,
+            })?;
+            hashed_drain(DecodeErrors(dec), path, entry.size, algo)
+                .map_err(|e| as_decompress(e, path))?
+        }
+    };
+    if n != entry.size {
+        return Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: entry.size,
+            actual: n,
+        });
+    }
+    check_digest(path, entry, &digest)
+}
+
+/// Reads `reader` to the end and returns its digest and length, keeping nothing. When `expected`
+/// bytes are many and a second core exists, a helper thread hashes while this one reads (a few
+/// [`PIPE`]-sized buffers go back and forth); otherwise [`hashed_pump`].
+fn hashed_drain<R: Read>(
+    mut reader: R,
+    path: &Path,
+    expected: u64,
+    algo: HashAlgo,
+) -> Result<(FileHash, u64)> {
+    if expected < PAR_MIN as u64 || !spare_core() {
+        return hashed_pump(reader, path, algo, |_| Ok(()));
+    }
+    let piped = thread::scope(|s| {
+        let (full_tx, full_rx) = mpsc::channel::<(Vec<u8>, usize)>();
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        let spawned = thread::Builder::new()
+            .name("exptrack-ckpt-hash".to_owned())
+            .spawn_scoped(s, move || {
+                let mut h = Hasher::new(algo);
+                let wide = wide_hash();
+                for (buf, k) in full_rx {
+                    h.update_par(&buf[..k], wide);
+                    // The reader may have stopped already; the buffer is simply dropped then.
+                    let _ = empty_tx.send(buf);
+                }
+                h.finish()
+            });
+        let Ok(hasher) = spawned else {
+            return None;
+        };
+        let mut spare: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; PIPE]).collect();
+        let mut n = 0u64;
+        let mut result = Ok(());
+        loop {
+            let mut buf = match spare.pop() {
+                Some(b) => b,
+                None => match empty_rx.recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                },
+            };
+            let k = match read_full(&mut reader, &mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) => {
+                    result = Err(Error::io("read", path, e));
+                    break;
+                }
+            };
+            n += k as u64;
+            if full_tx.send((buf, k)).is_err() {
+                break;
+            }
+        }
+        drop(full_tx);
+        let digest = hasher.join().map_err(|_| Error::Worker {
+            message: "hash thread panicked".to_owned(),
+        });
+        Some(result.and(digest).map(|d| (d, n)))
+    });
+    match piped {
+        Some(result) => result,
+        None => hashed_pump(reader, path, algo, |_| Ok(())),
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut k = 0;
+    while k < buf.len() {
+        match reader.read(&mut buf[k..]) {
+            Ok(0) => break,
+            Ok(m) => k += m,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(k)
+}
+
+/// Marks decoder errors so they can be told apart from I/O errors.
+struct DecodeErrors<R>(R);
+
+impl<R: Read> Read for DecodeErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+fn as_decompress(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => {
+            Error::Decompress {
+                path: path.to_owned(),
+                source,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The file's length, which must be `entry.stored_size`.
+fn check_stored_len(file: &File, path: &Path, entry: &FileEntry) -> Result<u64> {
+    let len = file.metadata().ctx("stat", path)?.len();
+    if len != entry.stored_size {
+        return Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: entry.stored_size,
+            actual: len,
+        });
+    }
+    Ok(len)
+}
+
+/// Fills `out` from `reader` and returns the digest of what was read. The reader must then be at
+/// its end. Big buffers are hashed on a helper thread, [`PIPE`] bytes behind the reader; small ones
+/// (or with one core) piece by piece while each is still in cache.
+pub(crate) fn fill_hashed<R: Read>(
+    mut reader: R,
+    out: &mut [u8],
+    path: &Path,
+    compressed: bool,
+    algo: HashAlgo,
+) -> Result<FileHash> {
+    let expected = out.len() as u64;
+    let fill = |reader: &mut R, piece: &mut [u8], done: u64| {
+        reader.read_exact(piece).map_err(|source| {
+            if source.kind() == io::ErrorKind::UnexpectedEof {
+                Error::SizeMismatch {
+                    path: path.to_owned(),
+                    expected,
+                    actual: done,
+                }
+            } else if compressed {
+                Error::Decompress {
+                    path: path.to_owned(),
+                    source,
+                }
+            } else {
+                Error::io("read", path, source)
+            }
+        })
+    };
+    if out.len() >= PAR_MIN && spare_core() {
+        let piped = thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<&[u8]>();
+            let spawned = thread::Builder::new()
+                .name("exptrack-ckpt-hash".to_owned())
+                .spawn_scoped(s, move || {
+                    let mut h = Hasher::new(algo);
+                    let wide = wide_hash();
+                    for piece in rx {
+                        h.update_par(piece, wide);
+                    }
+                    h.finish()
+                });
+            let Ok(hasher) = spawned else {
+                return None;
+            };
+            let mut done = 0u64;
+            let mut result = Ok(());
+            for piece in out.chunks_mut(PIPE) {
+                if let Err(e) = fill(&mut reader, piece, done) {
+                    result = Err(e);
+                    break;
+                }
+                done += piece.len() as u64;
+                let filled: &[u8] = piece;
+                if tx.send(filled).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            let digest = hasher.join().map_err(|_| Error::Worker {
+                message: "hash thread panicked".to_owned(),
+            });
+            Some(result.and(digest))
+        });
+        if let Some(result) = piped {
+            let digest = result?;
+            ensure_eof(&mut reader, path, expected, compressed)?;
+            return Ok(digest);
+        }
+    }
+    let mut h = Hasher::new(algo);
+    let mut done = 0u64;
+    for piece in out.chunks_mut(SUB) {
+        fill(&mut reader, piece, done)?;
+        h.update(&*piece);
+        done += piece.len() as u64;
+    }
+    ensure_eof(&mut reader, path, expected, compressed)?;
+    Ok(h.finish())
+}
+
+fn ensure_eof<R: Read>(reader: &mut R, path: &Path, expected: u64, compressed: bool) -> Result<()> {
+    let mut probe = [0u8; 1];
+    match reader.read(&mut probe) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected,
+            actual: expected + 1,
+        }),
+        Err(source) if compressed => Err(Error::Decompress {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(source) => Err(Error::io("read", path, source)),
+    }
+}
