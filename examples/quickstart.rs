@@ -149,7 +149,7 @@ fn main() -> Result<(), Reported> {
     }
     let report = outcome.finish.as_ref();
     if let Some(uri) = &args.mlflow {
-        match report.and_then(|r| r.backend("mlflow")) {
+        match report.and_then(|r| r.tracker("mlflow")) {
             Some(b) if b.complete => println!(
                 "MLflow:         {uri} (experiment {:?})",
                 config.experiment.name
@@ -165,7 +165,7 @@ fn main() -> Result<(), Reported> {
         }
     }
     if args.wandb.is_some() {
-        let wandb = report.and_then(|r| r.backend("wandb"));
+        let wandb = report.and_then(|r| r.tracker("wandb"));
         match (wandb, args.wandb.as_deref(), &outcome.run_dir) {
             (Some(b), Some("offline"), Some(dir)) if b.complete => print_wandb_sync(dir),
             (Some(b), _, _) if !b.complete => println!(

@@ -52,6 +52,7 @@
 
 pub mod encode;
 mod error;
+mod progress;
 pub mod proto;
 mod reader;
 pub mod record;

@@ -12,6 +12,7 @@ use exptrack_core::{
 
 use crate::encode;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::writer::EventFileWriter;
 
 /// Default interval between automatic flushes while events are being written.
@@ -39,6 +40,12 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// run's own directory (`RunContext::run_dir`), so `tensorboard --logdir runs` lists runs next to
 /// the local store. Every `open` creates a new file (resumed runs get a second file in the same
 /// directory, which TensorBoard reads as one run).
+///
+/// Resuming writes nothing twice: every [`flush`](Tracker::flush) and `close` fsyncs the event
+/// file and records, in `.exptrack-tensorboard.json` beside it, its length and the sequence number
+/// of the last event in it. The next `open` of the run cuts records written after that point
+/// (by a process killed between two flushes) off the file and reports the sequence number as its
+/// [`resume_point`](Tracker::resume_point), so the dispatcher replays exactly the events after it.
 ///
 /// Errors: I/O failures (disk full, directory deleted) are transient [`TrackerError`]s; the
 /// tracker never panics. A batch that is delivered again after an error is not written twice:
@@ -108,8 +115,9 @@ impl TensorBoardTrackerBuilder {
         self
     }
 
-    /// Whether every flush also waits for stable storage (`fsync`); default `false` (flushes make
-    /// data visible to readers, `close` always syncs).
+    /// Whether the flushes `write` does on its own (every flush interval) also wait for stable
+    /// storage (`fsync`); default `false` (they make data visible to readers).
+    /// [`Tracker::flush`] and `close` always sync: the resume point they record must be durable.
     pub fn sync_on_flush(mut self, sync: bool) -> Self {
         self.sync_on_flush = sync;
         self
@@ -193,6 +201,12 @@ struct OpenRun {
     last_keys: Vec<String>,
     /// Sequence number of the next event not yet written.
     next_seq: Option<u64>,
+    /// Sequence number of the last event written (or held from earlier processes).
+    written_seq: u64,
+    /// What earlier processes left in the log directory ([`Tracker::resume_point`]).
+    held: Option<u64>,
+    /// The progress last recorded (not rewritten while nothing changed).
+    recorded: Option<Progress>,
     last_flush: Instant,
     dirty: bool,
     close_records_written: bool,
@@ -383,6 +397,36 @@ impl OpenRun {
         Ok(())
     }
 
+    /// Flushes and fsyncs the event file, then records how far it goes (see [`Progress`]).
+    fn record_progress(&mut self) -> Result<()> {
+        self.flush(false)?;
+        let current = self.progress()?;
+        if self.recorded.as_ref() == Some(&current) {
+            return Ok(()); // nothing new since the last record, which was synced
+        }
+        self.flush(true)?;
+        let current = self.progress()?;
+        current.write(&self.dir)?;
+        self.recorded = Some(current);
+        Ok(())
+    }
+
+    fn progress(&self) -> Result<Progress> {
+        let w = self.writer.as_ref().ok_or(Error::NotOpen)?;
+        let file = w
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or(Error::NotOpen)?
+            .to_owned();
+        Ok(Progress {
+            run_id: self.run_id.clone(),
+            file,
+            len: w.file_len(),
+            seq: self.written_seq,
+        })
+    }
+
     fn write_close_records(&mut self, status: RunStatus) -> Result<()> {
         if self.close_records_written {
             return Ok(());
@@ -436,11 +480,21 @@ impl Tracker for TensorBoardTracker {
     fn open(&mut self, ctx: &RunContext) -> Result<(), TrackerError> {
         let dir = self.dir_for(ctx);
         let run_id = ctx.metadata.run_id.clone();
-        let writer = EventFileWriter::create(&dir).map_err(|e| e.into_tracker_error(&run_id))?;
+        let err = |e: Error| e.into_tracker_error(&run_id);
+        // What an earlier process of this run left: cut back to its last recorded flush.
+        let held = match Progress::read(&dir) {
+            Some(p) if p.run_id == run_id => p.restore(&dir).map_err(err)?,
+            Some(p) => {
+                tracing::warn!(dir = %dir.display(), found = %p.run_id, run_id = %run_id, "tensorboard: the progress file belongs to another run; ignoring it");
+                None
+            }
+            None => None,
+        };
+        let writer = EventFileWriter::create(&dir).map_err(err)?;
         let start_secs = ctx.metadata.start_time.timestamp_millis() as f64 / 1000.0;
-        self.run = Some(OpenRun {
+        let mut run = OpenRun {
             dir,
-            run_id,
+            run_id: run_id.clone(),
             experiment_name: ctx.metadata.experiment_name.clone(),
             description: ctx.metadata.description.clone(),
             start_secs,
@@ -453,12 +507,19 @@ impl Tracker for TensorBoardTracker {
             scalar_tag_set: HashSet::new(),
             last_keys: Vec::new(),
             next_seq: None,
+            written_seq: held.unwrap_or(0),
+            held: held.filter(|s| *s > 0),
+            recorded: None,
             last_flush: Instant::now(),
             dirty: false,
             close_records_written: false,
             status: ctx.metadata.status,
             last_step: 0,
-        });
+        };
+        // Point the record at the new file at once (holding nothing new yet), so that what this
+        // process writes before its first flush is cut off by the next resume too.
+        run.record_progress().map_err(err)?;
+        self.run = Some(run);
         Ok(())
     }
 
@@ -474,6 +535,7 @@ impl Tracker for TensorBoardTracker {
                 return Err(e.into_tracker_error(&run.run_id));
             }
             run.next_seq = Some(seq + 1);
+            run.written_seq = seq;
         }
         if run.dirty && run.last_flush.elapsed() >= interval {
             run.flush(sync)
@@ -483,10 +545,9 @@ impl Tracker for TensorBoardTracker {
     }
 
     fn flush(&mut self) -> Result<(), TrackerError> {
-        let sync = self.sync_on_flush;
         match self.run.as_mut() {
             Some(run) => run
-                .flush(sync)
+                .record_progress()
                 .map_err(|e| e.into_tracker_error(&run.run_id)),
             None => Ok(()),
         }
@@ -499,7 +560,7 @@ impl Tracker for TensorBoardTracker {
         run.status = status;
         let result = run
             .write_close_records(status)
-            .and_then(|()| run.flush(true));
+            .and_then(|()| run.record_progress());
         match result {
             Ok(()) => {
                 self.run = None;
@@ -508,6 +569,10 @@ impl Tracker for TensorBoardTracker {
             // Keep the run so that a retried close finishes the job.
             Err(e) => Err(e.into_tracker_error(&run.run_id)),
         }
+    }
+
+    fn resume_point(&mut self) -> Option<u64> {
+        self.run.as_ref().and_then(|r| r.held)
     }
 }
 

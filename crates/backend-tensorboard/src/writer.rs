@@ -58,6 +58,8 @@ pub struct EventFileWriter {
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already handed to the OS.
     written: usize,
+    /// Length of the file: bytes it had when opened plus every byte handed to the OS since.
+    file_len: u64,
 }
 
 impl EventFileWriter {
@@ -76,7 +78,7 @@ impl EventFileWriter {
             let counter = FILE_COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(event_file_name(now, &host, pid, counter));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Self::start(path, file),
+                Ok(file) => return Self::start(path, file, 0),
                 // Another process with our pid (a container sibling) got there first.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io("creating event file", path, e)),
@@ -93,15 +95,20 @@ impl EventFileWriter {
             .create(true)
             .open(&path)
             .map_err(|e| Error::io("creating event file", &path, e))?;
-        Self::start(path, file)
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("reading event file length", &path, e))?
+            .len();
+        Self::start(path, file, len)
     }
 
-    fn start(path: PathBuf, file: File) -> Result<Self> {
+    fn start(path: PathBuf, file: File, file_len: u64) -> Result<Self> {
         let mut writer = EventFileWriter {
             path,
             file,
             buf: Vec::with_capacity(64 * 1024),
             written: 0,
+            file_len,
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -121,12 +128,19 @@ impl EventFileWriter {
             file,
             buf: Vec::new(),
             written: 0,
+            file_len: 0,
         }
     }
 
     /// The event file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Length of the file as far as this writer has handed bytes to the OS (after a successful
+    /// [`flush`](Self::flush): every record written so far, whole).
+    pub fn file_len(&self) -> u64 {
+        self.file_len
     }
 
     /// Bytes encoded but not yet handed to the OS.
@@ -180,7 +194,10 @@ impl EventFileWriter {
                         std::io::ErrorKind::WriteZero.into(),
                     ));
                 }
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.file_len += n as u64;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("writing event file", &self.path, e)),
             }

@@ -81,6 +81,9 @@ impl Tracker for Progress<'_> {
     fn close(&mut self, status: RunStatus) -> std::result::Result<(), TrackerError> {
         self.inner.close(status)
     }
+    fn resume_point(&mut self) -> Option<u64> {
+        self.inner.resume_point()
+    }
 }
 
 pub(crate) fn sync(ctx: &Ctx, a: &SyncArgs) -> Result<()> {

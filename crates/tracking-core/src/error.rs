@@ -50,11 +50,12 @@ pub enum Error {
     /// A run was not found in the store.
     #[error("run not found: {0}")]
     RunNotFound(String),
-    /// A tracker failed in a way that is reported at `finish`.
-    #[error("backend {backend}: {message}")]
-    Backend {
-        /// The tracker's name.
-        backend: String,
+    /// A tracker failed (or, for `flush`, did not confirm in time). The message says "backend",
+    /// the word users know from the config; in code the thing is a [`Tracker`](crate::Tracker).
+    #[error("backend {tracker}: {message}")]
+    Tracker {
+        /// The tracker's name (`"flush"` for a flush that not every tracker confirmed).
+        tracker: String,
         /// What went wrong.
         message: String,
     },

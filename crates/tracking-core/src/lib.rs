@@ -11,7 +11,16 @@
 //! - [`ExperimentTracker`]: the user's handle; calls never wait on I/O, one dispatcher thread fans
 //!   events out to every tracker, each isolated on its own thread;
 //! - [`store`]: the local run store (`runs/<experiment_id>/<run_id>/`), which is both the embedded
-//!   default backend and the write-ahead log from which remote backends are replayed.
+//!   default backend and the write-ahead log from which remote backends are replayed;
+//! - [`fsutil`]: the file-system plumbing every exptrack crate shares (atomic replace with a
+//!   directory fsync, lock files, a millisecond clock).
+//!
+//! # Names
+//! In code, a destination of events (TensorBoard, MLflow, W&B, a test double) is a **tracker**:
+//! the [`Tracker`] trait, [`TrackerReport`], [`FinishReport::trackers`], [`Error::Tracker`],
+//! [`ExperimentTrackerBuilder::with_tracker`]. "Backend" is the word of user-facing text only:
+//! the config keys (`[tracking] use_mlflow`), the command line (`exptrack sync RUN --to mlflow`),
+//! log fields and error messages.
 //!
 //! # Feature flags
 //! - `signals` (default): Ctrl-C / SIGTERM mark open runs `Killed` before the process exits.
@@ -20,6 +29,7 @@
 //!   NVML, loaded at run time (no CUDA at build time; without a driver: one debug line, no GPU
 //!   keys, no error).
 //! - `conformance`: the [`conformance`] test suite for backend authors.
+//! - `fuzzing`: entry points for the fuzz targets in `fuzz/` (hidden; not a stable API).
 
 mod clock;
 pub mod config;
@@ -46,10 +56,11 @@ pub mod __fuzz {
 }
 
 pub use config::{ExperimentConfig, ExperimentSection, TrackingSection, config_hash};
-pub use dispatch::{BackendReport, FinishReport};
+pub use dispatch::{FinishReport, TrackerReport};
 pub use error::{Error, Result};
 pub use event::{ArtifactKind, Event, EventKind, Metric, ParamValue, TimestampMs, now_ms};
-pub use handle::{ExperimentTracker, ExperimentTrackerBuilder, Resume, png_dimensions};
+pub use handle::{ExperimentTracker, ExperimentTrackerBuilder, Resume};
+pub use media::png_dimensions;
 pub use metadata::{ExperimentMetadata, GitInfo, RunStatus, SystemInfo};
 pub use redact::{redact_config, redact_uri};
 pub use store::sync_run;

@@ -136,6 +136,25 @@ fn finite_or_null(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
+/// Reads width, height and channel count from a PNG's IHDR chunk.
+pub fn png_dimensions(png: &[u8]) -> Option<(u32, u32, u8)> {
+    const SIG: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    if png.len() < 26 || png[..8] != SIG || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let h = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    let channels = match png[25] {
+        0 => 1, // grey
+        2 => 3, // RGB
+        3 => 3, // palette, shown as RGB
+        4 => 2, // grey + alpha
+        6 => 4, // RGBA
+        _ => return None,
+    };
+    Some((w, h, channels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,6 +150,21 @@ impl From<std::io::Error> for TrackerError {
 ///   A permanent error skips the batch and is reported by `finish`.
 /// - `open` failing transiently is retried too: events wait in the local store.
 /// - `close` may be called after a failed `open`; it must not panic.
+/// - **Delivery is at least once across processes, made exactly once by
+///   [`resume_point`](Tracker::resume_point).** Within a process every event reaches `write` once,
+///   in order. The record of what a tracker durably holds (its cursor in `cursors.json`) is a file
+///   of its own, written after a successful `flush` or `close` and at most once a second, so after
+///   a crash (kill -9, power loss) a tracker may already hold events past its cursor. Right after
+///   `open`, the dispatcher (and [`sync_run`](crate::sync_run)) asks `resume_point` and replays
+///   from `max(cursor, resume_point) + 1`. A tracker that can tell what it holds (e.g. by recording
+///   the last sequence number next to its data, durably with it) returns it and is never sent an
+///   event twice; one that cannot keeps the default `None` and may see the events between its
+///   cursor and the crash again (its `write` should then tolerate them: MLflow deduplicates
+///   identical metric rows, for instance).
+/// - `resume_point` must not be below the last sequence number acknowledged by a successful
+///   `flush` or `close` of an earlier process (the cursor), and must not claim events the tracker
+///   could lose: returning `Some(n)` means "I durably hold every event up to `n` of this run, and
+///   none after it". Values past the end of the local log are clamped to it.
 pub trait Tracker: Send {
     /// Short stable name, e.g. `"tensorboard"`; used for the delivered-offset cursor and in logs.
     fn name(&self) -> &str;
@@ -175,6 +190,15 @@ pub trait Tracker: Send {
     fn canceller(&self) -> Option<Canceller> {
         None
     }
+
+    /// The highest sequence number of this run that the tracker durably holds from earlier
+    /// processes, or `None` when it cannot tell (the default). Asked once, right after a
+    /// successful [`open`](Tracker::open); replay then starts after the larger of this and the
+    /// tracker's cursor, so events it stored before a crash are not sent again. See the trait's
+    /// "Contract" section for what a tracker promises by returning `Some`.
+    fn resume_point(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 impl<T: Tracker + ?Sized> Tracker for Box<T> {
@@ -198,5 +222,8 @@ impl<T: Tracker + ?Sized> Tracker for Box<T> {
     }
     fn canceller(&self) -> Option<Canceller> {
         (**self).canceller()
+    }
+    fn resume_point(&mut self) -> Option<u64> {
+        (**self).resume_point()
     }
 }

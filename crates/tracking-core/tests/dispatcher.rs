@@ -122,11 +122,11 @@ fn slow_or_panicking_backend_does_not_delay_others_or_the_caller() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let report = t.finish(RunStatus::Completed).unwrap();
-    let fast_r = report.backends.iter().find(|b| b.name == "fast").unwrap();
+    let fast_r = report.trackers.iter().find(|b| b.name == "fast").unwrap();
     assert!(fast_r.complete, "{report}");
     assert_eq!(seen_fast.lock().unwrap().closed, Some(RunStatus::Completed));
     let bad_r = report
-        .backends
+        .trackers
         .iter()
         .find(|b| b.name == "panicky")
         .unwrap();
@@ -136,7 +136,7 @@ fn slow_or_panicking_backend_does_not_delay_others_or_the_caller() {
         "{report}"
     );
     assert!(seen_bad.lock().unwrap().events.is_empty());
-    let slow_r = report.backends.iter().find(|b| b.name == "slow").unwrap();
+    let slow_r = report.trackers.iter().find(|b| b.name == "slow").unwrap();
     assert!(
         !slow_r.complete,
         "the slow backend cannot have caught up: {report}"
@@ -453,7 +453,7 @@ fn finish_cancels_a_blocked_tracker_at_the_deadline() {
         flag.load(std::sync::atomic::Ordering::SeqCst),
         "canceller called"
     );
-    let b = &report.backends[0];
+    let b = &report.trackers[0];
     assert!(!b.complete);
     assert!(
         !b.errors.iter().any(|e| e.contains("hung")),

@@ -332,7 +332,7 @@ fn disk_full_slow_child() {
         std::thread::sleep(Duration::from_micros(300));
     }
     let report = t.finish(RunStatus::Completed).unwrap();
-    let b = &report.backends[0];
+    let b = &report.trackers[0];
     let seen = seen.lock().unwrap();
     let got = seen.events.len() as u64;
     let last = n + 2; // metrics 0..=n and the status

@@ -33,6 +33,8 @@ pub struct Behaviour {
     pub fail_open: usize,
     /// Only these kinds are supported (all when None).
     pub kinds: Option<Vec<EventKind>>,
+    /// What [`Tracker::resume_point`] answers (the highest seq it claims to hold already).
+    pub resume_point: Option<u64>,
 }
 
 pub struct TestTracker {
@@ -109,6 +111,9 @@ impl Tracker for TestTracker {
     fn close(&mut self, status: RunStatus) -> Result<(), TrackerError> {
         self.seen.lock().unwrap().closed = Some(status);
         Ok(())
+    }
+    fn resume_point(&mut self) -> Option<u64> {
+        self.behaviour.resume_point
     }
 }
 
