@@ -163,3 +163,48 @@ impl LogTail {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log of the one input the events_jsonl fuzz target flagged (a harness bug: it asked
+    /// every call for the same first event). Seven events; the last has a misspelt field, which
+    /// the reader ignores.
+    const LOG: &str = r#"{"seq":1,"kind":"params","params":[["lr",{"float":0.1}],["opt",{"str":"adam"}],["bs",{"int":32}],["amp",{"bool":false}]]}
+{"seq":2,"kind":"tags","tags":[["team","ml"]]}
+{"seq":3,"kind":"metrics","step":0,"timestamp_ms":1764628500000,"values":[{"key":"train/loss","value":2.5},{"key":"acc","value":"NaN"}]}
+{"seq":4,"kind":"text","step":1,"timestamp_ms":1764628500001,"tag":"notes","text":"hello\nworld"}
+{"seq":5,"kind":"histogram","step":1,"timestamp_ms":1764628500002,"tag":"w","values":[1.0,"Infinity",-3.5]}
+{"seq":6,"kind":"image","step":1,"timestamp_ms":1764628500003,"tag":"img","width":1,"height":1,"channels":3,"png":"iVBORw=="}
+{"seq":7,"kind":"artifact","path":"/tmp/x.bin","name":"checkpoints/x.bin","artifact_kind":"model","steptus":"finished","timestamp_ms":1764628500004}
+"#;
+
+    /// The tail reader's contract, as the workers use it: each call asks for the next event not
+    /// yet delivered, and gets them in order in batches of at most `max`; asking again for an
+    /// event it has already passed is a clear error, never a silent skip.
+    #[test]
+    fn batches_follow_the_next_unread_event_and_a_passed_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, LOG).unwrap();
+        let mut tail = LogTail::open(&path, 0).unwrap();
+        let mut next = 2;
+        let mut sizes = Vec::new();
+        loop {
+            let got = tail.read(next, u64::MAX, 2).unwrap();
+            if got.is_empty() {
+                break;
+            }
+            sizes.push(got.len());
+            next += got.len() as u64;
+        }
+        assert_eq!(sizes, [2, 2, 2]);
+        assert_eq!(next, 8);
+
+        let mut tail = LogTail::open(&path, 0).unwrap();
+        assert_eq!(tail.read(2, u64::MAX, 2).unwrap().len(), 2);
+        let err = tail.read(2, u64::MAX, 2).unwrap_err().to_string();
+        assert!(err.contains("event 2 is missing (found 4)"), "{err}");
+    }
+}
