@@ -43,7 +43,12 @@
 //! use exptrack_trainer::{MemorySink, TrainingConfig, TrainingManager};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let tmp = tempfile::tempdir()?;
-//! let config = TrainingConfig { num_epochs: 2, batch_size: 64, progress: false, ..TrainingConfig::default() };
+//! let config = TrainingConfig {
+//!     num_epochs: 2,
+//!     batch_size: 64,
+//!     progress: false,
+//!     ..TrainingConfig::default()
+//! };
 //! let checkpoints = CheckpointConfig { dir: tmp.path().join("checkpoints"), ..CheckpointConfig::default() };
 //! let sink = MemorySink::new(); // or an `ExperimentTracker`, which fans out to every backend
 //! let mut manager = TrainingManager::new(config)?

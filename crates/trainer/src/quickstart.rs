@@ -8,7 +8,13 @@
 //! use exptrack_trainer::quickstart::{CLASSES, FEATURES, Mlp, generate_dataset};
 //! use exptrack_trainer::{TrainingConfig, TrainingManager};
 //! # fn main() -> Result<(), exptrack_trainer::Error> {
-//! let mut manager = TrainingManager::new(TrainingConfig { num_epochs: 1, progress: false, ..TrainingConfig::default() })?;
+//! let config = TrainingConfig {
+//!     num_epochs: 1,
+//!     batch_size: 64,
+//!     progress: false,
+//!     ..TrainingConfig::default()
+//! };
+//! let mut manager = TrainingManager::new(config)?;
 //! let (train, valid) = generate_dataset(256, 64, 42)?;
 //! let model = Mlp::new(FEATURES, 32, CLASSES, manager.device());
 //! let (_model, result) = manager.fit(model, &train, &valid)?;

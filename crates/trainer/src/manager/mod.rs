@@ -37,7 +37,13 @@ mod step;
 /// use exptrack_trainer::{MemorySink, TrainingConfig, TrainingManager};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let tmp = tempfile::tempdir()?;
-/// let config = TrainingConfig { num_epochs: 2, batch_size: 32, progress: false, ..TrainingConfig::default() };
+/// let config = TrainingConfig {
+///     num_epochs: 2,
+///     batch_size: 32,
+///     log_frequency: 4,
+///     progress: false,
+///     ..TrainingConfig::default()
+/// };
 /// let checkpoints = CheckpointConfig { dir: tmp.path().join("checkpoints"), ..CheckpointConfig::default() };
 /// let sink = MemorySink::new();
 /// let mut manager = TrainingManager::new(config)?
