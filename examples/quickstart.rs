@@ -19,8 +19,6 @@
 //! - `--mlflow URI`: also log to an MLflow server (build with `--features mlflow`).
 //! - `--wandb offline|online`: also log to W&B (build with `--features wandb`).
 
-use std::path::PathBuf;
-
 use exptrack::error::Reported;
 use exptrack::quickstart::{self, QuickstartArgs};
 
@@ -152,8 +150,8 @@ fn print_wandb_sync(run_dir: &std::path::Path) {
             .map(|n| exptrack::wandb::sanitize_run_id(&n.to_string_lossy()))
             .unwrap_or_default();
         let root = std::env::var_os("WANDB_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."))
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from("."))
             .join("wandb");
         let found = std::fs::read_dir(&root).ok().and_then(|rd| {
             rd.flatten().map(|e| e.path()).find(|p| {
