@@ -302,7 +302,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("checkpoints:    {}", checkpoint_dir.display());
     println!(
-        "  exptrack ckpt verify {}   (or ckpt list)",
+        "  cargo run -p exptrack-cli -- ckpt verify {}   (or ckpt list)",
         checkpoint_dir.display()
     );
     if let Some(uri) = &args.mlflow {

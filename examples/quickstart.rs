@@ -19,27 +19,14 @@
 //! - `--mlflow URI`: also log to an MLflow server (build with `--features mlflow`).
 //! - `--wandb offline|online`: also log to W&B (build with `--features wandb`).
 
-use std::path::PathBuf;
-
 use exptrack::error::Reported;
-use exptrack_trainer::quickstart::{self, QuickstartArgs};
-
-#[derive(Default)]
-struct Args {
-    config: Option<PathBuf>,
-    force: bool,
-    runs: Option<PathBuf>,
-    stop_after_step: Option<u64>,
-    mlflow: Option<String>,
-    wandb: Option<String>,
-    quiet: bool,
-}
+use exptrack::quickstart::{self, QuickstartArgs};
 
 const USAGE: &str = "usage: quickstart [--config FILE] [--force] [--runs DIR] [--stop-after-step N] \
                      [--mlflow URI] [--wandb offline|online] [--quiet] [--print-config]";
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args::default();
+fn parse_args() -> Result<QuickstartArgs, String> {
+    let mut args = QuickstartArgs::default();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -47,14 +34,20 @@ fn parse_args() -> Result<Args, String> {
             "--force" => args.force = true,
             "--quiet" => args.quiet = true,
             "--runs" | "--runs-dir" => {
-                args.runs = Some(it.next().ok_or("--runs needs a directory")?.into())
+                args.runs_dir = Some(it.next().ok_or("--runs needs a directory")?.into())
             }
             "--stop-after-step" => {
                 let n = it.next().ok_or("--stop-after-step needs a step")?;
                 args.stop_after_step =
                     Some(n.parse().map_err(|e| format!("--stop-after-step: {e}"))?);
             }
-            "--mlflow" => args.mlflow = Some(it.next().ok_or("--mlflow needs a tracking URI")?),
+            "--mlflow" => {
+                let uri = it.next().ok_or("--mlflow needs a tracking URI")?;
+                // `exptrack sync` reads MLFLOW_TRACKING_URI; name the URI it came from.
+                args.sync_targets
+                    .push(("mlflow".to_owned(), format!("mlflow={uri}")));
+                args.mlflow = Some(uri);
+            }
             "--wandb" => {
                 let mode = it.next().ok_or("--wandb needs offline or online")?;
                 if mode != "offline" && mode != "online" {
@@ -80,41 +73,11 @@ fn parse_args() -> Result<Args, String> {
 /// `Debug` dump.
 fn main() -> Result<(), Reported> {
     let args = parse_args()?;
-    // The trackers the config (plus --mlflow / --wandb) switches on; the trainer adds the local
-    // store and runs them all behind one ExperimentTracker.
-    let mut config = quickstart::load_config(args.config.as_deref())?;
-    if let Some(uri) = &args.mlflow {
-        config.tracking.use_mlflow = true;
-        config.tracking.mlflow_tracking_uri = Some(uri.clone());
-    }
-    if let Some(mode) = &args.wandb {
-        config.tracking.use_wandb = true;
-        config.tracking.wandb_mode = Some(mode.clone());
-    }
-    let trackers = exptrack::backends_from_config(&config)?;
-    // `exptrack sync` reads MLFLOW_TRACKING_URI; name the URI when it came from --mlflow.
-    let sync_targets = args
-        .mlflow
-        .iter()
-        .map(|uri| ("mlflow".to_owned(), format!("mlflow={uri}")))
-        .collect();
-
-    let outcome = quickstart::run(QuickstartArgs {
-        config: args.config.clone(),
-        force: args.force,
-        runs_dir: args.runs.clone(),
-        trackers,
-        stop_after_step: args.stop_after_step,
-        quiet: args.quiet,
-        sync_targets,
-    })?;
-
+    let outcome = quickstart::run(args.clone())?;
     if outcome.already_completed {
         return Ok(());
     }
-    let runs_root = args
-        .runs
-        .unwrap_or_else(|| config.tracking.runs_dir.clone());
+    let tensorboard = outcome.config.tracking.use_tensorboard;
     println!();
     if outcome.result.interrupted {
         println!(
@@ -132,19 +95,19 @@ fn main() -> Result<(), Reported> {
         println!("run directory:  {}", dir.display());
         println!(
             "  events.jsonl, summary.json, results.json{}",
-            if config.tracking.use_tensorboard {
+            if tensorboard {
                 ", TensorBoard event files"
             } else {
                 ""
             }
         );
-        println!("  exptrack runs show {}", dir.display());
+        println!("  {}", quickstart::show_command(dir));
     }
     println!("checkpoints:    {}", outcome.checkpoint_dir.display());
-    if config.tracking.use_tensorboard {
+    if tensorboard {
         println!(
             "TensorBoard:    tensorboard --logdir {}",
-            runs_root.display()
+            outcome.runs_root.display()
         );
     }
     let report = outcome.finish.as_ref();
@@ -152,7 +115,7 @@ fn main() -> Result<(), Reported> {
         match report.and_then(|r| r.tracker("mlflow")) {
             Some(b) if b.complete => println!(
                 "MLflow:         {uri} (experiment {:?})",
-                config.experiment.name
+                outcome.config.experiment.name
             ),
             Some(b) if b.delivered_seq == 0 => println!(
                 "MLflow:         nothing of this run reached {uri} (see the warning above)"
@@ -187,8 +150,8 @@ fn print_wandb_sync(run_dir: &std::path::Path) {
             .map(|n| exptrack::wandb::sanitize_run_id(&n.to_string_lossy()))
             .unwrap_or_default();
         let root = std::env::var_os("WANDB_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."))
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from("."))
             .join("wandb");
         let found = std::fs::read_dir(&root).ok().and_then(|rd| {
             rd.flatten().map(|e| e.path()).find(|p| {

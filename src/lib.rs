@@ -4,10 +4,38 @@
 //! TensorBoard, MLflow and Weights & Biases, a local run store that never loses an event,
 //! crash-safe checkpoints and a training manager.
 //!
+//! Training (feature `trainer`): [`Experiment`] reads the config once and yields the tracker
+//! with its backends, the checkpointer for the experiment id, the training config and the resume
+//! decision, or says the experiment already completed (the README's program):
+//!
+//! ```no_run
+//! # #[cfg(feature = "trainer")]
+//! # fn main() -> exptrack::Result<()> {
+//! use exptrack::trainer::quickstart::{CLASSES, FEATURES, Mlp, generate_dataset};
+//! use exptrack::{Experiment, Start};
+//!
+//! let mut run = match Experiment::from_file("experiment.toml")?.start()? {
+//!     Start::Completed(done) => {
+//!         println!("{done}");
+//!         return Ok(());
+//!     }
+//!     Start::Train(run) => run,
+//! };
+//! let (train, valid) = generate_dataset(8000, 2000, 42)?;
+//! let model = Mlp::new(FEATURES, 128, CLASSES, run.device());
+//! let (_model, result) = run.fit(model, &train, &valid)?;
+//! println!("{}", run.finish(&result)?);
+//! # Ok(()) }
+//! # #[cfg(not(feature = "trainer"))]
+//! # fn main() {}
+//! ```
+//!
+//! Tracking alone (any loop):
+//!
 //! ```no_run
 //! use exptrack::{ExperimentConfig, RunStatus};
 //!
-//! # fn main() -> Result<(), exptrack::Error> {
+//! # fn main() -> exptrack::Result<()> {
 //! // Every backend switched on in `[tracking]` (and compiled in) is opened, plus the local store.
 //! let config = ExperimentConfig::from_file("experiment.toml")?;
 //! let tracker = exptrack::tracker(config)?.build()?;
@@ -19,23 +47,52 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Names
+//! Everything of [`exptrack_core`] is re-exported here; [`Resume`] is how the *tracker* picks its
+//! run. The other crates' like-named types get distinct names: [`CheckpointResume`] (what the
+//! checkpointer found: fresh, resumed, completed), [`MonitorMode`] (min/max of a monitored
+//! metric, for checkpoints and early stopping alike) and [`WandbMode`] (online/offline).
+//!
 //! # Feature flags
 //! - `tensorboard` (default): the TensorBoard event-file backend ([`tensorboard`]).
 //! - `mlflow`: the MLflow REST backend ([`mlflow`]).
 //! - `wandb`: the Weights & Biases backend, offline run directories and the online API
 //!   ([`wandb`]).
 //! - `checkpoint`: the crash-safe checkpointer ([`checkpoint`]).
-//! - `trainer`: the burn training manager ([`trainer`]; pulls in burn).
-//! - `wgpu`: GPU training through burn's wgpu backend.
+//! - `trainer`: the burn training manager ([`trainer`]; pulls in burn), [`Experiment`] and the
+//!   [`quickstart`] program; implies `checkpoint`.
+//! - `wgpu`: GPU training through burn's wgpu backend (implies `trainer`).
+//! - `vulkan`: burn's wgpu backend on Vulkan (SPIR-V) (implies `wgpu`).
+//! - `cuda`: GPU training through burn's CUDA backend (implies `trainer`).
 //! - `burn-train`: `burn_train`: exptrack for burn-train's own `SupervisedTraining` loop (a
 //!   tracker logger, a metric history for its checkpointing and early stopping, crash-safe
-//!   per-epoch checkpoints and resume); see the README section "Already using burn-train?".
+//!   per-epoch checkpoints and resume); see the README section "Already using burn-train?"
+//!   (implies `trainer`).
+//! - `safetensors`: export a checkpoint's weights as safetensors in PyTorch's layout
+//!   (`checkpoint::burn_support::export_safetensors`; implies `checkpoint`).
+
+mod backends;
+#[cfg(feature = "trainer")]
+mod experiment;
+mod facade_error;
+#[cfg(feature = "trainer")]
+pub mod quickstart;
 
 pub use exptrack_core as core;
 pub use exptrack_core::*;
 
+pub use backends::{backends_from_config, tracker};
+#[cfg(feature = "trainer")]
+pub use experiment::{Completed, Experiment, Run, Start};
+pub use facade_error::{FacadeError, Result};
+
 /// The facade's error type.
 pub type Error = FacadeError;
+
+#[cfg(feature = "checkpoint")]
+pub use exptrack_checkpoint::{Mode as MonitorMode, Resume as CheckpointResume};
+#[cfg(feature = "wandb")]
+pub use exptrack_wandb::Mode as WandbMode;
 
 #[cfg(feature = "tensorboard")]
 pub use exptrack_tensorboard as tensorboard;
@@ -54,123 +111,3 @@ pub use exptrack_trainer as trainer;
 
 #[cfg(feature = "burn-train")]
 pub use exptrack_trainer::burn_train;
-
-/// Errors of the facade: the core's, plus a backend that is enabled in the config but not
-/// compiled in, or that failed to configure.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FacadeError {
-    /// From the tracking core.
-    #[error(transparent)]
-    Core(#[from] exptrack_core::Error),
-    /// `[tracking].use_X = true` but the cargo feature is off.
-    #[error(
-        "[tracking].{key} = true, but exptrack was built without the `{feature}` feature \
-         (enable it in Cargo.toml: exptrack = {{ features = [\"{feature}\"] }})"
-    )]
-    NotCompiled {
-        /// The config key.
-        key: &'static str,
-        /// The cargo feature.
-        feature: &'static str,
-    },
-    /// A backend could not be configured.
-    #[error("{backend}: {message}")]
-    Backend {
-        /// Which backend.
-        backend: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-/// A builder for an [`ExperimentTracker`] with every backend that `config`'s `[tracking]`
-/// section switches on: TensorBoard (`use_tensorboard`, on by default), MLflow (`use_mlflow`)
-/// and W&B (`use_wandb`). The local store is always on. Adjust the builder (runs dir, resume,
-/// extra trackers) before `build()`.
-pub fn tracker(config: ExperimentConfig) -> Result<ExperimentTrackerBuilder, FacadeError> {
-    let backends = backends_from_config(&config)?;
-    let mut b = ExperimentTracker::builder(config);
-    for t in backends {
-        b = b.with_tracker(t);
-    }
-    Ok(b)
-}
-
-/// The backends `config` switches on, built but not opened.
-pub fn backends_from_config(
-    config: &ExperimentConfig,
-) -> Result<Vec<Box<dyn Tracker>>, FacadeError> {
-    let tr = &config.tracking;
-    let mut out: Vec<Box<dyn Tracker>> = Vec::new();
-    if tr.use_tensorboard {
-        #[cfg(feature = "tensorboard")]
-        out.push(Box::new(exptrack_tensorboard::TensorBoardTracker::new(
-            tr.tensorboard_log_dir.clone(),
-        )));
-        #[cfg(not(feature = "tensorboard"))]
-        return Err(FacadeError::NotCompiled {
-            key: "use_tensorboard",
-            feature: "tensorboard",
-        });
-    }
-    if tr.use_mlflow {
-        #[cfg(feature = "mlflow")]
-        {
-            let mut b = exptrack_mlflow::MlflowTracker::builder().from_env();
-            if let Some(uri) = &tr.mlflow_tracking_uri {
-                b = b.tracking_uri(uri.clone());
-            }
-            let name = tr
-                .mlflow_experiment_name
-                .clone()
-                .unwrap_or_else(|| config.experiment.name.clone());
-            b = b.experiment_name(name);
-            let t = b.build().map_err(|e| FacadeError::Backend {
-                backend: "mlflow",
-                message: e.to_string(),
-            })?;
-            out.push(Box::new(t));
-        }
-        #[cfg(not(feature = "mlflow"))]
-        return Err(FacadeError::NotCompiled {
-            key: "use_mlflow",
-            feature: "mlflow",
-        });
-    }
-    if tr.use_wandb {
-        #[cfg(feature = "wandb")]
-        {
-            let mut b = exptrack_wandb::WandbTracker::builder().from_env();
-            if let Some(p) = &tr.wandb_project {
-                b = b.project(p.clone());
-            }
-            if let Some(e) = &tr.wandb_entity {
-                b = b.entity(e.clone());
-            }
-            if let Some(d) = &tr.wandb_dir {
-                b = b.dir(d.clone());
-            }
-            if let Some(m) = &tr.wandb_mode {
-                let mode = m
-                    .parse()
-                    .map_err(|e: exptrack_wandb::Error| FacadeError::Backend {
-                        backend: "wandb",
-                        message: e.to_string(),
-                    })?;
-                b = b.mode(mode);
-            }
-            let t = b.build().map_err(|e| FacadeError::Backend {
-                backend: "wandb",
-                message: e.to_string(),
-            })?;
-            out.push(Box::new(t));
-        }
-        #[cfg(not(feature = "wandb"))]
-        return Err(FacadeError::NotCompiled {
-            key: "use_wandb",
-            feature: "wandb",
-        });
-    }
-    Ok(out)
-}

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use exptrack::quickstart::{QuickstartArgs, run};
 use exptrack::{Event, RunStatus};
 use exptrack_checkpoint::{CheckpointConfig, ModelCheckpointer};
 use exptrack_core::store::RunReader;
 use exptrack_eval::Outcome;
-use exptrack_trainer::quickstart::{QuickstartArgs, run};
 
 use quickstart_eval::{EVAL_RUN_ID, Ended, QuickstartTarget, watch};
 

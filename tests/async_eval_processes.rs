@@ -1,5 +1,5 @@
 //! Acceptance test for asynchronous evaluation across processes: the real quickstart
-//! (`exptrack_trainer::quickstart::run`) trains in one OS process while the real `async_eval`
+//! (`exptrack::quickstart::run`) trains in one OS process while the real `async_eval`
 //! watcher (`examples/async_eval/quickstart_eval.rs`: `QuickstartTarget::watcher` + `watch`, as
 //! the example's `main` runs them) evaluates its checkpoints in another. Retention is tight
 //! (`max_checkpoints = 2`). This binary re-executes itself with `EXPTRACK_E2E_ROLE=trainer|watcher`
@@ -48,10 +48,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use exptrack::quickstart::{QuickstartArgs, run};
 use exptrack::{Event, RunStatus};
 use exptrack_core::store::RunReader;
 use exptrack_eval::{EvalState, RecordKind, STATE_FILE_NAME};
-use exptrack_trainer::quickstart::{QuickstartArgs, run};
 
 use quickstart_eval::{EVAL_RUN_ID, Ended, QuickstartTarget, watch};
 

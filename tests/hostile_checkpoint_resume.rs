@@ -1,4 +1,4 @@
-//! Issue 12, end to end: the quickstart (`exptrack_trainer::quickstart::run`, what
+//! Issue 12, end to end: the quickstart (`exptrack::quickstart::run`, what
 //! `cargo run --example quickstart -- --config FILE` runs) is interrupted after its third
 //! checkpoint; the newest `checkpoint.json` is then made hostile (`files[0].size =
 //! 1000000000000000`, or a file name that climbs out of the directory) and the quickstart is run
@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use exptrack_trainer::quickstart::{QuickstartArgs, run};
+use exptrack::quickstart::{QuickstartArgs, run};
 
 const ROLE: &str = "EXPTRACK_HOSTILE_ROLE";
 const CONFIG: &str = "EXPTRACK_HOSTILE_CONFIG";

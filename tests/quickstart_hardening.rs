@@ -163,3 +163,62 @@ fn an_experiment_named_dot_dot_escape_trains_inside_the_runs_dir() {
     assert!(!tmp.path().join("a/escape").exists());
     assert!(!tmp.path().join("escape").exists());
 }
+
+/// Issue 18: what the quickstart prints to look at the run works as printed right after the
+/// README's first command (in the repository, where no `exptrack` binary is installed yet).
+#[test]
+fn the_printed_runs_show_command_works_as_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("quick.toml");
+    std::fs::write(
+        &cfg,
+        format!("[experiment]\nname = \"printed-command\"\n\n[tracking]\nuse_tensorboard = false\n{SMALL}"),
+    )
+    .unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(quickstart_binary())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--runs")
+        .arg(tmp.path().join("runs"))
+        .arg("--quiet")
+        .current_dir(repo)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env_remove("WANDB_API_KEY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains(" runs show "))
+        .unwrap_or_else(|| panic!("no `runs show` command printed:\n{stdout}"));
+    let words: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!(
+        &words[..5],
+        ["cargo", "run", "-p", "exptrack-cli", "--"],
+        "{printed}"
+    );
+    let run_dir = Path::new(words[words.len() - 1]);
+    let shown = Command::new(env!("CARGO"))
+        .args(&words[1..])
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "`{printed}` failed:\n{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let run_id = run_dir.file_name().unwrap().to_string_lossy();
+    assert!(
+        text.contains(run_id.as_ref()),
+        "`{printed}` printed:\n{text}"
+    );
+}

@@ -1,9 +1,9 @@
 //! Evaluation of the burn quickstart's checkpoints, shared by the `async_eval` example
 //! (`examples/async_eval/main.rs`) and its end-to-end test (`tests/async_eval.rs`).
 //!
-//! Everything that has to agree with the training side is derived here exactly as
-//! [`exptrack_trainer::quickstart::run`] derives it: the config (a file or
-//! [`DEFAULT_CONFIG`](exptrack_trainer::quickstart::DEFAULT_CONFIG)), the experiment id, the
+//! Everything that has to agree with the training side comes from the same
+//! [`Experiment`](exptrack::Experiment) as [`exptrack::quickstart::run`] builds: the config (a
+//! file or [`DEFAULT_CONFIG`](exptrack::quickstart::DEFAULT_CONFIG)), the experiment id, the
 //! runs directory and the checkpoint directory (`[checkpointing].dir`, or `<runs dir>/checkpoints`
 //! when a runs directory is given), the `[quickstart]` sizes and the seed of the dataset.
 
@@ -11,15 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use exptrack::quickstart::{
+    CLASSES, FEATURES, Mlp, QuickstartArgs, QuickstartSizes, generate_dataset,
+};
 use exptrack::{ExperimentConfig, ExperimentTracker, ExperimentTrackerBuilder, Resume};
-use exptrack_checkpoint::{CheckpointConfig, LoadedCheckpoint};
+use exptrack_checkpoint::LoadedCheckpoint;
+use exptrack_checkpoint::burn_support::MODEL_FILE;
 use exptrack_eval::{BoxError, EvalWatcher, Evaluated, Outcome};
-use exptrack_trainer::TrainingConfig;
 use exptrack_trainer::burn::tensor::{Device, FloatDType};
-use exptrack_trainer::config::parse_device;
 use exptrack_trainer::data::{BatchContext, BatchSource, ClassificationData};
-use exptrack_trainer::manager::model_from_bytes;
-use exptrack_trainer::quickstart::{CLASSES, FEATURES, Mlp, generate_dataset, load_config};
+use exptrack_trainer::device::parse_device;
 
 /// The run of the quickstart's experiment the evaluator logs to; a restarted evaluator
 /// continues it.
@@ -28,9 +29,6 @@ pub const EVAL_RUN_ID: &str = "async-eval";
 /// The out-of-distribution set is the validation set with this added to every feature
 /// (a covariate shift of one noise standard deviation per feature).
 pub const OOD_SHIFT: f32 = 1.0;
-
-/// The file the trainer stores the model record under (burnpack bytes).
-const MODEL_FILE: &str = "model.bpk";
 
 /// Items per forward pass.
 const EVAL_BATCH: usize = 1024;
@@ -60,24 +58,22 @@ impl QuickstartTarget {
     /// Resolves `config` (None: the built-in config) and an optional runs directory override
     /// the way the quickstart's `run` does.
     pub fn resolve(config: Option<&Path>, runs_dir: Option<&Path>) -> Result<Self, BoxError> {
-        let exp = load_config(config)?;
-        let training = TrainingConfig::from_experiment(&exp)?;
-        let mut ckpt = match exp.section("checkpointing") {
-            Some(t) => CheckpointConfig::from_table(t)?,
-            None => CheckpointConfig::default(),
-        };
-        if let Some(dir) = runs_dir {
-            ckpt.dir = dir.join("checkpoints");
+        let experiment = QuickstartArgs {
+            config: config.map(Path::to_path_buf),
+            runs_dir: runs_dir.map(Path::to_path_buf),
+            ..QuickstartArgs::default()
         }
+        .experiment()?;
+        let sizes = QuickstartSizes::from_config(experiment.config())?;
         Ok(QuickstartTarget {
-            experiment_id: exp.experiment_id(),
-            checkpoint_dir: ckpt.dir,
-            runs_dir: runs_dir.map_or_else(|| exp.tracking.runs_dir.clone(), Path::to_path_buf),
-            train_items: quickstart_usize(&exp, "train_items", 8000)?,
-            valid_items: quickstart_usize(&exp, "valid_items", 2000)?,
-            hidden: quickstart_usize(&exp, "hidden", 128)?,
-            seed: training.seed,
-            config: exp,
+            experiment_id: experiment.id(),
+            checkpoint_dir: experiment.checkpointing().dir.clone(),
+            runs_dir: experiment.runs_root().to_path_buf(),
+            train_items: sizes.train_items,
+            valid_items: sizes.valid_items,
+            hidden: sizes.hidden,
+            seed: experiment.training().seed,
+            config: experiment.config().clone(),
         })
     }
 
@@ -188,18 +184,6 @@ impl QuickstartTarget {
     }
 }
 
-/// `[quickstart].<key>` as the quickstart reads it.
-fn quickstart_usize(cfg: &ExperimentConfig, key: &str, default: usize) -> Result<usize, BoxError> {
-    match cfg.section("quickstart").and_then(|t| t.get(key)) {
-        None => Ok(default),
-        Some(v) => v
-            .as_integer()
-            .and_then(|i| usize::try_from(i).ok())
-            .filter(|i| *i > 0)
-            .ok_or_else(|| format!("[quickstart].{key} must be a positive integer").into()),
-    }
-}
-
 /// The quickstart's `Mlp` on the CPU, evaluated on its validation split.
 pub struct QuickstartEvaluator {
     device: Device,
@@ -245,8 +229,13 @@ impl QuickstartEvaluator {
         let bytes = ckpt
             .file(MODEL_FILE)
             .ok_or_else(|| format!("checkpoint step {} has no {MODEL_FILE}", key.0))?;
+        // Only the model file, loaded by the checkpointer's burn support.
+        let mut weights = LoadedCheckpoint {
+            info: ckpt.info.clone(),
+            files: [(MODEL_FILE.to_owned(), bytes.to_vec())].into(),
+        };
         let fresh = Mlp::new(FEATURES, self.hidden, CLASSES, &self.device);
-        let model = model_from_bytes(fresh, bytes.to_vec())?;
+        let model = weights.load_model(fresh)?;
         *cache = Some((key, model.clone()));
         Ok(model)
     }

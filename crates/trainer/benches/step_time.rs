@@ -13,7 +13,7 @@ use exptrack_trainer::burn::module::Module;
 use exptrack_trainer::burn::optim::GradientsParams;
 use exptrack_trainer::burn::tensor::FloatDType;
 use exptrack_trainer::data::{BatchContext, BatchSource, epoch_order};
-use exptrack_trainer::manager::build_optimizer;
+use exptrack_trainer::optim::build_optimizer;
 use exptrack_trainer::quickstart::{CLASSES, FEATURES, Mlp, generate_dataset};
 use exptrack_trainer::{TrainModel, TrainingConfig, TrainingManager};
 

@@ -35,9 +35,9 @@ use exptrack_trainer::burn::nn::{Linear, LinearConfig};
 use exptrack_trainer::burn::optim::GradientsParams;
 use exptrack_trainer::burn::tensor::activation::relu;
 use exptrack_trainer::burn::tensor::{Device, Distribution, FloatDType, Tensor};
-use exptrack_trainer::config::{check_precision, compiled_gpu_runtimes, detect_gpu, parse_device};
 use exptrack_trainer::data::{BatchContext, BatchSource};
-use exptrack_trainer::manager::build_optimizer;
+use exptrack_trainer::device::{check_precision, compiled_gpu_runtimes, detect_gpu, parse_device};
+use exptrack_trainer::optim::build_optimizer;
 use exptrack_trainer::{
     Error, MixedPrecision, ModelOutput, StepOutput, TrainModel, TrainingConfig, TrainingManager,
 };

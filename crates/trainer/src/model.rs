@@ -58,17 +58,29 @@ pub enum ModelOutput {
 /// The same method serves training and validation; in validation the trainer calls it on
 /// `model.valid()` (no autodiff, training flags such as dropout off).
 ///
-/// ```ignore
-/// impl TrainModel for Mlp {
+/// ```
+/// use exptrack_trainer::burn::module::Module;
+/// use exptrack_trainer::burn::nn::{Linear, LinearConfig};
+/// use exptrack_trainer::device::parse_device;
+/// use exptrack_trainer::{ClassificationBatch, StepOutput, TrainModel};
+///
+/// #[derive(Module, Debug)]
+/// struct Classifier {
+///     fc: Linear,
+/// }
+///
+/// impl TrainModel for Classifier {
 ///     type Batch = ClassificationBatch<2>;
 ///     fn step(&self, batch: Self::Batch) -> StepOutput {
-///         let logits = self.forward(batch.inputs);
-///         let loss = CrossEntropyLossConfig::new().init(&logits.device())
-///             .forward(logits.clone(), batch.targets.clone());
-///         StepOutput { loss, num_items: batch.targets.dims()[0],
-///                      output: ModelOutput::Classification { logits, targets: batch.targets } }
+///         // Cross-entropy loss; the trainer reports `valid/accuracy` from the logits.
+///         StepOutput::classification(self.fc.forward(batch.inputs), batch.targets)
 ///     }
 /// }
+///
+/// # fn main() -> Result<(), exptrack_trainer::Error> {
+/// let model = Classifier { fc: LinearConfig::new(4, 3).init(&parse_device("cpu")?) };
+/// # let _ = model;
+/// # Ok(()) }
 /// ```
 pub trait TrainModel: Module + 'static {
     /// The batch type (produced by a [`BatchSource`](crate::data::BatchSource)).

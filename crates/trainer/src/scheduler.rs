@@ -5,7 +5,8 @@
 //! ([`LrSchedule::observe`]). Cosine, linear, step and exponential are burn's own schedulers;
 //! [`ReduceLrOnPlateau`] and [`OneCycleLr`] are written here because burn 0.22 has neither.
 //! An optional linear warm-up from 0 precedes any of them. Every schedule's state goes into
-//! checkpoints through [`LrSchedule::state`] / [`LrSchedule::load_state`].
+//! checkpoints through [`LrSchedule::state`], [`LrSchedule::burn_record`] and
+//! [`LrSchedule::load_state`].
 
 use burn::lr_scheduler::LrSchedulerRecord;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
@@ -13,7 +14,6 @@ use burn::lr_scheduler::exponential::ExponentialLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::step::StepLrSchedulerConfig;
-use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Mode, SchedulerKind, ThresholdMode, TrainingConfig};
@@ -219,12 +219,14 @@ impl std::fmt::Debug for LrSchedule {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct ScheduleState {
+/// A schedule's position and its own state (plateau counters, one-cycle step), without burn's
+/// record of the burn schedulers, which a checkpoint stores beside it as burn's own
+/// `LrSchedulerRecord` (`exptrack_checkpoint::burn_support`'s `scheduler.bpk`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleState {
     kind: SchedulerKind,
     steps: u64,
     last_lr: f64,
-    burn_record: Option<Vec<u8>>,
     plateau: Option<ReduceLrOnPlateau>,
     onecycle: Option<OneCycleLr>,
 }
@@ -344,25 +346,13 @@ impl LrSchedule {
         self.steps
     }
 
-    /// Serializes the complete state (JSON; burn's own record embedded as burnpack bytes).
-    pub fn state(&self) -> Result<Vec<u8>> {
-        let burn_record = match &self.inner {
-            Inner::Burn(s) => Some(
-                s.to_record()
-                    .into_bytes()
-                    .map_err(|e| Error::Record {
-                        what: "scheduler record",
-                        message: e.to_string(),
-                    })?
-                    .to_vec(),
-            ),
-            _ => None,
-        };
-        let state = ScheduleState {
+    /// The schedule's own state; burn's record, for the burn schedulers, is
+    /// [`burn_record`](Self::burn_record).
+    pub fn state(&self) -> ScheduleState {
+        ScheduleState {
             kind: self.kind,
             steps: self.steps,
             last_lr: self.last_lr,
-            burn_record,
             plateau: match &self.inner {
                 Inner::Plateau(p) => Some(p.clone()),
                 _ => None,
@@ -371,65 +361,44 @@ impl LrSchedule {
                 Inner::OneCycle(c) => Some(c.clone()),
                 _ => None,
             },
-        };
-        serde_json::to_vec(&state).map_err(|source| Error::Json {
-            what: "scheduler state",
-            source,
-        })
+        }
     }
 
-    /// Restores a state written by [`state`](Self::state) for the same kind of schedule.
-    pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        let state: ScheduleState = serde_json::from_slice(bytes).map_err(|source| Error::Json {
-            what: "scheduler state",
-            source,
-        })?;
+    /// burn's scheduler record (cosine, linear, step, exponential), `None` for the schedules
+    /// written here.
+    pub fn burn_record(&self) -> Option<LrSchedulerRecord> {
+        match &self.inner {
+            Inner::Burn(s) => Some(s.to_record()),
+            _ => None,
+        }
+    }
+
+    /// Restores what [`state`](Self::state) and [`burn_record`](Self::burn_record) returned for
+    /// the same kind of schedule.
+    pub fn load_state(
+        &mut self,
+        state: ScheduleState,
+        burn_record: Option<LrSchedulerRecord>,
+    ) -> Result<()> {
         if state.kind != self.kind {
             return Err(Error::Config(format!(
                 "checkpointed scheduler is {:?} but the config asks for {:?}",
                 state.kind, self.kind
             )));
         }
-        self.steps = state.steps;
-        self.last_lr = state.last_lr;
-        match (&mut self.inner, state) {
-            (
-                Inner::Burn(s),
-                ScheduleState {
-                    burn_record: Some(b),
-                    ..
-                },
-            ) => {
-                let record =
-                    LrSchedulerRecord::from_bytes(Bytes::from_bytes_vec(b)).map_err(|e| {
-                        Error::Record {
-                            what: "scheduler record",
-                            message: e.to_string(),
-                        }
-                    })?;
-                *s = s.clone().load_record(record);
-            }
-            (
-                Inner::Plateau(p),
-                ScheduleState {
-                    plateau: Some(saved),
-                    ..
-                },
-            ) => *p = saved,
-            (
-                Inner::OneCycle(c),
-                ScheduleState {
-                    onecycle: Some(saved),
-                    ..
-                },
-            ) => *c = saved,
-            (Inner::Constant, _) => {}
+        match (&mut self.inner, state.plateau, state.onecycle, burn_record) {
+            (Inner::Burn(s), _, _, Some(record)) => *s = s.clone().load_record(record),
+            (Inner::Plateau(p), Some(saved), _, _) => *p = saved,
+            (Inner::OneCycle(c), _, Some(saved), _) => *c = saved,
+            (Inner::Constant, _, _, _) => {}
             _ => {
                 return Err(Error::Config(
                     "checkpointed scheduler state is incomplete".into(),
                 ));
             }
         }
+        self.steps = state.steps;
+        self.last_lr = state.last_lr;
         Ok(())
     }
 }
@@ -595,9 +564,9 @@ mod tests {
                     a.observe(1.0);
                 }
             }
-            let saved = a.state().unwrap();
+            let (saved, record) = (a.state(), a.burn_record());
             let mut b = LrSchedule::new(&c, 20).unwrap();
-            b.load_state(&saved).unwrap();
+            b.load_state(saved, record).unwrap();
             for i in 0..10 {
                 if i % 3 == 0 {
                     a.observe(2.0);
@@ -613,6 +582,6 @@ mod tests {
     fn state_of_another_kind_is_refused() {
         let a = LrSchedule::new(&cfg(SchedulerKind::Plateau), 10).unwrap();
         let mut b = LrSchedule::new(&cfg(SchedulerKind::Cosine), 10).unwrap();
-        assert!(b.load_state(&a.state().unwrap()).is_err());
+        assert!(b.load_state(a.state(), a.burn_record()).is_err());
     }
 }

@@ -6,7 +6,6 @@ use exptrack_trainer::burn::optim::GradientsParams;
 use exptrack_trainer::burn::tensor::FloatDType;
 use exptrack_trainer::data::{BatchContext, BatchSource};
 use exptrack_trainer::grads;
-use exptrack_trainer::manager::{model_from_bytes, model_to_bytes};
 use exptrack_trainer::{OptimizerKind, TrainModel, TrainingConfig, TrainingManager};
 
 fn one_step(batch_size: usize, accumulation: usize, init: &[u8]) -> Vec<f32> {

@@ -7,7 +7,6 @@ use exptrack_trainer::burn::module::{Module, ModuleVisitor, Param};
 use exptrack_trainer::burn::optim::GradientsParams;
 use exptrack_trainer::burn::tensor::{DType, FloatDType, Tensor};
 use exptrack_trainer::data::{BatchContext, BatchSource};
-use exptrack_trainer::manager::{model_from_bytes, model_to_bytes};
 use exptrack_trainer::quickstart::{CLASSES, FEATURES, Mlp, generate_dataset};
 use exptrack_trainer::{MemorySink, MixedPrecision, TrainModel, TrainingConfig, TrainingManager};
 

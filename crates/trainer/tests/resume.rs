@@ -1,14 +1,72 @@
 //! Acceptance: a run stopped after step k and resumed ends with the same weights and the same
-//! logged metrics as an uninterrupted run; completed experiments are skipped unless forced;
-//! early stopping and best-weight restoration.
+//! logged metrics as an uninterrupted run (through what users get: exptrack-checkpoint's
+//! `ModelCheckpointer` saving in the background and a real `ExperimentTracker` resuming its run);
+//! completed experiments are skipped unless forced; early stopping and best-weight restoration.
 mod common;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use common::*;
-use exptrack_trainer::manager::{model_from_bytes, model_to_bytes};
+use exptrack_checkpoint::{CheckpointConfig, ModelCheckpointer};
+use exptrack_core::{Event, ExperimentConfig, ExperimentTracker, Resume, RunStatus};
 use exptrack_trainer::{
-    ClippingKind, DirCheckpointStore, EarlyStoppingConfig, MemorySink, Mode, SchedulerKind,
-    TrainingConfig, TrainingManager,
+    ClippingKind, EarlyStoppingConfig, Mode, SchedulerKind, TrainingConfig, TrainingManager,
 };
+
+/// A checkpointer as the quickstart opens one: background saves, keep the last two.
+fn checkpointer(dir: &Path, force: bool) -> ModelCheckpointer {
+    let config = CheckpointConfig {
+        dir: dir.to_path_buf(),
+        max_checkpoints: Some(2),
+        async_save: true,
+        fsync: false,
+        force,
+        ..CheckpointConfig::default()
+    };
+    ModelCheckpointer::open("resume-test", config).unwrap()
+}
+
+/// A tracker on the local store of `runs`, continuing the run an interruption left open.
+fn tracker(runs: &Path) -> Arc<ExperimentTracker> {
+    let tracker = ExperimentTracker::builder(ExperimentConfig::named("resume-test"))
+        .runs_dir(runs)
+        .resume(Resume::LatestUnfinished)
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    Arc::new(tracker)
+}
+
+/// Finishes a tracker the manager no longer holds; returns its run directory.
+fn finish(tracker: Arc<ExperimentTracker>, status: RunStatus) -> std::path::PathBuf {
+    let tracker = Arc::try_unwrap(tracker).unwrap_or_else(|_| panic!("tracker still shared"));
+    let dir = tracker.run_dir().to_path_buf();
+    tracker.finish(status).unwrap();
+    dir
+}
+
+/// The metrics of a run as its local store recorded them, `(step, key, value)` in logging order,
+/// without the wall-clock throughput and the system metrics.
+fn deterministic(run_dir: &Path) -> Vec<(u64, String, f64)> {
+    let events = exptrack_core::store::RunReader::open(run_dir)
+        .unwrap()
+        .events()
+        .unwrap();
+    let mut out = Vec::new();
+    for (_, event) in events {
+        if let Event::Metrics { step, values, .. } = event {
+            out.extend(
+                values
+                    .into_iter()
+                    .filter(|m| m.key.starts_with("train/") || m.key.starts_with("valid/"))
+                    .filter(|m| m.key != "train/items_per_sec")
+                    .map(|m| (step, m.key, m.value)),
+            );
+        }
+    }
+    out
+}
 
 fn config() -> TrainingConfig {
     quiet(TrainingConfig {
@@ -27,15 +85,6 @@ fn config() -> TrainingConfig {
     })
 }
 
-/// Metrics without the wall-clock throughput.
-fn deterministic(sink: &MemorySink) -> Vec<(u64, String, f64)> {
-    sink.snapshot()
-        .metrics
-        .into_iter()
-        .filter(|(_, k, _)| k != "train/items_per_sec")
-        .collect()
-}
-
 #[test]
 fn resumed_run_matches_uninterrupted_run_bitwise() {
     let train = toy_data(100, 6, 11); // 13 micro-batches → 7 optimizer steps per epoch
@@ -45,43 +94,51 @@ fn resumed_run_matches_uninterrupted_run_bitwise() {
 
     // Uninterrupted.
     let dir_a = tempfile::tempdir().unwrap();
-    let sink_a = MemorySink::new();
+    let tracker_a = tracker(&dir_a.path().join("runs"));
     let mut a = TrainingManager::new(config())
         .unwrap()
-        .with_sink(sink_a.clone())
-        .with_checkpoints(DirCheckpointStore::new(dir_a.path(), 2).unwrap());
+        .with_sink(Arc::clone(&tracker_a))
+        .with_checkpointer(checkpointer(&dir_a.path().join("checkpoints"), false));
     let model = model_from_bytes(small_mlp(a.device(), 6), init.clone()).unwrap();
     let (model_a, result_a) = a.fit(model, &train, &valid).unwrap();
     assert_eq!(result_a.steps, 21);
+    drop(a);
+    let run_a = finish(tracker_a, RunStatus::Completed);
 
     // Stopped after step 10 (mid-epoch 2, between checkpoints 8 and 12), then rerun.
     let dir_b = tempfile::tempdir().unwrap();
-    let sink_b = MemorySink::new();
+    let tracker_b1 = tracker(&dir_b.path().join("runs"));
     let mut b1 = TrainingManager::new(config())
         .unwrap()
-        .with_sink(sink_b.clone())
-        .with_checkpoints(DirCheckpointStore::new(dir_b.path(), 2).unwrap())
+        .with_sink(Arc::clone(&tracker_b1))
+        .with_checkpointer(checkpointer(&dir_b.path().join("checkpoints"), false))
         .stop_after_step(10);
     let model = model_from_bytes(small_mlp(b1.device(), 6), init.clone()).unwrap();
     let (_, r1) = b1.fit(model, &train, &valid).unwrap();
     assert!(r1.interrupted);
     assert_eq!(r1.steps, 10);
     drop(b1);
+    let run_b1 = finish(tracker_b1, RunStatus::Killed);
 
     // A fresh process would build a fresh (differently initialized) model: the checkpoint wins.
+    let tracker_b2 = tracker(&dir_b.path().join("runs"));
     let mut b2 = TrainingManager::new(config())
         .unwrap()
-        .with_sink(sink_b.clone())
-        .with_checkpoints(DirCheckpointStore::new(dir_b.path(), 2).unwrap());
+        .with_sink(Arc::clone(&tracker_b2))
+        .with_checkpointer(checkpointer(&dir_b.path().join("checkpoints"), false));
     let fresh = small_mlp(b2.device(), 6);
     let (model_b, result_b) = b2.fit(fresh, &train, &valid).unwrap();
     assert_eq!(result_b.resumed_from_step, Some(10));
     assert_eq!(result_b.steps, 21);
+    drop(b2);
+    let run_b = finish(tracker_b2, RunStatus::Completed);
+    assert_eq!(run_b1, run_b, "the interrupted run was continued");
 
     // Bitwise-equal weights.
     assert_eq!(params_of(&model_a), params_of(&model_b));
     // The same logged metrics, step by step (throughput excluded: wall-clock).
-    assert_eq!(deterministic(&sink_a), deterministic(&sink_b));
+    assert_eq!(deterministic(&run_a), deterministic(&run_b));
+    assert!(!deterministic(&run_a).is_empty());
     assert_eq!(result_a.history, result_b.history);
     assert_eq!(result_a.final_metrics, result_b.final_metrics);
 }
@@ -90,19 +147,20 @@ fn resumed_run_matches_uninterrupted_run_bitwise() {
 fn completed_experiment_is_skipped_unless_forced() {
     let train = toy_data(40, 6, 1);
     let dir = tempfile::tempdir().unwrap();
-    let mk = || {
+    let mk = |force: bool| {
         TrainingManager::new(quiet(TrainingConfig {
             num_epochs: 1,
             batch_size: 8,
             ..TrainingConfig::default()
         }))
         .unwrap()
-        .with_checkpoints(DirCheckpointStore::new(dir.path(), 2).unwrap())
+        .with_checkpointer(checkpointer(dir.path(), force))
     };
-    let mut m = mk();
+    let mut m = mk(false);
     let (trained, r) = m.fit(small_mlp(m.device(), 6), &train, &train).unwrap();
     assert!(!r.already_completed);
-    let mut again = mk();
+    drop(m);
+    let mut again = mk(false);
     let (loaded, r2) = again
         .fit(small_mlp(again.device(), 6), &train, &train)
         .unwrap();
@@ -113,7 +171,8 @@ fn completed_experiment_is_skipped_unless_forced() {
         params_of(&trained),
         "final weights are returned"
     );
-    let mut forced = mk().force(true);
+    drop(again);
+    let mut forced = mk(true);
     let (_, r3) = forced
         .fit(small_mlp(forced.device(), 6), &train, &train)
         .unwrap();

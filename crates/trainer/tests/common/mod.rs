@@ -1,6 +1,7 @@
 //! Shared helpers for the trainer's integration tests.
 #![allow(dead_code)]
 
+use exptrack_trainer::burn;
 use exptrack_trainer::burn::module::{Module, ModuleVisitor, Param};
 use exptrack_trainer::burn::tensor::{FloatDType, Tensor};
 use exptrack_trainer::quickstart::Mlp;
@@ -61,4 +62,19 @@ pub fn quiet(mut c: TrainingConfig) -> TrainingConfig {
 /// A small MLP for the toy data.
 pub fn small_mlp(device: &exptrack_trainer::burn::tensor::Device, d: usize) -> Mlp {
     Mlp::new(d, 16, 3, device)
+}
+
+/// A model's parameters as burnpack bytes (burn's module record), to start several runs from
+/// the same weights.
+pub fn model_to_bytes<M: Module>(model: &M) -> Result<Vec<u8>, burn::store::RecordError> {
+    Ok(model.clone().into_record().into_bytes()?.to_vec())
+}
+
+/// Loads bytes written by [`model_to_bytes`] into `model` (parameter ids included).
+pub fn model_from_bytes<M: Module>(
+    model: M,
+    bytes: Vec<u8>,
+) -> Result<M, burn::store::RecordError> {
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))?;
+    model.try_load_record(record)
 }

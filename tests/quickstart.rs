@@ -1,7 +1,7 @@
 //! The quickstart as a library call: trains, interrupts and resumes, reports a completed
 //! experiment, retrains when forced, and writes results.json in the run directory.
 
-use exptrack_trainer::quickstart::{QuickstartArgs, run};
+use exptrack::quickstart::{QuickstartArgs, run};
 
 const CONFIG: &str = r#"
 [experiment]
