@@ -229,17 +229,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
-    let tracker = Arc::new(
-        exptrack::tracker(config)?
-            .resume(if args.force {
-                exptrack::Resume::Never
-            } else {
-                exptrack::Resume::LatestUnfinished
-            })
-            .build()?,
-    );
+    let tracker = exptrack::tracker(config)?
+        .resume(if args.force {
+            exptrack::Resume::Never
+        } else {
+            exptrack::Resume::LatestUnfinished
+        })
+        .build()?;
     let run_dir = tracker.run_dir().to_path_buf();
-    let tracking = Tracking::new(Arc::clone(&tracker)).with_checkpointer(ckpt)?;
+    let tracking = Tracking::new(Arc::new(tracker.clone())).with_checkpointer(ckpt)?;
     if let Some(r) = tracking.resume_point() {
         println!(
             "resuming after epoch {} (step {}) from {}",
@@ -276,7 +274,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = training.launch(Learner::new(model, AdamConfig::new().init(), lr));
     let outcome = tracking.finish(&result)?;
     drop(tracking);
-    let tracker = Arc::try_unwrap(tracker).map_err(|_| "the tracker is still shared")?;
     tracker.finish(if outcome.completed {
         RunStatus::Completed
     } else {

@@ -324,7 +324,7 @@ fn train_recipe(run: &RecipeRun<'_>, args: &Args) -> Result<RecipeOutcome, BoxEr
     for t in exptrack::backends_from_config(&config)? {
         builder = builder.with_tracker(t);
     }
-    let tracker = Arc::new(builder.build()?);
+    let tracker = builder.build()?;
     let run_dir = tracker.run_dir().to_path_buf();
     tracker.log_hyperparameters(&[
         ("data.label_corruption", study.label_corruption),
@@ -333,9 +333,8 @@ fn train_recipe(run: &RecipeRun<'_>, args: &Args) -> Result<RecipeOutcome, BoxEr
     ])?;
 
     let mut manager = TrainingManager::new(tcfg)?
-        .with_sink(Arc::clone(&tracker))
-        .with_checkpoints(checkpoints)
-        .force(run.force());
+        .with_sink(Arc::new(tracker.clone()))
+        .with_checkpointer(checkpoints);
     if let Some(step) = args.stop_after_step {
         manager = manager.stop_after_step(step);
     }
@@ -350,9 +349,7 @@ fn train_recipe(run: &RecipeRun<'_>, args: &Args) -> Result<RecipeOutcome, BoxEr
         Ok(r) => r,
         Err(e) => {
             drop(manager);
-            if let Ok(t) = Arc::try_unwrap(tracker) {
-                let _ = t.finish(RunStatus::Failed);
-            }
+            let _ = tracker.finish(RunStatus::Failed);
             return Err(e.into());
         }
     };
@@ -383,8 +380,7 @@ fn train_recipe(run: &RecipeRun<'_>, args: &Args) -> Result<RecipeOutcome, BoxEr
         RecipeOutcome::completed(&run_dir)
     }
     .resumed_from(result.resumed_from_step);
-    drop(manager); // releases the manager's handle on the tracker
-    let tracker = Arc::try_unwrap(tracker).map_err(|_| "the experiment tracker is still shared")?;
+    drop(manager); // waits for the manager's background checkpoint saves
     let report = tracker.finish(if result.interrupted {
         RunStatus::Killed
     } else {

@@ -201,9 +201,9 @@ impl Experiment {
         for t in trackers {
             builder = builder.with_tracker(t);
         }
-        let tracker = Arc::new(builder.build()?);
+        let tracker = builder.build()?;
         let manager = manager
-            .with_sink(Arc::clone(&tracker))
+            .with_sink(Arc::new(tracker.clone()))
             .with_checkpointer(checkpointer);
         Ok(Start::Train(Run {
             manager,
@@ -278,7 +278,7 @@ impl std::fmt::Display for Completed {
 /// panic), the run is marked failed in every backend.
 pub struct Run {
     manager: TrainingManager,
-    tracker: Arc<ExperimentTracker>,
+    tracker: ExperimentTracker,
     experiment_id: String,
     checkpoint_dir: PathBuf,
 }
@@ -371,10 +371,9 @@ impl Run {
         let Run {
             manager, tracker, ..
         } = self;
-        // The manager holds the other handle on the tracker (as its sink); dropping it also
-        // waits for the checkpointer's background saves.
+        // Dropping the manager (which holds a clone of the tracker as its sink) waits for the
+        // checkpointer's background saves, so the report covers their events.
         drop(manager);
-        let tracker = Arc::into_inner(tracker).ok_or(FacadeError::TrackerShared)?;
         Ok(tracker.finish(status)?)
     }
 }

@@ -31,11 +31,6 @@ pub enum FacadeError {
         /// The cargo feature.
         feature: &'static str,
     },
-    /// [`Run::finish`](crate::Run::finish) found the run's tracker still shared (it never hands
-    /// out a handle, so this does not happen through its API).
-    #[cfg(feature = "trainer")]
-    #[error("the run's experiment tracker is still shared; it cannot be finished")]
-    TrackerShared,
     /// A backend could not be configured.
     #[error("{backend}: {message}")]
     Backend {

@@ -469,10 +469,10 @@ fn a_batch_killed_mid_recipe_resumes_it() {
     );
     assert_eq!(row["run_id"], slow["run_id"], "the killed run continues");
     assert_eq!(slow["metrics"]["train/loss"]["final_step"], 800);
-    // The steps replayed after the checkpoint were not logged twice: the run's log holds
-    // train/loss once per step, in order, every step after the checkpoint it resumed from
-    // included. (Points logged just before the SIGKILL may never have left the process: the
-    // tracker's queue is not flushed when a checkpoint commits, so the log can start after 1.)
+    // The run's log holds train/loss once per step, in order, every step included: the steps
+    // replayed after the checkpoint were not logged twice, and none before it was lost (the
+    // trainer syncs the tracker's log before a checkpoint can commit, so the SIGKILL right after
+    // a commit cannot take the points the resumed run will not log again).
     let log = std::fs::read_to_string(
         PathBuf::from(slow["run_dir"].as_str().unwrap()).join("events.jsonl"),
     )
@@ -492,6 +492,12 @@ fn a_batch_killed_mid_recipe_resumes_it() {
     assert_eq!(steps.last(), Some(&800));
     let after: Vec<u64> = steps.iter().copied().filter(|s| *s > from).collect();
     assert_eq!(after, (from + 1..=800).collect::<Vec<_>>());
+    let upto: Vec<u64> = steps.iter().copied().filter(|s| *s <= from).collect();
+    assert_eq!(
+        upto,
+        (1..=from).collect::<Vec<_>>(),
+        "steps lost before the checkpoint"
+    );
 }
 
 #[cfg(feature = "mlflow")]

@@ -143,8 +143,9 @@ fn offline_system_metrics_are_stats_records_read_back_by_leet_inspect() {
     check_history(&rows, "leet inspect");
 }
 
-/// The `wandb-events.jsonl` lines a client sent in its file_stream requests, in offset order.
-fn events_lines(reqs: &[Value]) -> Vec<serde_json::Map<String, Value>> {
+/// The lines of `file` (`wandb-events.jsonl`, `wandb-history.jsonl`) a client sent in its
+/// file_stream requests, in offset order.
+fn stream_lines(reqs: &[Value], file: &str) -> Vec<Value> {
     let mut by_offset = std::collections::BTreeMap::new();
     for r in reqs {
         if r.get("failed_with").is_some_and(|f| !f.is_null()) {
@@ -157,47 +158,7 @@ fn events_lines(reqs: &[Value]) -> Vec<serde_json::Map<String, Value>> {
         {
             continue;
         }
-        let Some(f) = r["body"]["files"].get("wandb-events.jsonl") else {
-            continue;
-        };
-        let start = f["offset"].as_u64().unwrap();
-        for (i, line) in f["content"].as_array().unwrap().iter().enumerate() {
-            let v: Value = serde_json::from_str(line.as_str().unwrap()).unwrap();
-            by_offset.insert(start + i as u64, v.as_object().cloned().unwrap());
-        }
-    }
-    by_offset.into_values().collect()
-}
-
-fn check_events(reqs: &[Value], who: &str) {
-    let lines = events_lines(reqs);
-    check_samples(&lines, "system.", who);
-    for (i, l) in lines.iter().enumerate() {
-        assert_eq!(l["_wandb"], true, "{who}");
-        let ts = l["_timestamp"].as_f64().unwrap();
-        let want = (T0 + 1000 * i as i64 + 500) as f64 / 1000.0;
-        assert!((ts - want).abs() < 1e-3, "{who}: _timestamp {ts} != {want}");
-        assert!(l["_runtime"].as_f64().is_some(), "{who}: {l:?}");
-    }
-    let u = common_upload_rows(reqs);
-    check_history(&u, who);
-}
-
-/// History rows sent in file_stream requests (by offset).
-fn common_upload_rows(reqs: &[Value]) -> Vec<Value> {
-    let mut by_offset = std::collections::BTreeMap::new();
-    for r in reqs {
-        if r.get("failed_with").is_some_and(|f| !f.is_null()) {
-            continue;
-        }
-        if !r["path"]
-            .as_str()
-            .unwrap_or_default()
-            .ends_with("/file_stream")
-        {
-            continue;
-        }
-        let Some(f) = r["body"]["files"].get("wandb-history.jsonl") else {
+        let Some(f) = r["body"]["files"].get(file) else {
             continue;
         };
         let start = f["offset"].as_u64().unwrap();
@@ -207,6 +168,22 @@ fn common_upload_rows(reqs: &[Value]) -> Vec<Value> {
         }
     }
     by_offset.into_values().collect()
+}
+
+fn check_events(reqs: &[Value], who: &str) {
+    let lines: Vec<_> = stream_lines(reqs, "wandb-events.jsonl")
+        .into_iter()
+        .map(|v| v.as_object().cloned().unwrap())
+        .collect();
+    check_samples(&lines, "system.", who);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["_wandb"], true, "{who}");
+        let ts = l["_timestamp"].as_f64().unwrap();
+        let want = (T0 + 1000 * i as i64 + 500) as f64 / 1000.0;
+        assert!((ts - want).abs() < 1e-3, "{who}: _timestamp {ts} != {want}");
+        assert!(l["_runtime"].as_f64().is_some(), "{who}: {l:?}");
+    }
+    check_history(&stream_lines(reqs, "wandb-history.jsonl"), who);
 }
 
 #[test]

@@ -241,7 +241,7 @@ device = "cpu"
         let mut manager = TrainingManager::new(TrainingConfig::from_experiment(&cfg).unwrap())
             .unwrap()
             .with_sink(Arc::clone(&t))
-            .with_checkpoints(ckpt);
+            .with_checkpointer(ckpt);
         let model = Mlp::new(FEATURES, HIDDEN, CLASSES, manager.device());
         let (model, result) = manager
             .fit(model, &data(1, 800), &data(2, 200))

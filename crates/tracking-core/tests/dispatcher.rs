@@ -567,3 +567,42 @@ fn resumed_run_drops_metrics_replayed_after_a_crash() {
         assert_eq!(backend, in_log, "skip={skip}");
     }
 }
+
+/// `sync_log` is a barrier on the local store alone: when it returns, everything logged before it
+/// is in `events.jsonl`, even while a tracker is stuck (so a checkpoint committed after it never
+/// outlives the metrics logged before it).
+#[test]
+fn sync_log_puts_everything_before_it_in_the_log_without_waiting_for_trackers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (slow, _seen) = TestTracker::new(
+        "stuck",
+        Behaviour {
+            sleep_each: Some(Duration::from_secs(3)),
+            ..Behaviour::default()
+        },
+    );
+    let t = builder(tmp.path())
+        .with_tracker(Box::new(slow))
+        .build()
+        .unwrap();
+    for step in 1..=500u64 {
+        t.log_metrics(step, &[("loss", step as f64)]).unwrap();
+    }
+    let started = Instant::now();
+    t.sync_log().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "sync_log waited for a tracker: {:?}",
+        started.elapsed()
+    );
+    let logged = std::fs::read_to_string(t.run_dir().join("events.jsonl")).unwrap();
+    let steps: Vec<u64> = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "metrics")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=500).collect::<Vec<_>>());
+    let report = t.finish(RunStatus::Completed).unwrap();
+    assert!(report.is_complete(), "{report}");
+}

@@ -501,7 +501,8 @@ impl RecipeRun<'_> {
             .resume(self.resume())
     }
 
-    /// Opens the experiment's checkpointer (the trainer's [`CheckpointStore`](crate::CheckpointStore)).
+    /// Opens the experiment's checkpointer (for [`TrainingManager::with_checkpointer`](crate::TrainingManager::with_checkpointer);
+    /// its config carries `force`).
     pub fn checkpointer(&self) -> crate::Result<ModelCheckpointer> {
         ModelCheckpointer::open(&self.experiment_id, self.locations.checkpoint.clone()).map_err(
             |e| crate::Error::Checkpoint {
@@ -1177,7 +1178,13 @@ mod tests {
                 ckpt.load_latest_valid().unwrap().map(|c| c.info.step)
             };
             if run.force() {
-                crate::CheckpointStore::reset(&mut ckpt)?;
+                // The checkpointer was opened with `force`: a completed experiment's
+                // checkpoints are archived and it starts fresh.
+                ckpt.resume_or_start()
+                    .map_err(|e| crate::Error::Checkpoint {
+                        message: e.to_string(),
+                        source: Some(Box::new(e)),
+                    })?;
             }
             let tracker = run
                 .tracker_builder(run.config().clone())

@@ -24,6 +24,11 @@ pub trait MetricSink: Send + Sync {
     fn set_result(&self, _key: &str, _value: serde_json::Value) -> Result<()> {
         Ok(())
     }
+    /// Makes what was logged so far durable before a checkpoint is committed (a crash after the
+    /// commit must not lose the metrics the resumed run will not log again). Default: nothing.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn tracking(e: exptrack_core::Error) -> Error {
@@ -46,6 +51,9 @@ impl MetricSink for exptrack_core::ExperimentTracker {
     fn set_result(&self, key: &str, value: serde_json::Value) -> Result<()> {
         exptrack_core::ExperimentTracker::set_result(self, key, value).map_err(tracking)
     }
+    fn sync(&self) -> Result<()> {
+        exptrack_core::ExperimentTracker::sync_log(self).map_err(tracking)
+    }
 }
 
 impl<T: MetricSink + ?Sized> MetricSink for Arc<T> {
@@ -57,6 +65,9 @@ impl<T: MetricSink + ?Sized> MetricSink for Arc<T> {
     }
     fn log_text(&self, step: u64, tag: &str, text: &str) -> Result<()> {
         (**self).log_text(step, tag, text)
+    }
+    fn sync(&self) -> Result<()> {
+        (**self).sync()
     }
     fn set_result(&self, key: &str, value: serde_json::Value) -> Result<()> {
         (**self).set_result(key, value)

@@ -94,6 +94,16 @@ impl Dispatcher {
                 match c {
                     Msg::Event(_) => {}
                     Msg::Flush(reply) => self.flush(reply),
+                    Msg::SyncLog(reply) => {
+                        let error = self.writer.sync().err().map(|e| {
+                            self.store_error(format!("syncing: {e}"));
+                            e.to_string()
+                        });
+                        let _ = reply.send(FlushAck {
+                            name: "local".to_owned(),
+                            error,
+                        });
+                    }
                     Msg::Finish(status, reply) => {
                         self.finish(status, Some(reply));
                         return;

@@ -126,6 +126,8 @@ impl Drop for Alive {
 pub(crate) enum Msg {
     Event(Event),
     Flush(Sender<FlushAck>),
+    /// Everything before it appended to the log and fsynced; no tracker is waited for.
+    SyncLog(Sender<FlushAck>),
     Finish(RunStatus, Sender<FinishReport>),
 }
 

@@ -366,6 +366,30 @@ impl ExperimentTracker {
         }
     }
 
+    /// A barrier on the local store only: returns once everything logged before the call is in
+    /// the run's `events.jsonl` and fsynced, without waiting for any tracker (they catch up from
+    /// the log, now or after a crash). Call it before committing something that a resumed run
+    /// trusts, such as a checkpoint: a crash right after the commit then never loses the metrics
+    /// logged before it (the resumed run starts after the checkpoint and never logs them again).
+    pub fn sync_log(&self) -> Result<()> {
+        let (tx, rx) = unbounded();
+        self.inner.send(Msg::SyncLog(tx))?;
+        let timeout = self.inner.finish_timeout;
+        match rx.recv_timeout(timeout) {
+            Ok(a) => match a.error {
+                None => Ok(()),
+                Some(e) => Err(Error::Tracker {
+                    tracker: a.name,
+                    message: e,
+                }),
+            },
+            Err(_) => Err(Error::Tracker {
+                tracker: "local".to_owned(),
+                message: format!("the log was not synced within {timeout:?}"),
+            }),
+        }
+    }
+
     /// [`flush_timeout`](Self::flush_timeout) with the finish timeout.
     pub fn flush(&self) -> Result<()> {
         self.flush_timeout(self.inner.finish_timeout)

@@ -430,6 +430,11 @@ impl TrainingManager {
             metrics: &lp.last_valid,
         }
         .to_checkpoint()?;
+        // The metrics up to this step reach the durable log before the checkpoint can commit:
+        // a resumed run starts after it and never logs them again.
+        if let Some(sink) = &self.sink {
+            sink.sync()?;
+        }
         ckpt.save_auto(checkpoint).map(|_| ()).map_err(ckpt_err)
     }
 
