@@ -70,6 +70,11 @@
 //!   (implies `trainer`).
 //! - `safetensors`: export a checkpoint's weights as safetensors in PyTorch's layout
 //!   (`checkpoint::burn_support::export_safetensors`; implies `checkpoint`).
+//! - `nvml`: per-GPU utilisation, memory, temperature and power in the system metrics, through
+//!   NVIDIA's NVML loaded at run time (without a driver: one debug line, no GPU keys).
+//! - `s3`, `gcs`, `azure`: checkpoints in object storage (`[checkpointing] dir =
+//!   "s3://bucket/prefix"`, `gs://`, `az://`), credentials from the provider's environment
+//!   variables (implies `checkpoint`).
 
 mod backends;
 #[cfg(feature = "trainer")]

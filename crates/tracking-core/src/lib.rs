@@ -28,7 +28,7 @@
 //! - `nvml`: per-GPU utilisation, memory, temperature and power in the sampler through NVIDIA's
 //!   NVML, loaded at run time (no CUDA at build time; without a driver: one debug line, no GPU
 //!   keys, no error).
-//! - `conformance`: the [`conformance`] test suite for backend authors.
+//! - `conformance`: the `conformance` module, a test suite for backend authors.
 //! - `fuzzing`: entry points for the fuzz targets in `fuzz/` (hidden; not a stable API).
 
 mod clock;
