@@ -210,9 +210,7 @@ fn into_training_run_writes_beside_the_training_run() {
     let trained = run(QuickstartArgs {
         config: Some(cfg_path.clone()),
         quiet: true,
-        trackers: vec![Box::new(exptrack::tensorboard::TensorBoardTracker::new(
-            None,
-        ))],
+        // TensorBoard comes from the config (`[tracking] use_tensorboard`, on by default).
         ..QuickstartArgs::default()
     })
     .unwrap();

@@ -79,7 +79,7 @@ pub(crate) fn eval(ctx: &Ctx, a: &EvalArgs) -> Result<()> {
         .tracking_uri(a.mlflow.clone())
         .build_client()
         .map_err(|e| CliError::usage(format!("MLflow settings: {e}")))?;
-    let device = exptrack_trainer::config::parse_device(&a.device)
+    let device = exptrack_trainer::device::parse_device(&a.device)
         .map_err(|e| CliError::usage(format!("--device {:?}: {e}", a.device)))?;
     let tmp;
     let work_dir = match &a.work_dir {

@@ -259,7 +259,7 @@ device = "cpu"
         };
         let report = t.finish(RunStatus::Completed).unwrap();
         assert!(
-            report.backend("mlflow").is_some_and(|b| b.complete),
+            report.tracker("mlflow").is_some_and(|b| b.complete),
             "{report}"
         );
         let run_id = mlflow_run_id(&server, name, &exptrack_run);

@@ -10,7 +10,7 @@
 //! let checkpoints = ModelCheckpointer::open_read_only("quickstart-0123456789ab", config)?;
 //! let data = TestSet::from_csv("test.csv".as_ref(), 16)?;
 //! let spec = quickstart_spec(16, 128, 10);
-//! let device = exptrack_trainer::config::parse_device("cpu")?;
+//! let device = exptrack_trainer::device::parse_device("cpu")?;
 //! let options = EnsembleOptions::new(3, "valid/accuracy", Mode::Max);
 //! let ensemble = evaluate_ensemble(&checkpoints, &options, "test", &data.labels, 10,
 //!     mlp_member(&spec, &data, &device))?;

@@ -1,17 +1,18 @@
 //! Section 4: the ensemble of the best k checkpoints of a quickstart-sized run, checked against an
 //! independent computation from the members' saved weights (burn's own record loading, tensor
 //! softmax, ECE by hand).
-#![cfg(feature = "burn")]
+#![cfg(feature = "trainer")]
 
+use exptrack::quickstart::QuickstartArgs;
 use exptrack_checkpoint::burn_support::MODEL_FILE;
 use exptrack_checkpoint::{CheckpointConfig, Mode, ModelCheckpointer};
 use exptrack_core::{ExperimentConfig, ExperimentTracker, RunStatus};
 use exptrack_eval::{EnsembleOptions, TestSet, evaluate_ensemble, mlp_member, quickstart_spec};
 use exptrack_trainer::burn::tensor::activation::softmax;
 use exptrack_trainer::burn::tensor::{FloatDType, Tensor, TensorData};
-use exptrack_trainer::config::parse_device;
 use exptrack_trainer::data::{BatchContext, BatchSource};
-use exptrack_trainer::quickstart::{self, CLASSES, FEATURES, Mlp, QuickstartArgs};
+use exptrack_trainer::device::parse_device;
+use exptrack_trainer::quickstart::{self, CLASSES, FEATURES, Mlp};
 
 const HIDDEN: usize = 64;
 const SEED: u64 = 42;
@@ -62,7 +63,7 @@ fn ensemble_of_best_checkpoints_matches_an_independent_computation() {
     let cfg_path = tmp.path().join("quickstart.toml");
     std::fs::write(&cfg_path, config()).unwrap();
     let runs = tmp.path().join("runs");
-    let outcome = quickstart::run(QuickstartArgs {
+    let outcome = exptrack::quickstart::run(QuickstartArgs {
         config: Some(cfg_path.clone()),
         runs_dir: Some(runs.clone()),
         quiet: true,
