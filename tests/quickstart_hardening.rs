@@ -205,9 +205,19 @@ fn the_printed_runs_show_command_works_as_printed() {
         "{printed}"
     );
     let run_dir = Path::new(words[words.len() - 1]);
+    // In a target directory of its own: a default-feature build of the CLI in the suite's own
+    // target directory would replace the `exptrack` binary (built with the suite's features)
+    // that other tests run.
+    let own_target = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .join("printed-command");
     let shown = Command::new(env!("CARGO"))
         .args(&words[1..])
         .current_dir(repo)
+        .env("CARGO_TARGET_DIR", &own_target)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&shown.stdout);
