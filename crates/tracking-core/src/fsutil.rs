@@ -12,7 +12,8 @@
 //! write_atomic(&path, b"{\"step\": 1}")?;
 //! assert_eq!(std::fs::read(&path)?, b"{\"step\": 1}");
 //!
-//! let lock = LockFile::try_acquire(&dir.path().join(".lock"))?.expect("nobody else holds it");
+//! let lock = LockFile::try_acquire(&dir.path().join(".lock"))?
+//!     .ok_or_else(|| std::io::Error::other("another process holds the lock"))?;
 //! // A second handle (in this or another process) is refused while the first is held.
 //! assert!(LockFile::try_acquire(lock.path())?.is_none());
 //! drop(lock);
