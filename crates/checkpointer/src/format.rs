@@ -439,6 +439,26 @@ pub(crate) fn read_info(dir: &Path) -> crate::Result<CheckpointInfo> {
     Ok(info)
 }
 
+/// The manifest entry of a file written (locally or to an object store) with `compression`.
+pub(crate) fn file_entry(
+    name: &str,
+    size: u64,
+    hash: crate::hash::FileHash,
+    stored_size: u64,
+    compression: crate::config::Compression,
+) -> FileEntry {
+    FileEntry {
+        name: name.to_owned(),
+        size,
+        hash,
+        stored_size,
+        encoding: match compression {
+            crate::config::Compression::Off => Encoding::Raw,
+            crate::config::Compression::Zstd(_) => Encoding::Zstd,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::config::Compression;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{Encoding, FileEntry};
+use crate::format::{FileEntry, file_entry as entry};
 use crate::hash::{FileHash, HashAlgo, Hasher};
 
 /// Runs `work` while `data`'s digest is computed, and returns both. `work` gets a per-piece
@@ -184,25 +184,6 @@ fn zstd_encoder<W: Write>(
     }
     enc.set_pledged_src_size(pledged).ctx("zstd init", path)?;
     Ok(enc)
-}
-
-fn entry(
-    name: &str,
-    size: u64,
-    hash: FileHash,
-    stored_size: u64,
-    compression: Compression,
-) -> FileEntry {
-    FileEntry {
-        name: name.to_owned(),
-        size,
-        hash,
-        stored_size,
-        encoding: match compression {
-            Compression::Off => Encoding::Raw,
-            Compression::Zstd(_) => Encoding::Zstd,
-        },
-    }
 }
 
 /// A written file whose fsync is still due (see [`sync_files`]).

@@ -15,8 +15,8 @@ use object_store::{ObjectStoreExt, PutPayload};
 use super::client::{Client, remote};
 use crate::config::Compression;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{Encoding, FileEntry};
-use crate::hash::{FileHash, HashAlgo, Hasher};
+use crate::format::{Encoding, FileEntry, file_entry as entry};
+use crate::hash::{HashAlgo, Hasher};
 
 /// Size of one multipart part (S3 needs >= 5 MiB for all but the last).
 pub(crate) const PART: usize = 16 << 20;
@@ -282,25 +282,6 @@ fn compress(data: &[u8], level: i32, key: &ObjPath) -> Result<Vec<u8>> {
         .ctx("zstd init", &path)?;
     std::io::Write::write_all(&mut enc, data).ctx("write", &path)?;
     enc.finish().ctx("write", &path)
-}
-
-fn entry(
-    name: &str,
-    size: u64,
-    hash: FileHash,
-    stored_size: u64,
-    compression: Compression,
-) -> FileEntry {
-    FileEntry {
-        name: name.to_owned(),
-        size,
-        hash,
-        stored_size,
-        encoding: match compression {
-            Compression::Off => Encoding::Raw,
-            Compression::Zstd(_) => Encoding::Zstd,
-        },
-    }
 }
 
 /// Downloads `key` (which must hold `entry.stored_size` bytes) into memory, hashing each piece on
