@@ -1,4 +1,5 @@
-//! Tests of the `[training]` section (`config.rs`).
+//! Tests of the `[training]` section (`config.rs`), compiled only as `config.rs`'s
+//! `#[cfg(test)] mod tests`.
 
 use super::*;
 
