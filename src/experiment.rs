@@ -10,7 +10,7 @@ use exptrack_core::{
 use exptrack_trainer::burn::tensor::Device;
 use exptrack_trainer::{BatchSource, TrainModel, TrainingConfig, TrainingManager, TrainingResult};
 
-use crate::facade_error::{FacadeError, Result};
+use crate::facade_error::Result;
 
 /// An experiment read from its config, once: `[experiment]` (the identity), `[tracking]` (the
 /// backends), `[checkpointing]` and `[training]`. [`start`](Self::start) either reports that the

@@ -102,7 +102,7 @@ impl FileHash {
         })
     }
 
-    fn from_bytes(algo: HashAlgo, digest: &[u8]) -> Self {
+    pub(crate) fn from_bytes(algo: HashAlgo, digest: &[u8]) -> Self {
         FileHash {
             algo,
             hex: hex::encode(digest),

@@ -10,13 +10,17 @@
 //! inline just before it is written, while it is in the CPU cache. Reads mirror this: the calling
 //! thread reads [`PIPE`]-sized pieces into the final buffer (kernel readahead via
 //! `POSIX_FADV_SEQUENTIAL`) and hands each finished piece to a hashing thread, so a verified read
-//! costs about max(read, hash) instead of their sum; BLAKE3 is faster than the read, so that is
-//! the read. With [`RAYON_MIN_CORES`] or more cores the hashing thread also spreads BLAKE3's tree
-//! over rayon's pool; below that a wider hash would only take cores from the read.
+//! costs about max(read, hash) instead of their sum. A raw BLAKE3 file of at least [`PAR_MIN`]
+//! bytes goes further ([`split`]): it is cut along BLAKE3's own tree and read *and* hashed by up
+//! to four threads at once (one per core), each with its own file handle, so with two cores a
+//! hot-cache verified load takes about (copy + hash) / 2, less than the one-core copy of a raw
+//! read. SHA-256 and zstd files keep the pipeline (neither can be split). With
+//! [`RAYON_MIN_CORES`] or more cores the pipeline's hashing thread spreads BLAKE3's tree over
+//! rayon's pool; below that a wider hash would only take cores from the read.
 //! docs/performance.md has the measurements behind these choices.
 //!
-//! [`write`] holds the hashed durable writes, [`read`] the verified reads, [`fs`] the directory
-//! helpers (fsync, rename-exchange, removal).
+//! [`write`] holds the hashed durable writes, [`read`] the verified reads, [`split`] the
+//! split BLAKE3 read, [`fs`] the directory helpers (fsync, rename-exchange, removal).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -31,6 +35,7 @@ use crate::hash::{FileHash, HashAlgo, Hasher};
 
 mod fs;
 mod read;
+mod split;
 mod write;
 
 pub use fs::evict_from_page_cache;

@@ -7,14 +7,16 @@ use std::sync::mpsc;
 use std::thread;
 
 use super::{
-    PAR_MIN, PIPE, SUB, advise_sequential, check_digest, hashed_pump, spare_core, wide_hash,
+    PAR_MIN, PIPE, SUB, advise_sequential, check_digest, cores, hashed_pump, spare_core, split,
+    wide_hash,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::format::{Encoding, FileEntry};
 use crate::hash::{FileHash, HashAlgo, Hasher};
 
 /// Reads a stored file completely into memory, decompressing if needed, and checks its size and
-/// digest (each piece is hashed right after it is read, while readahead fetches the next).
+/// digest (each piece is hashed right after it is read, while readahead fetches the next; a large
+/// raw BLAKE3 file on several threads at once, see [`split`]).
 ///
 /// Nothing is allocated before the sizes recorded in `entry` agree with the file on disk: its
 /// length must be `stored_size`, raw content must be that long too, and a zstd frame must declare
@@ -37,14 +39,25 @@ pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
         path: path.to_owned(),
         bytes: entry.size,
     })?;
-    let digest = match entry.encoding {
-        Encoding::Raw => fill_hashed(file, &mut out, path, false, entry.hash.algo())?,
-        Encoding::Zstd => {
+    let algo = entry.hash.algo();
+    let split = if entry.encoding == Encoding::Raw
+        && algo == HashAlgo::Blake3
+        && out.len() >= PAR_MIN
+        && spare_core()
+    {
+        split::fill_split(path, &mut out, cores())
+    } else {
+        None
+    };
+    let digest = match (split, entry.encoding) {
+        (Some(digest), _) => digest?,
+        (None, Encoding::Raw) => fill_hashed(file, &mut out, path, false, algo)?,
+        (None, Encoding::Zstd) => {
             let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
                 path: path.to_owned(),
                 source,
             })?;
-            fill_hashed(dec, &mut out, path, true, entry.hash.algo())?
+            fill_hashed(dec, &mut out, path, true, algo)?
         }
     };
     check_digest(path, entry, &digest)?;
