@@ -26,7 +26,7 @@ use blake3::hazmat::{
 };
 
 use super::{PIPE, advise_sequential};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::hash::{FileHash, HashAlgo};
 
 /// At most this many threads read one file (more would only contend for the same memory bus).
@@ -160,18 +160,18 @@ pub(super) fn fill_split(path: &Path, out: &mut [u8], workers: usize) -> Option<
     }
 
     let results: Option<Vec<Result<Vec<ChainingValue>>>> = thread::scope(|s| {
-        let mut work = parts.into_iter().zip(files);
+        let mut work = parts.into_iter().zip(&files);
         let first = work.next()?;
         let mut handles = Vec::new();
         for ((share, buf), file) in work {
             let handle = thread::Builder::new()
                 .name("exptrack-ckpt-read".to_owned())
-                .spawn_scoped(s, move || read_share(&file, path, share, buf, len))
+                .spawn_scoped(s, move || read_share(file, path, share, buf, len))
                 .ok()?;
             handles.push(handle);
         }
         let ((share, buf), file) = first;
-        let mut all = vec![read_share(&file, path, share, buf, len)];
+        let mut all = vec![read_share(file, path, share, buf, len)];
         for h in handles {
             all.push(h.join().unwrap_or_else(|_| {
                 Err(Error::Worker {
@@ -190,7 +190,7 @@ pub(super) fn fill_split(path: &Path, out: &mut [u8], workers: usize) -> Option<
             Err(e) => return Some(Err(e)),
         }
     }
-    if let Err(e) = ensure_eof(path, len) {
+    if let Err(e) = files.first().map_or(Ok(()), |f| ensure_eof(f, path, len)) {
         return Some(Err(e));
     }
     let root = tree.root(&mut cvs.into_iter())?;
@@ -198,8 +198,7 @@ pub(super) fn fill_split(path: &Path, out: &mut [u8], workers: usize) -> Option<
 }
 
 /// The file must end at `len` (it may not have grown since its length was checked).
-fn ensure_eof(path: &Path, len: u64) -> Result<()> {
-    let file = File::open(path).ctx("open", path)?;
+fn ensure_eof(file: &File, path: &Path, len: u64) -> Result<()> {
     let mut probe = [0u8; 1];
     match file.read_at(&mut probe, len) {
         Ok(0) => Ok(()),
