@@ -36,6 +36,9 @@ pub(super) const MAX_WORKERS: usize = 4;
 /// out within about 1/LEAVES of even.
 const LEAVES_PER_WORKER: u64 = 8;
 
+/// A leaf of the tree: its offset and length in bytes.
+type Leaf = (u64, u64);
+
 /// A BLAKE3 subtree over `len` bytes at `off` (leaf) or a parent of two subtrees.
 enum Node {
     Leaf { off: u64, len: u64 },
@@ -56,7 +59,7 @@ impl Node {
         )
     }
 
-    fn leaves(&self, out: &mut Vec<(u64, u64)>) {
+    fn leaves(&self, out: &mut Vec<Leaf>) {
         match self {
             Node::Leaf { off, len } => out.push((*off, *len)),
             Node::Parent(l, r) => {
@@ -96,7 +99,7 @@ impl Node {
 
 /// BLAKE3's tree over `len` bytes (more than one chunk), cut into leaves, and the leaves shared
 /// out: consecutive leaves per worker, about `len / workers` bytes each.
-fn plan(len: u64, workers: usize) -> (Node, Vec<Vec<(u64, u64)>>) {
+fn plan(len: u64, workers: usize) -> (Node, Vec<Vec<Leaf>>) {
     // Below `len`, so the root is always cut (its digest is a merge of two subtrees).
     let max_leaf = len
         .div_ceil(workers as u64 * LEAVES_PER_WORKER)
@@ -107,7 +110,7 @@ fn plan(len: u64, workers: usize) -> (Node, Vec<Vec<(u64, u64)>>) {
     tree.leaves(&mut leaves);
 
     // Consecutive leaves per worker, each share about len / workers bytes.
-    let mut shares: Vec<Vec<(u64, u64)>> = Vec::with_capacity(workers);
+    let mut shares: Vec<Vec<Leaf>> = Vec::with_capacity(workers);
     let mut current = Vec::new();
     let mut taken = 0u64;
     for (off, n) in leaves {
@@ -138,7 +141,7 @@ pub(super) fn fill_split(path: &Path, out: &mut [u8], workers: usize) -> Option<
     let (tree, shares) = plan(len, workers);
 
     // Cut `out` at the shares' boundaries.
-    let mut parts: Vec<(&[(u64, u64)], &mut [u8])> = Vec::with_capacity(shares.len());
+    let mut parts: Vec<(&[Leaf], &mut [u8])> = Vec::with_capacity(shares.len());
     let mut rest: &mut [u8] = out;
     for share in &shares {
         let bytes: u64 = share.iter().map(|(_, n)| n).sum();
@@ -216,7 +219,7 @@ fn ensure_eof(file: &File, path: &Path, len: u64) -> Result<()> {
 fn read_share(
     file: &File,
     path: &Path,
-    share: &[(u64, u64)],
+    share: &[Leaf],
     buf: &mut [u8],
     total: u64,
 ) -> Result<Vec<ChainingValue>> {
