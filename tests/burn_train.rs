@@ -714,3 +714,91 @@ fn eval_watcher_evaluates_burn_train_checkpoints_while_it_trains() {
     assert_eq!(summary.evaluated_steps(), committed);
     finish(eval_tracker, RunStatus::Completed);
 }
+
+/// A sink in front of a real tracker that records, at every `sync`, how far the run's durable
+/// `events.jsonl` goes (its highest `train/loss` step) and which checkpoint steps are committed.
+struct SyncWitness {
+    tracker: Arc<ExperimentTracker>,
+    checkpoints: CheckpointConfig,
+    id: &'static str,
+    syncs: std::sync::Mutex<Vec<(u64, Vec<u64>)>>,
+}
+
+impl exptrack::trainer::MetricSink for SyncWitness {
+    fn log_metrics(&self, step: u64, values: &[(String, f64)]) -> exptrack::trainer::Result<()> {
+        exptrack::trainer::MetricSink::log_metrics(&*self.tracker, step, values)
+    }
+    fn sync(&self) -> exptrack::trainer::Result<()> {
+        exptrack::trainer::MetricSink::sync(&*self.tracker)?;
+        let log = std::fs::read_to_string(self.tracker.run_dir().join("events.jsonl"))
+            .unwrap_or_default();
+        let logged = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<J>(l).ok())
+            .filter(|v| v["kind"] == "metrics")
+            .filter(|v| {
+                v["values"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|m| m["key"] == "train/loss"))
+            })
+            .filter_map(|v| v["step"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let committed = ModelCheckpointer::open_read_only(self.id, self.checkpoints.clone())
+            .map(|c| c.list().iter().map(|i| i.step).collect())
+            .unwrap_or_default();
+        self.syncs.lock().expect("syncs").push((logged, committed));
+        Ok(())
+    }
+}
+
+/// Issue 12 (as the `TrainingManager`, tests/recipes.rs): the adapter syncs the tracker's
+/// local log before each checkpoint commits, so a crash right after a commit never loses the
+/// metrics up to it (the resumed run starts after the checkpoint and never logs them again).
+#[test]
+fn each_checkpoint_commits_after_its_metrics_are_in_the_durable_log() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tracker = tracker(tmp.path(), "bt-sync", Vec::new(), Resume::Never);
+    let ccfg = CheckpointConfig {
+        dir: tmp.path().join("checkpoints"),
+        fsync: false,
+        ..CheckpointConfig::default()
+    };
+    let witness = Arc::new(SyncWitness {
+        tracker: Arc::clone(&tracker),
+        checkpoints: ccfg.clone(),
+        id: "bt-sync",
+        syncs: std::sync::Mutex::new(Vec::new()),
+    });
+    let ckpt = ModelCheckpointer::open("bt-sync", ccfg.clone()).expect("open");
+    let tracking = Tracking::new(Arc::clone(&witness))
+        .with_checkpointer(ckpt)
+        .expect("tracking");
+    let result = tracking
+        .attach(training(tmp.path(), 3, NetBatcher::default()))
+        .launch(learner(1e-2));
+    tracking.finish(&result).expect("finish");
+    drop(tracking);
+    let committed: Vec<u64> = ModelCheckpointer::open_read_only("bt-sync", ccfg)
+        .expect("ro")
+        .list()
+        .iter()
+        .map(|c| c.step)
+        .collect();
+    assert_eq!(
+        committed,
+        [TRAIN_ITERS, 2 * TRAIN_ITERS, 3 * TRAIN_ITERS],
+        "one checkpoint per epoch"
+    );
+    let syncs = witness.syncs.lock().expect("syncs").clone();
+    for step in committed {
+        assert!(
+            syncs
+                .iter()
+                .any(|(logged, before)| *logged >= step && !before.contains(&step)),
+            "checkpoint {step} committed without a sync of the log up to it first: {syncs:?}"
+        );
+    }
+    drop(witness);
+    finish(tracker, RunStatus::Completed);
+}
