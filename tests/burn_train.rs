@@ -290,6 +290,22 @@ fn exptrack_bin() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
+/// The highest `train/loss` step in the run's local log (`events.jsonl`), 0 when none.
+fn max_logged_train_step(run_dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(run_dir.join("events.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<J>(l).ok())
+        .filter(|v| v["kind"] == "metrics")
+        .filter(|v| {
+            v["values"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|m| m["key"] == "train/loss"))
+        })
+        .filter_map(|v| v["step"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Child process body (run by `kill_9_during_epoch_3_resumes_from_epoch_2`).
 fn child(root: &Path) {
     let kill_at: Option<usize> = std::env::var("EXPTRACK_BT_KILL_AT")
@@ -351,20 +367,7 @@ fn child(root: &Path) {
                     // (and TensorBoard shows twice) what the backends already had — a transport
                     // matter of the core, not of the adapter's steps (see the local store check).
                     std::thread::sleep(Duration::from_millis(1500));
-                    let logged = t.run_dir().join("events.jsonl");
-                    let text = std::fs::read_to_string(&logged).unwrap_or_default();
-                    let max = text
-                        .lines()
-                        .filter_map(|l| serde_json::from_str::<J>(l).ok())
-                        .filter(|v| v["kind"] == "metrics")
-                        .filter(|v| {
-                            v["values"]
-                                .as_array()
-                                .is_some_and(|a| a.iter().any(|m| m["key"] == "train/loss"))
-                        })
-                        .filter_map(|v| v["step"].as_u64())
-                        .max()
-                        .unwrap_or(0);
+                    let max = max_logged_train_step(t.run_dir());
                     std::fs::write(root.join("killed-max-step"), max.to_string()).expect("write");
                     // SAFETY: kill(2) on our own pid.
                     unsafe {
@@ -730,20 +733,7 @@ impl exptrack::trainer::MetricSink for SyncWitness {
     }
     fn sync(&self) -> exptrack::trainer::Result<()> {
         exptrack::trainer::MetricSink::sync(&*self.tracker)?;
-        let log = std::fs::read_to_string(self.tracker.run_dir().join("events.jsonl"))
-            .unwrap_or_default();
-        let logged = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<J>(l).ok())
-            .filter(|v| v["kind"] == "metrics")
-            .filter(|v| {
-                v["values"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|m| m["key"] == "train/loss"))
-            })
-            .filter_map(|v| v["step"].as_u64())
-            .max()
-            .unwrap_or(0);
+        let logged = max_logged_train_step(self.tracker.run_dir());
         let committed = ModelCheckpointer::open_read_only(self.id, self.checkpoints.clone())
             .map(|c| c.list().iter().map(|i| i.step).collect())
             .unwrap_or_default();
