@@ -14,10 +14,17 @@
 //! - `--config FILE`: an experiment config (TOML); the built-in default is printed by
 //!   `--print-config`.
 //! - `--force`: retrain a completed experiment.
-//! - `--runs DIR` (or `--runs-dir DIR`): root of the local store and checkpoints (default `runs`).
+//! - `--runs DIR` (or `--runs-dir DIR`): root of the local store and checkpoints (default `runs`;
+//!   checkpoints in object storage stay where the config puts them).
 //! - `--stop-after-step N`: stop after the checkpoint at step N, as if interrupted.
 //! - `--mlflow URI`: also log to an MLflow server (build with `--features mlflow`).
 //! - `--wandb offline|online`: also log to W&B (build with `--features wandb`).
+//!
+//! Checkpoints in S3 (or an S3-compatible server): build with `--features s3` and put
+//! `[checkpointing] dir = "s3://bucket/prefix"` in the config; credentials and endpoint come from
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` (and
+//! `AWS_ALLOW_HTTP=true` for a local http endpoint). Interrupt and rerun: it resumes from the
+//! newest checkpoint in the bucket.
 
 use exptrack::error::Reported;
 use exptrack::quickstart::{self, QuickstartArgs};

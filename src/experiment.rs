@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use exptrack_checkpoint::{CheckpointConfig, ModelCheckpointer};
+use exptrack_checkpoint::{CheckpointConfig, Location, ModelCheckpointer};
 use exptrack_core::{
     ExperimentConfig, ExperimentTracker, FinishReport, Resume, RunStatus, Tracker, TrackingSection,
 };
 use exptrack_trainer::burn::tensor::Device;
 use exptrack_trainer::{BatchSource, TrainModel, TrainingConfig, TrainingManager, TrainingResult};
 
-use crate::facade_error::Result;
+use crate::facade_error::{FacadeError, Result};
 
 /// An experiment read from its config, once: `[experiment]` (the identity), `[tracking]` (the
 /// backends), `[checkpointing]` and `[training]`. [`start`](Self::start) either reports that the
@@ -92,6 +92,7 @@ impl Experiment {
             Some(t) => CheckpointConfig::from_table(t)?,
             None => CheckpointConfig::default(),
         };
+        check_store_compiled(&checkpointing)?;
         Ok(Experiment {
             config,
             training,
@@ -109,10 +110,13 @@ impl Experiment {
     }
 
     /// Puts the local run store in `dir` and the checkpoints in `dir/checkpoints` (instead of
-    /// `[tracking].runs_dir` and `[checkpointing].dir`).
+    /// `[tracking].runs_dir` and a local `[checkpointing].dir`). Checkpoints in object storage
+    /// (`[checkpointing] dir = "s3://..."`) stay there: only local directories move.
     pub fn runs_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
-        self.checkpointing.dir = dir.join("checkpoints");
+        if !Location::from_dir(&self.checkpointing.dir).is_ok_and(|l| l.is_remote()) {
+            self.checkpointing.dir = dir.join("checkpoints");
+        }
         self.runs_dir = Some(dir);
         self
     }
@@ -211,6 +215,33 @@ impl Experiment {
             experiment_id: id,
             checkpoint_dir,
         }))
+    }
+}
+
+/// `[checkpointing].dir` in object storage needs the facade's feature for its scheme (`s3`,
+/// `gcs`, `azure`; any of them for `memory://`), whatever the checkpointer was compiled with, so
+/// a program behaves the same in and out of a workspace that enables more.
+fn check_store_compiled(checkpointing: &CheckpointConfig) -> Result<()> {
+    let location = Location::from_dir(&checkpointing.dir)?;
+    let (Some(scheme), Some(needed)) = (location.scheme(), location.feature()) else {
+        return Ok(());
+    };
+    let (compiled, feature) = match needed {
+        "s3" => (cfg!(feature = "s3"), "s3"),
+        "gcs" => (cfg!(feature = "gcs"), "gcs"),
+        "azure" => (cfg!(feature = "azure"), "azure"),
+        _ => (
+            cfg!(any(feature = "s3", feature = "gcs", feature = "azure")),
+            "s3",
+        ),
+    };
+    if compiled {
+        Ok(())
+    } else {
+        Err(FacadeError::StoreNotCompiled {
+            scheme: scheme.to_owned(),
+            feature,
+        })
     }
 }
 

@@ -31,6 +31,19 @@ pub enum FacadeError {
         /// The cargo feature.
         feature: &'static str,
     },
+    /// `[checkpointing].dir` names an object store (`s3://`, `gs://`, `az://`) whose cargo feature
+    /// is off.
+    #[error(
+        "[checkpointing].dir is a {scheme}:// URL, but exptrack was built without the `{feature}` \
+         feature (enable it in Cargo.toml: exptrack = {{ features = [\"{feature}\"] }}; \
+         examples: cargo run --example quickstart --features {feature})"
+    )]
+    StoreNotCompiled {
+        /// The URL scheme (`s3`, `gs`, ...).
+        scheme: String,
+        /// The cargo feature of the facade that enables it.
+        feature: &'static str,
+    },
     /// A backend could not be configured.
     #[error("{backend}: {message}")]
     Backend {

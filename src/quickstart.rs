@@ -30,7 +30,8 @@ pub struct QuickstartArgs {
     pub config: Option<PathBuf>,
     /// Retrain even when the experiment already completed ([`Experiment::force`]).
     pub force: bool,
-    /// Root of the local store and the checkpoints ([`Experiment::runs_dir`]).
+    /// Root of the local store and of local checkpoints ([`Experiment::runs_dir`]; checkpoints
+    /// in object storage, `[checkpointing] dir = "s3://..."`, stay there).
     pub runs_dir: Option<PathBuf>,
     /// Also log to this MLflow tracking URI (`--mlflow URI`; feature `mlflow`).
     pub mlflow: Option<String>,
@@ -84,7 +85,8 @@ pub struct QuickstartOutcome {
     pub final_accuracy: f64,
     /// The run directory in the local store (`None` when already completed).
     pub run_dir: Option<PathBuf>,
-    /// Where checkpoints live.
+    /// Where checkpoints live: a directory, or an object-store URL
+    /// (`s3://bucket/prefix/<experiment_id>`, for display).
     pub checkpoint_dir: PathBuf,
     /// The root of the local run store.
     pub runs_root: PathBuf,

@@ -290,6 +290,22 @@ fn exptrack_bin() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
+/// The highest `train/loss` step in the run's local log (`events.jsonl`), 0 when none.
+fn max_logged_train_step(run_dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(run_dir.join("events.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<J>(l).ok())
+        .filter(|v| v["kind"] == "metrics")
+        .filter(|v| {
+            v["values"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|m| m["key"] == "train/loss"))
+        })
+        .filter_map(|v| v["step"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Child process body (run by `kill_9_during_epoch_3_resumes_from_epoch_2`).
 fn child(root: &Path) {
     let kill_at: Option<usize> = std::env::var("EXPTRACK_BT_KILL_AT")
@@ -351,20 +367,7 @@ fn child(root: &Path) {
                     // (and TensorBoard shows twice) what the backends already had — a transport
                     // matter of the core, not of the adapter's steps (see the local store check).
                     std::thread::sleep(Duration::from_millis(1500));
-                    let logged = t.run_dir().join("events.jsonl");
-                    let text = std::fs::read_to_string(&logged).unwrap_or_default();
-                    let max = text
-                        .lines()
-                        .filter_map(|l| serde_json::from_str::<J>(l).ok())
-                        .filter(|v| v["kind"] == "metrics")
-                        .filter(|v| {
-                            v["values"]
-                                .as_array()
-                                .is_some_and(|a| a.iter().any(|m| m["key"] == "train/loss"))
-                        })
-                        .filter_map(|v| v["step"].as_u64())
-                        .max()
-                        .unwrap_or(0);
+                    let max = max_logged_train_step(t.run_dir());
                     std::fs::write(root.join("killed-max-step"), max.to_string()).expect("write");
                     // SAFETY: kill(2) on our own pid.
                     unsafe {
@@ -713,4 +716,79 @@ fn eval_watcher_evaluates_burn_train_checkpoints_while_it_trains() {
     assert_eq!(committed, [TRAIN_ITERS, 2 * TRAIN_ITERS, 3 * TRAIN_ITERS]);
     assert_eq!(summary.evaluated_steps(), committed);
     finish(eval_tracker, RunStatus::Completed);
+}
+
+/// A sink in front of a real tracker that records, at every `sync`, how far the run's durable
+/// `events.jsonl` goes (its highest `train/loss` step) and which checkpoint steps are committed.
+struct SyncWitness {
+    tracker: Arc<ExperimentTracker>,
+    checkpoints: CheckpointConfig,
+    id: &'static str,
+    syncs: std::sync::Mutex<Vec<(u64, Vec<u64>)>>,
+}
+
+impl exptrack::trainer::MetricSink for SyncWitness {
+    fn log_metrics(&self, step: u64, values: &[(String, f64)]) -> exptrack::trainer::Result<()> {
+        exptrack::trainer::MetricSink::log_metrics(&*self.tracker, step, values)
+    }
+    fn sync(&self) -> exptrack::trainer::Result<()> {
+        exptrack::trainer::MetricSink::sync(&*self.tracker)?;
+        let logged = max_logged_train_step(self.tracker.run_dir());
+        let committed = ModelCheckpointer::open_read_only(self.id, self.checkpoints.clone())
+            .map(|c| c.list().iter().map(|i| i.step).collect())
+            .unwrap_or_default();
+        self.syncs.lock().expect("syncs").push((logged, committed));
+        Ok(())
+    }
+}
+
+/// Issue 12 (as the `TrainingManager`, tests/recipes.rs): the adapter syncs the tracker's
+/// local log before each checkpoint commits, so a crash right after a commit never loses the
+/// metrics up to it (the resumed run starts after the checkpoint and never logs them again).
+#[test]
+fn each_checkpoint_commits_after_its_metrics_are_in_the_durable_log() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tracker = tracker(tmp.path(), "bt-sync", Vec::new(), Resume::Never);
+    let ccfg = CheckpointConfig {
+        dir: tmp.path().join("checkpoints"),
+        fsync: false,
+        ..CheckpointConfig::default()
+    };
+    let witness = Arc::new(SyncWitness {
+        tracker: Arc::clone(&tracker),
+        checkpoints: ccfg.clone(),
+        id: "bt-sync",
+        syncs: std::sync::Mutex::new(Vec::new()),
+    });
+    let ckpt = ModelCheckpointer::open("bt-sync", ccfg.clone()).expect("open");
+    let tracking = Tracking::new(Arc::clone(&witness))
+        .with_checkpointer(ckpt)
+        .expect("tracking");
+    let result = tracking
+        .attach(training(tmp.path(), 3, NetBatcher::default()))
+        .launch(learner(1e-2));
+    tracking.finish(&result).expect("finish");
+    drop(tracking);
+    let committed: Vec<u64> = ModelCheckpointer::open_read_only("bt-sync", ccfg)
+        .expect("ro")
+        .list()
+        .iter()
+        .map(|c| c.step)
+        .collect();
+    assert_eq!(
+        committed,
+        [TRAIN_ITERS, 2 * TRAIN_ITERS, 3 * TRAIN_ITERS],
+        "one checkpoint per epoch"
+    );
+    let syncs = witness.syncs.lock().expect("syncs").clone();
+    for step in committed {
+        assert!(
+            syncs
+                .iter()
+                .any(|(logged, before)| *logged >= step && !before.contains(&step)),
+            "checkpoint {step} committed without a sync of the log up to it first: {syncs:?}"
+        );
+    }
+    drop(witness);
+    finish(tracker, RunStatus::Completed);
 }

@@ -3,64 +3,19 @@
 //! its line and the allowed range (never a panic, exit 101), and an experiment named
 //! `../../escape` trains and lands inside the runs directory.
 //!
-//! The binary is the one `cargo test` builds beside this test (`target/<profile>/examples/`);
-//! when it is missing (e.g. `cargo test --test quickstart_hardening`) it is built once with
-//! `cargo build --example quickstart` into the same target directory. (The release build is the
-//! same code; building it here would add a release build of burn to every cold test run.)
+//! The binary is the one `cargo test` builds beside this test, or built once (see
+//! `quickstart_bin`). (The release build is the same code; building it here would add a release
+//! build of burn to every cold test run.)
 
-use std::path::{Path, PathBuf};
+mod quickstart_bin;
+
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-fn quickstart_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let beside = std::env::current_exe().ok().and_then(|exe| {
-            let path = exe
-                .parent()?
-                .parent()?
-                .join("examples")
-                .join(format!("quickstart{}", std::env::consts::EXE_SUFFIX));
-            path.is_file().then_some(path)
-        });
-        if let Some(path) = beside {
-            return path;
-        }
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--example", "quickstart", "--message-format=json"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("running cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build --example quickstart failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["target"]["name"] == "quickstart")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no quickstart executable")
-    })
-}
+use quickstart_bin::quickstart_binary;
 
 fn run_quickstart(dir: &Path, config: &str) -> (Output, String) {
-    let cfg = dir.join("quick.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let out = Command::new(quickstart_binary())
-        .args(["--config", "quick.toml", "--quiet"])
-        .current_dir(dir)
-        .env_remove("MLFLOW_TRACKING_URI")
-        .env_remove("WANDB_API_KEY")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
+    quickstart_bin::run_in(dir, config, &["--quiet"], &[])
 }
 
 const SMALL: &str = r#"

@@ -135,6 +135,27 @@ impl Location {
         Ok((root, id))
     }
 
+    /// The URL scheme of an object store (`s3`, `gs`, `az`, ...); None for a local directory.
+    pub fn scheme(&self) -> Option<&str> {
+        match self {
+            Location::Local(_) => None,
+            Location::Object(url) => url.split_once("://").map(|(s, _)| s),
+        }
+    }
+
+    /// The cargo feature an object store needs (`s3`, `gcs`, `azure`; any of them for
+    /// `memory://`, named as `"s3, gcs or azure"`); None for a local directory.
+    ///
+    /// ```
+    /// use exptrack_checkpoint::Location;
+    /// assert_eq!(Location::parse("gs://bucket/ckpt")?.feature(), Some("gcs"));
+    /// assert_eq!(Location::parse("checkpoints")?.feature(), None);
+    /// # Ok::<(), exptrack_checkpoint::Error>(())
+    /// ```
+    pub fn feature(&self) -> Option<&'static str> {
+        self.scheme().and_then(feature_of)
+    }
+
     /// Whether this is an object store.
     pub fn is_remote(&self) -> bool {
         matches!(self, Location::Object(_))

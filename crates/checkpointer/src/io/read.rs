@@ -49,19 +49,34 @@ pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
     } else {
         None
     };
-    let digest = match (split, entry.encoding) {
-        (Some(digest), _) => digest?,
-        (None, Encoding::Raw) => fill_hashed(file, &mut out, path, false, algo)?,
-        (None, Encoding::Zstd) => {
-            let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
-                path: path.to_owned(),
-                source,
-            })?;
-            fill_hashed(dec, &mut out, path, true, algo)?
-        }
+    let digest = match split {
+        Some(digest) => digest?,
+        None => fill_stored(file, &mut out, path, entry)?,
     };
     check_digest(path, entry, &digest)?;
     Ok(out)
+}
+
+/// Fills `out` (`entry.size` bytes) with the content of the stored bytes `stored` yields
+/// (decompressed per `entry.encoding`), hashing it as it fills ([`fill_hashed`]); returns the
+/// digest. `path` names the file in errors.
+pub(crate) fn fill_stored<R: Read>(
+    stored: R,
+    out: &mut [u8],
+    path: &Path,
+    entry: &FileEntry,
+) -> Result<FileHash> {
+    let algo = entry.hash.algo();
+    match entry.encoding {
+        Encoding::Raw => fill_hashed(stored, out, path, false, algo),
+        Encoding::Zstd => {
+            let dec = zstd::Decoder::new(stored).map_err(|source| Error::Decompress {
+                path: path.to_owned(),
+                source,
+            })?;
+            fill_hashed(dec, out, path, true, algo)
+        }
+    }
 }
 
 /// A zero-filled buffer of `len` bytes, or None when it cannot be allocated (instead of aborting
@@ -115,11 +130,18 @@ pub(crate) fn verify_file(path: &Path, entry: &FileEntry) -> Result<()> {
     let file = File::open(path).ctx("open", path)?;
     check_stored_len(&file, path, entry)?;
     advise_sequential(&file);
+    verify_stored(file, path, entry)
+}
+
+/// Hashes the content of the stored bytes `stored` yields (decompressed per `entry.encoding`)
+/// without keeping it (a few [`PIPE`]-sized buffers at a time, whatever the file's size), and
+/// checks its size and digest against `entry`. `path` names the file in errors.
+pub(crate) fn verify_stored<R: Read>(stored: R, path: &Path, entry: &FileEntry) -> Result<()> {
     let algo = entry.hash.algo();
     let (digest, n) = match entry.encoding {
-        Encoding::Raw => hashed_drain(file, path, entry.size, algo)?,
+        Encoding::Raw => hashed_drain(stored, path, entry.size, algo)?,
         Encoding::Zstd => {
-            let dec = zstd::Decoder::new(file).map_err(|source| Error::Decompress {
+            let dec = zstd::Decoder::new(stored).map_err(|source| Error::Decompress {
                 path: path.to_owned(),
                 source,
             })?;

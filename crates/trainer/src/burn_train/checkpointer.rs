@@ -12,6 +12,7 @@ use exptrack_checkpoint::{Checkpoint, LoadedCheckpoint, ModelCheckpointer};
 use serde::{Deserialize, Serialize};
 
 use super::logger::{EpochMark, HistoryRow, Shared};
+use crate::logging::MetricSink;
 
 /// Key of the adapter's state in a checkpoint's `extra`.
 pub(crate) const EXTRA_KEY: &str = "burn_train";
@@ -58,9 +59,11 @@ pub(crate) struct ResumeState {
 }
 
 /// The checkpointer and the records of epochs not yet complete.
-#[derive(Debug)]
 pub(crate) struct Store {
     ckpt: Mutex<ModelCheckpointer>,
+    /// Where the loggers send the metrics: synced before each commit, so a checkpoint never
+    /// commits ahead of the durable local log (as in the `TrainingManager`).
+    sink: Arc<dyn MetricSink>,
     buffers: Mutex<BTreeMap<usize, BTreeMap<Part, Vec<u8>>>>,
     /// The checkpoint loaded (and verified) for the resume, handed out part by part.
     resume: Mutex<Option<(usize, LoadedCheckpoint)>>,
@@ -74,10 +77,23 @@ fn err(message: impl Into<String>) -> CheckpointerError {
     CheckpointerError::Unknown(message.into())
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("ckpt", &self.ckpt)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Store {
-    pub(crate) fn new(ckpt: ModelCheckpointer, resume: Option<(usize, LoadedCheckpoint)>) -> Self {
+    pub(crate) fn new(
+        ckpt: ModelCheckpointer,
+        sink: Arc<dyn MetricSink>,
+        resume: Option<(usize, LoadedCheckpoint)>,
+    ) -> Self {
         Store {
             ckpt: Mutex::new(ckpt),
+            sink,
             buffers: Mutex::new(BTreeMap::new()),
             resume: Mutex::new(resume),
         }
@@ -151,6 +167,14 @@ impl Store {
                 .ok_or_else(|| err(format!("epoch {epoch}: no {} record", part.file_name())))?;
             c = c.file(part.file_name(), bytes);
         }
+        // The epoch's metrics reach the durable local log before its checkpoint can commit: a
+        // crash right after the commit must not lose the points the resumed run will not log
+        // again (it starts after this epoch).
+        self.sink.sync().map_err(|e| {
+            err(format!(
+                "epoch {epoch}: syncing the tracker's log before the checkpoint: {e}"
+            ))
+        })?;
         // In the background: the next epoch trains while this one is written.
         self.checkpointer()
             .save_async(c)
@@ -261,13 +285,55 @@ mod tests {
     use crate::logging::MemorySink;
 
     fn store(dir: &std::path::Path) -> Arc<Store> {
+        store_with(dir, Arc::new(MemorySink::new()))
+    }
+
+    fn store_with(dir: &std::path::Path, sink: Arc<dyn MetricSink>) -> Arc<Store> {
         let config = CheckpointConfig {
             dir: dir.to_owned(),
             fsync: false,
             ..CheckpointConfig::default()
         };
         let ckpt = ModelCheckpointer::open("bt", config).expect("open");
-        Arc::new(Store::new(ckpt, None))
+        Arc::new(Store::new(ckpt, sink, None))
+    }
+
+    /// A sink whose log cannot be made durable.
+    struct Unsyncable;
+
+    impl MetricSink for Unsyncable {
+        fn log_metrics(&self, _step: u64, _values: &[(String, f64)]) -> crate::error::Result<()> {
+            Ok(())
+        }
+        fn sync(&self) -> crate::error::Result<()> {
+            Err(crate::error::Error::Tracking {
+                message: "disk full".into(),
+                source: None,
+            })
+        }
+    }
+
+    /// Issue 12: the log is synced before the commit, so a sink that cannot sync means no
+    /// checkpoint (never one ahead of the durable log), and the error says why.
+    #[test]
+    fn a_log_that_cannot_be_synced_commits_no_checkpoint() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let shared = Arc::new(Shared::default());
+        let store = store_with(tmp.path(), Arc::new(Unsyncable));
+        let mut logger = TrackerLogger::with_shared(MemorySink::new(), Arc::clone(&shared));
+        end_epoch(&mut logger, 1);
+        let part = |p| RecordCheckpointer::new(p, Arc::clone(&shared), Arc::clone(&store));
+        Checkpointer::<()>::save(&part(Part::Model), 1, ()).expect("save");
+        Checkpointer::<()>::save(&part(Part::Optimizer), 1, ()).expect("save");
+        let e = Checkpointer::<()>::save(&part(Part::Scheduler), 1, ())
+            .expect_err("committed without a synced log");
+        let text = e.to_string();
+        assert!(
+            text.contains("syncing") && text.contains("disk full"),
+            "{text}"
+        );
+        store.checkpointer().wait().expect("wait");
+        assert!(store.checkpointer().list().is_empty());
     }
 
     fn end_epoch(logger: &mut TrackerLogger<MemorySink>, epoch: usize) {

@@ -184,7 +184,8 @@ impl<S: MetricSink + Clone + 'static> Tracking<S> {
                 resume = Some((state.epoch, loaded));
             }
         }
-        self.store = Some(Arc::new(Store::new(checkpointer, resume)));
+        let sink: Arc<dyn MetricSink> = Arc::new(self.sink.clone());
+        self.store = Some(Arc::new(Store::new(checkpointer, sink, resume)));
         Ok(self)
     }
 

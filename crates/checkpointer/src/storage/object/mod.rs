@@ -110,6 +110,19 @@ impl ObjectStorage {
         })
     }
 
+    /// The key of one file of a committed checkpoint, and its URL (for messages).
+    fn file_key(&self, info: &CheckpointInfo, file: &FileEntry) -> Result<(ObjPath, PathBuf)> {
+        let upload = info
+            .upload
+            .as_deref()
+            .ok_or_else(|| Error::InvalidMetadata {
+                path: info.dir.join(CHECKPOINT_JSON),
+                message: "no upload".into(),
+            })?;
+        let rel = format!("{}/{}", Inner::data_prefix(info.step, upload), file.name);
+        Ok((self.inner.key(&rel), PathBuf::from(self.inner.url(&rel))))
+    }
+
     fn new_upload(&self) -> String {
         format!(
             "u{}-{}-{}-{}",
@@ -507,21 +520,13 @@ impl Storage for ObjectStorage {
     }
 
     fn read_file(&self, info: &CheckpointInfo, file: &FileEntry) -> Result<Vec<u8>> {
-        let inner = &*self.inner;
-        let upload = info
-            .upload
-            .as_deref()
-            .ok_or_else(|| Error::InvalidMetadata {
-                path: info.dir.join(CHECKPOINT_JSON),
-                message: "no upload".into(),
-            })?;
-        let rel = format!("{}/{}", Inner::data_prefix(info.step, upload), file.name);
-        let display = PathBuf::from(inner.url(&rel));
-        transfer::get_verified(&inner.client, &inner.key(&rel), file, &display)
+        let (key, display) = self.file_key(info, file)?;
+        transfer::get_verified(&self.inner.client, &key, file, &display)
     }
 
     fn verify_file(&self, info: &CheckpointInfo, file: &FileEntry) -> Result<()> {
-        self.read_file(info, file).map(drop)
+        let (key, display) = self.file_key(info, file)?;
+        transfer::verify_streaming(&self.inner.client, &key, file, &display)
     }
 
     fn write_results(&self, bytes: &[u8]) -> Result<()> {

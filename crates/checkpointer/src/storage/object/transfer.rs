@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -284,46 +284,103 @@ fn compress(data: &[u8], level: i32, key: &ObjPath) -> Result<Vec<u8>> {
     enc.finish().ctx("write", &path)
 }
 
-/// Downloads `key` (which must hold `entry.stored_size` bytes) into memory, hashing each piece on
-/// a helper thread as it arrives, decompressing when stored compressed; checks size and digest.
-/// `display` names the object in errors.
-pub(crate) fn get_verified(
+/// Bytes of received pieces that may wait for the reader of a download (one piece more may
+/// arrive on top): a slow reader holds the download back, so a download holds a few MiB besides
+/// what its reader keeps, whatever the object's size.
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// The bytes waiting between a download and its reader, and whether the reader is gone.
+#[derive(Default)]
+struct Queued {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Queued {
+    fn lock(&self) -> MutexGuard<'_, (usize, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until there is room (or the reader is gone: false), then counts `n` more bytes.
+    fn admit(&self, n: usize) -> bool {
+        let mut s = self.lock();
+        while s.0 >= QUEUE_BYTES && !s.1 {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.0 += n;
+        !s.1
+    }
+
+    fn release(&self, n: usize) {
+        self.lock().0 -= n;
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+/// The pieces of a download as a [`Read`]: end of stream when the download ends (or fails; its
+/// error is reported by [`download`], not here).
+struct Pieces {
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<Queued>,
+    current: Bytes,
+}
+
+impl Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(piece) => {
+                    self.queued.release(piece.len());
+                    self.current = piece;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let k = buf.len().min(self.current.len());
+        buf[..k].copy_from_slice(&self.current[..k]);
+        self.current = self.current.slice(k..);
+        Ok(k)
+    }
+}
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        self.queued.close();
+    }
+}
+
+/// Downloads `key`, which must hold `entry.stored_size` bytes, on a helper thread, and hands
+/// the stored bytes to `consume` as a [`Read`] while they arrive (through a queue of about
+/// [`QUEUE_BYTES`]), so nothing is buffered whole. When both fail, the download's error is the
+/// one returned (the reader only saw the stream end early). `display` names the object in
+/// errors.
+fn download<T>(
     client: &Client,
     key: &ObjPath,
     entry: &FileEntry,
     display: &Path,
-) -> Result<Vec<u8>> {
+    consume: impl FnOnce(Pieces) -> Result<T>,
+) -> Result<T> {
     let url = display.display().to_string();
     let stored = entry.stored_size;
-    let mut out = crate::io::zeroed(stored).ok_or_else(|| Error::OutOfMemory {
+    let mismatch = |actual: u64| Error::SizeMismatch {
         path: display.to_owned(),
-        bytes: stored,
-    })?;
-    let raw = entry.encoding == Encoding::Raw;
-    let algo = entry.hash.algo();
-    let digest = std::thread::scope(|s| {
-        let (tx, rx) = mpsc::channel::<Bytes>();
-        let hasher = if raw {
-            Some(
-                std::thread::Builder::new()
-                    .name("exptrack-ckpt-hash".into())
-                    .spawn_scoped(s, move || {
-                        let mut h = Hasher::new(algo);
-                        for piece in rx {
-                            h.update_par(&piece, false);
-                        }
-                        h.finish()
-                    })
-                    .map_err(|e| Error::Worker {
-                        message: format!("cannot start a hash thread: {e}"),
-                    })?,
-            )
-        } else {
-            drop(rx);
-            None
-        };
-        let out_ref = &mut out;
-        let received = client.block(async move {
+        expected: stored,
+        actual,
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>();
+    let queued = Arc::new(Queued::default());
+    let room = Arc::clone(&queued);
+    std::thread::scope(|s| {
+        let fetch = async move {
             let got = client.store.get(key).await.map_err(|e| match e {
                 object_store::Error::NotFound { .. } => Error::Io {
                     op: "get",
@@ -333,67 +390,86 @@ pub(crate) fn get_verified(
                 e => remote("get", &url, e),
             })?;
             if got.meta.size != stored {
-                return Err(Error::SizeMismatch {
-                    path: display.to_owned(),
-                    expected: stored,
-                    actual: got.meta.size,
-                });
+                return Err(mismatch(got.meta.size));
             }
             let mut stream = got.into_stream();
-            let mut n = 0usize;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| remote("get", &url, e))?;
-                let end = n + chunk.len();
-                if end > out_ref.len() {
-                    return Err(Error::SizeMismatch {
-                        path: display.to_owned(),
-                        expected: stored,
-                        actual: end as u64,
-                    });
+            let mut n = 0u64;
+            while let Some(piece) = stream.next().await {
+                let piece = piece.map_err(|e| remote("get", &url, e))?;
+                n += piece.len() as u64;
+                if n > stored {
+                    return Err(mismatch(n));
                 }
-                out_ref[n..end].copy_from_slice(&chunk);
-                n = end;
-                if raw {
-                    // The hasher only stops early when it panicked; the join reports that.
-                    let _ = tx.send(chunk);
+                // Waits while the queue is full (this future runs on the helper thread, not on
+                // a runtime worker). A closed queue: the reader stopped and reports why.
+                if !room.admit(piece.len()) || tx.send(piece).is_err() {
+                    return Ok(());
                 }
             }
-            drop(tx);
-            if n as u64 != stored {
-                return Err(Error::SizeMismatch {
-                    path: display.to_owned(),
-                    expected: stored,
-                    actual: n as u64,
-                });
+            if n != stored {
+                return Err(mismatch(n));
             }
             Ok(())
-        });
-        let digest = match hasher {
-            Some(h) => Some(h.join().map_err(|_| Error::Worker {
-                message: "hash thread panicked".into(),
-            })?),
-            None => None,
         };
-        received?;
-        Ok::<_, Error>(digest)
+        let downloader = std::thread::Builder::new()
+            .name("exptrack-ckpt-get".into())
+            .spawn_scoped(s, move || client.block(fetch))
+            .map_err(|e| Error::Worker {
+                message: format!("cannot start a download thread: {e}"),
+            })?;
+        let consumed = consume(Pieces {
+            rx,
+            queued,
+            current: Bytes::new(),
+        });
+        let downloaded = downloader.join().unwrap_or_else(|_| {
+            Err(Error::Worker {
+                message: "download thread panicked".into(),
+            })
+        });
+        downloaded?;
+        consumed
+    })
+}
+
+/// Downloads `key` (which must hold `entry.stored_size` bytes) into the content's final buffer
+/// as it arrives, decompressing when stored compressed, with the hash following the filled
+/// pieces; checks size and digest. Besides that buffer, a few MiB at most are held.
+/// `display` names the object in errors.
+pub(crate) fn get_verified(
+    client: &Client,
+    key: &ObjPath,
+    entry: &FileEntry,
+    display: &Path,
+) -> Result<Vec<u8>> {
+    if entry.encoding == Encoding::Raw && entry.size != entry.stored_size {
+        return Err(Error::SizeMismatch {
+            path: display.to_owned(),
+            expected: entry.size,
+            actual: entry.stored_size,
+        });
+    }
+    let mut content = crate::io::zeroed(entry.size).ok_or_else(|| Error::OutOfMemory {
+        path: display.to_owned(),
+        bytes: entry.size,
     })?;
-    let (content, digest) = match digest {
-        Some(d) => (out, d),
-        None => {
-            let mut content = crate::io::zeroed(entry.size).ok_or_else(|| Error::OutOfMemory {
-                path: display.to_owned(),
-                bytes: entry.size,
-            })?;
-            let dec = zstd::Decoder::new(std::io::Cursor::new(out)).map_err(|source| {
-                Error::Decompress {
-                    path: display.to_owned(),
-                    source,
-                }
-            })?;
-            let d = crate::io::fill_hashed(dec, &mut content, display, true, algo)?;
-            (content, d)
-        }
-    };
+    let digest = download(client, key, entry, display, |stored| {
+        crate::io::fill_stored(stored, &mut content, display, entry)
+    })?;
     crate::io::check_digest(display, entry, &digest)?;
     Ok(content)
+}
+
+/// Verifies `key` against `entry` while it downloads, keeping none of it: the stored bytes go
+/// through the decompressor (when compressed) and the hash piece by piece, so memory stays at a
+/// few MiB whatever the object's size. `display` names the object in errors.
+pub(crate) fn verify_streaming(
+    client: &Client,
+    key: &ObjPath,
+    entry: &FileEntry,
+    display: &Path,
+) -> Result<()> {
+    download(client, key, entry, display, |stored| {
+        crate::io::verify_stored(stored, display, entry)
+    })
 }
