@@ -13,6 +13,21 @@ use exptrack_core::store::RunReader;
 use exptrack_core::{Event, RunStatus};
 use exptrack_eval::{EvalWatcher, SKIPPED_PRUNED_METRIC};
 
+/// A watcher of `exp` polling every `poll_ms`, one fake dataset, logging to `tracker`.
+fn fake_watcher<'t>(
+    ckpt_dir: &std::path::Path,
+    exp: &str,
+    tracker: &'t exptrack_core::ExperimentTracker,
+    poll_ms: u64,
+) -> EvalWatcher<'t> {
+    EvalWatcher::builder(ckpt_dir, exp)
+        .poll_interval(Duration::from_millis(poll_ms))
+        .dataset("valid", |c: &LoadedCheckpoint| common::fake_eval(c, 0.0))
+        .tracker(tracker)
+        .build()
+        .unwrap()
+}
+
 /// `(step, value)` of every `eval/skipped_pruned` point in a run's log.
 fn skipped_points(run_dir: &std::path::Path) -> Vec<(u64, f64)> {
     let mut out = Vec::new();
@@ -68,12 +83,7 @@ fn watcher_counts_checkpoints_pruned_between_polls_exactly() {
 
     let tracker = common::eval_tracker(&runs, "eval");
     let run_dir = tracker.run_dir().to_path_buf();
-    let mut watcher = EvalWatcher::builder(&ckpt_dir, exp)
-        .poll_interval(Duration::from_millis(10))
-        .dataset("valid", |c: &LoadedCheckpoint| common::fake_eval(c, 0.0))
-        .tracker(&tracker)
-        .build()
-        .unwrap();
+    let mut watcher = fake_watcher(&ckpt_dir, exp, &tracker, 10);
     let first: Vec<u64> = watcher
         .poll_once()
         .unwrap()
@@ -118,12 +128,7 @@ fn watcher_counts_checkpoints_pruned_between_polls_exactly() {
     trainer.save(common::checkpoint(16)).unwrap();
     trainer.mark_completed(serde_json::json!({})).unwrap();
     let tracker = common::eval_tracker(&runs, "eval");
-    let mut watcher = EvalWatcher::builder(&ckpt_dir, exp)
-        .poll_interval(Duration::from_millis(10))
-        .dataset("valid", |c: &LoadedCheckpoint| common::fake_eval(c, 0.0))
-        .tracker(&tracker)
-        .build()
-        .unwrap();
+    let mut watcher = fake_watcher(&ckpt_dir, exp, &tracker, 10);
     let summary = watcher.run().unwrap();
     assert_eq!(summary.evaluated_steps(), [16]);
     assert_eq!(
@@ -157,12 +162,7 @@ fn fast_training_with_two_kept_checkpoints_accounts_for_every_save() {
     });
     let tracker = common::eval_tracker(&runs, "eval");
     let run_dir = tracker.run_dir().to_path_buf();
-    let mut watcher = EvalWatcher::builder(&dir, exp)
-        .poll_interval(Duration::from_millis(200))
-        .dataset("valid", |c: &LoadedCheckpoint| common::fake_eval(c, 0.0))
-        .tracker(&tracker)
-        .build()
-        .unwrap();
+    let mut watcher = fake_watcher(&dir, exp, &tracker, 200);
     let summary = watcher.run().unwrap();
     training.join().unwrap();
     let evaluated = summary.evaluated_steps().len() as u64;
