@@ -33,6 +33,8 @@ pub struct Checkpoint {
     pub(crate) metrics: BTreeMap<String, f64>,
     pub(crate) files: Vec<(String, Source)>,
     pub(crate) extra: serde_json::Value,
+    /// Assigned by the save path ([`CheckpointInfo::commit_seq`](crate::CheckpointInfo::commit_seq)).
+    pub(crate) commit_seq: Option<u64>,
 }
 
 impl Checkpoint {
@@ -44,6 +46,7 @@ impl Checkpoint {
             metrics: BTreeMap::new(),
             files: Vec::new(),
             extra: serde_json::Value::Null,
+            commit_seq: None,
         }
     }
 

@@ -133,6 +133,13 @@ pub struct CheckpointInfo {
     /// its committed `checkpoint.json` names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) upload: Option<String>,
+    /// The commit's number in the experiment: 1 for its first save, one more for each later
+    /// save (a counter that never goes back, also across reopenings and for a step saved
+    /// again). A reader that saw commit `n` and next sees `n + k` knows `k - 1` commits came and
+    /// went in between (e.g. removed by retention). `None` in checkpoints written before the
+    /// counter existed (they stay readable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_seq: Option<u64>,
 }
 
 impl CheckpointInfo {
@@ -198,6 +205,9 @@ pub(crate) struct RegistryEntry {
     pub total_size: u64,
     pub stored_size: u64,
     pub files: Vec<FileEntry>,
+    /// [`CheckpointInfo::commit_seq`] (absent for checkpoints written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_seq: Option<u64>,
 }
 
 impl RegistryEntry {
@@ -212,6 +222,7 @@ impl RegistryEntry {
             total_size: info.total_size(),
             stored_size: info.stored_size(),
             files: info.files.clone(),
+            commit_seq: info.commit_seq,
         }
     }
 }

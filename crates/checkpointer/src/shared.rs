@@ -35,6 +35,8 @@ pub(crate) struct Shared {
 pub(crate) struct State {
     pub(crate) entries: BTreeMap<u64, CheckpointInfo>,
     pub(crate) report: ReconcileReport,
+    /// The highest [`CheckpointInfo::commit_seq`] seen or assigned (0: none yet).
+    pub(crate) last_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +68,7 @@ impl Shared {
             state: Mutex::new(State {
                 entries: BTreeMap::new(),
                 report: ReconcileReport::default(),
+                last_seq: 0,
             }),
             pending: Mutex::new(Pending::default()),
             idle: Condvar::new(),
@@ -126,6 +129,18 @@ impl Shared {
                 .collect(),
             remove: report.dropped.clone(),
         };
+        // The counter never goes back: the newest commit may have been pruned (a keep-best
+        // policy), so the old registry's entries count too.
+        let seen = entries
+            .values()
+            .filter_map(|i| i.commit_seq)
+            .chain(
+                old.iter()
+                    .flat_map(|r| r.checkpoints.iter().filter_map(|c| c.commit_seq)),
+            )
+            .max()
+            .unwrap_or(0);
+        st.last_seq = st.last_seq.max(seen);
         st.entries = entries;
         st.report = report;
         if !self.read_only {
@@ -190,22 +205,38 @@ impl Shared {
 
     /// Writes a checkpoint where no reader looks, commits it, updates the registry and applies
     /// retention.
-    pub(crate) fn save_now(&self, ckpt: Checkpoint) -> Result<CheckpointInfo> {
+    pub(crate) fn save_now(&self, mut ckpt: Checkpoint) -> Result<CheckpointInfo> {
         self.writable()?;
         ckpt.validate()?;
         let step = ckpt.step;
-        let is_best = {
-            let st = lock(&self.state);
+        let (is_best, seq) = {
+            let mut st = lock(&self.state);
             if st.entries.contains_key(&step) && self.storage.leased_steps().contains(&step) {
                 return Err(Error::Leased { step });
             }
-            self.is_best(&st, &ckpt)
+            st.last_seq += 1;
+            (self.is_best(&st, &ckpt), st.last_seq)
         };
-        let staged = self.storage.stage(ckpt, &self.experiment_id, is_best)?;
+        ckpt.commit_seq = Some(seq);
+        // A save that fails gives its number back (when no later save took one), so readers do
+        // not count a commit that never happened.
+        let unassign = |st: &mut State| {
+            if st.last_seq == seq {
+                st.last_seq -= 1;
+            }
+        };
+        let staged = match self.storage.stage(ckpt, &self.experiment_id, is_best) {
+            Ok(s) => s,
+            Err(e) => {
+                unassign(&mut lock(&self.state));
+                return Err(e);
+            }
+        };
         let mut st = lock(&self.state);
         let replaced = match self.storage.publish(&staged) {
             Ok(r) => r,
             Err(e) => {
+                unassign(&mut st);
                 self.storage.discard(&staged);
                 return Err(e);
             }

@@ -310,6 +310,7 @@ impl<'t> EvalWatcherBuilder<'t> {
             recovered: Vec::new(),
             abort_after_log: self.abort_after_log,
             backend_degraded: false,
+            pruned_unseen: 0,
             experiment_id: self.experiment_id,
         };
         watcher.recover()?;

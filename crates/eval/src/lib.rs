@@ -112,4 +112,5 @@ pub use outcome::{Evaluated, Outcome, RunSummary, StopReason};
 pub use state::{EvalState, RecordKind, STATE_FILE_NAME, STATE_FORMAT_VERSION, StepRecord};
 pub use watcher::{
     DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_POLL_INTERVAL, EvalWatcher,
+    SKIPPED_PRUNED_METRIC,
 };

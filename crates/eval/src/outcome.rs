@@ -68,6 +68,10 @@ pub struct RunSummary {
     pub reason: StopReason,
     /// Every step dealt with, in order (retries included).
     pub steps: Vec<Evaluated>,
+    /// Checkpoints committed and removed (by retention, or replaced by a new save of their step)
+    /// between two scans, so no scan listed them and they were never evaluated (counted from
+    /// the gaps in the checkpointer's commit numbers).
+    pub pruned_unseen: u64,
 }
 
 impl RunSummary {
@@ -89,13 +93,20 @@ impl RunSummary {
             .count()
     }
 
+    /// Every checkpoint removed before it could be evaluated:
+    /// [`missed_by_retention`](Self::missed_by_retention) plus
+    /// [`pruned_unseen`](Self::pruned_unseen).
+    pub fn removed_before_evaluation(&self) -> u64 {
+        self.missed_by_retention() as u64 + self.pruned_unseen
+    }
+
     /// One line for people: evaluated, missed by retention, corrupt and failed counts.
     pub fn describe(&self) -> String {
         let count = |f: fn(&Outcome) -> bool| self.steps.iter().filter(|e| f(&e.outcome)).count();
         let evaluated = count(|o| matches!(o, Outcome::Evaluated { .. }));
         let corrupt = count(|o| matches!(o, Outcome::Corrupt { .. }));
         let failed = count(|o| matches!(o, Outcome::Failed { .. }));
-        let missed = self.missed_by_retention();
+        let missed = self.removed_before_evaluation();
         let mut line = format!("{evaluated} checkpoint(s) evaluated");
         if missed > 0 {
             line.push_str(&format!(

@@ -71,6 +71,16 @@ pub struct EvalState {
     pub runs: Vec<PathBuf>,
     /// Per checkpoint step, what happened.
     pub steps: BTreeMap<u64, StepRecord>,
+    /// The highest checkpoint commit number
+    /// ([`CheckpointInfo::commit_seq`](exptrack_checkpoint::CheckpointInfo::commit_seq)) any
+    /// scan listed (None: none listed yet, or a state file from before the counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit_seq: Option<u64>,
+    /// Checkpoints committed and removed (by retention, or replaced by a new save of their
+    /// step) before any scan listed them: never evaluated, counted from the gaps in the commit
+    /// numbers.
+    #[serde(default)]
+    pub pruned_unseen: u64,
 }
 
 impl EvalState {
@@ -81,6 +91,8 @@ impl EvalState {
             datasets: BTreeSet::new(),
             runs: Vec::new(),
             steps: BTreeMap::new(),
+            last_commit_seq: None,
+            pruned_unseen: 0,
         }
     }
 

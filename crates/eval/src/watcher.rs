@@ -24,6 +24,9 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Flush wait used while the previous flush was not confirmed by every backend.
 const DEGRADED_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The metric logged with each evaluation once checkpoints were removed before they could be
+/// evaluated: [`EvalWatcher::removed_before_evaluation`] at that moment.
+pub const SKIPPED_PRUNED_METRIC: &str = "eval/skipped_pruned";
 /// Default number of attempts for a checkpoint whose loading or evaluation fails.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -131,6 +134,8 @@ pub struct EvalWatcher<'t> {
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) abort_after_log: Option<u64>,
     pub(crate) backend_degraded: bool,
+    /// Checkpoints removed before any scan listed them, counted since this watcher was built.
+    pub(crate) pruned_unseen: u64,
 }
 
 impl std::fmt::Debug for EvalWatcher<'_> {
@@ -210,6 +215,7 @@ impl<'t> EvalWatcher<'t> {
     /// is set (checked between steps and while sleeping; a step in progress is finished first).
     pub fn run_until(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
         let mut steps = Vec::new();
+        let unseen_before = self.pruned_unseen;
         loop {
             // Sampled before the scan: everything committed before the marker is then listed.
             let completed = self.stop_when_completed && self.checkpointer.is_completed();
@@ -218,14 +224,16 @@ impl<'t> EvalWatcher<'t> {
                 return Ok(RunSummary {
                     reason: StopReason::Stopped,
                     steps,
+                    pruned_unseen: self.pruned_unseen - unseen_before,
                 });
             }
             if completed && self.attempts.is_empty() {
                 let summary = RunSummary {
                     reason: StopReason::TrainingCompleted,
                     steps,
+                    pruned_unseen: self.pruned_unseen - unseen_before,
                 };
-                if summary.missed_by_retention() > 0 {
+                if summary.removed_before_evaluation() > 0 {
                     tracing::warn!(
                         experiment = %self.experiment_id,
                         "training completed; watcher stops: {}",
@@ -275,6 +283,7 @@ impl<'t> EvalWatcher<'t> {
 
     fn poll(&mut self, stop: Option<&AtomicBool>) -> Result<Vec<Evaluated>> {
         self.checkpointer.refresh().map_err(|e| self.ckpt_err(e))?;
+        self.count_unseen()?;
         let candidates = self.candidates();
         let mut out = Vec::new();
         // A step that failed an attempt and is no longer listed was pruned in between.
@@ -298,6 +307,63 @@ impl<'t> EvalWatcher<'t> {
             out.push(self.process(step, created_ms)?);
         }
         Ok(out)
+    }
+
+    /// Counts the checkpoints committed since the last scan that this scan no longer lists (gaps
+    /// in the checkpointer's commit numbers): removed by retention (or replaced by a new save of
+    /// their step) before the watcher could see them.
+    fn count_unseen(&mut self) -> Result<()> {
+        let seqs: Vec<u64> = self
+            .checkpointer
+            .list()
+            .iter()
+            .filter_map(|i| i.commit_seq)
+            .collect();
+        let Some(&max) = seqs.iter().max() else {
+            return Ok(());
+        };
+        let last = match self.state.last_commit_seq {
+            Some(last) => last,
+            // A state file from before the counter: what happened before is unknown; count from
+            // here on.
+            None if !self.state.steps.is_empty() => max,
+            None => 0,
+        };
+        if self.state.last_commit_seq == Some(max) {
+            return Ok(());
+        }
+        let listed_new = seqs.iter().filter(|s| **s > last).count() as u64;
+        let gone = max.saturating_sub(last).saturating_sub(listed_new);
+        self.state.last_commit_seq = Some(max.max(last));
+        if gone > 0 {
+            self.state.pruned_unseen += gone;
+            self.pruned_unseen += gone;
+            tracing::warn!(
+                experiment = %self.experiment_id,
+                count = gone,
+                total = self.removed_before_evaluation(),
+                "checkpoints were removed by retention before the watcher could see them \
+                 (evaluation is slower than checkpointing, or the watcher was down); raise \
+                 max_checkpoints or poll more often"
+            );
+        }
+        self.state.save(&self.state_path)
+    }
+
+    /// Every checkpoint of the experiment that was removed before this watcher (or an earlier
+    /// one with the same state file) could evaluate it: those deleted between a scan and the
+    /// lease ([`Outcome::MissedByRetention`]) and those committed and removed between two scans
+    /// (counted from the gaps in the checkpointer's commit numbers; checkpoints written before
+    /// the counter existed are not counted). Logged as `eval/skipped_pruned` with each
+    /// evaluation once it is above 0.
+    pub fn removed_before_evaluation(&self) -> u64 {
+        let missed = self
+            .state
+            .steps
+            .values()
+            .filter(|r| r.kind == RecordKind::MissedByRetention)
+            .count() as u64;
+        missed + self.state.pruned_unseen
     }
 
     fn candidates(&mut self) -> Candidates {
@@ -422,7 +488,12 @@ impl<'t> EvalWatcher<'t> {
         drop(loaded);
 
         if !values.is_empty() {
-            let pairs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let mut pairs: Vec<(&str, f64)> =
+                values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let removed = self.removed_before_evaluation();
+            if removed > 0 {
+                pairs.push((SKIPPED_PRUNED_METRIC, removed as f64));
+            }
             self.sink
                 .get()
                 .log_metrics(step, &pairs)

@@ -110,6 +110,7 @@ impl LocalStorage {
             extra: ckpt.extra,
             dir: PathBuf::new(),
             upload: None,
+            commit_seq: ckpt.commit_seq,
         };
         let json_path = tmp.join(CHECKPOINT_JSON);
         let json = serde_json::to_vec_pretty(&info).map_err(|source| Error::Json {

@@ -334,6 +334,7 @@ impl Storage for ObjectStorage {
                 extra: ckpt.extra,
                 dir: inner.location.join(format::dir_name(step)),
                 upload: Some(upload.clone()),
+                commit_seq: ckpt.commit_seq,
             },
             token: PathBuf::from(upload),
         };
