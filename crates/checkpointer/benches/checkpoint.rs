@@ -9,61 +9,16 @@
 //! `EXPTRACK_BENCH_ZSTD=1` adds zstd-1 and `EXPTRACK_BENCH_SHA256=1` adds `hash = "sha256"` variants
 //! (for comparison; neither is a speed target).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use exptrack_checkpoint::{Checkpoint, CheckpointConfig, Compression, HashAlgo, ModelCheckpointer};
 
-/// Per-benchmark iteration times, for the ratio table.
-static TIMES: Mutex<BTreeMap<(String, String), Vec<f64>>> = Mutex::new(BTreeMap::new());
-
-fn record(size: &str, name: &str, d: Duration) {
-    TIMES
-        .lock()
-        .unwrap()
-        .entry((size.to_owned(), name.to_owned()))
-        .or_default()
-        .push(d.as_secs_f64());
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn parse_size(s: &str) -> usize {
-    let s = s.trim();
-    let (num, mul) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>()
-        .expect("EXPTRACK_BENCH_SIZES: sizes like 64M,512M,2G")
-        * mul
-}
-
-/// Weight-like bytes: small random f32 values (zstd gets a little out of the exponents).
-fn payload(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let f = ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2;
-        v.extend_from_slice(&f.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+mod common;
+use common::{median_of, parse_size, payload, record};
 
 fn raw_write_fsync(path: &Path, data: &[u8]) {
     let mut f = File::create(path).unwrap();
@@ -286,11 +241,7 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
 }
 
 fn report(sizes: &[String]) -> String {
-    let t = TIMES.lock().unwrap();
-    let m = |size: &str, name: &str| {
-        t.get(&(size.to_owned(), name.to_owned()))
-            .map(|v| median(v))
-    };
+    let m = median_of;
     let mut out = String::new();
     out.push_str("| size | metric | ours (median) | baseline (median) | ratio | target |\n|---|---|---|---|---|---|\n");
     for size in sizes {
@@ -420,13 +371,7 @@ fn loadavg() -> String {
 
 fn main() {
     let load_before = loadavg();
-    let sizes_env =
-        std::env::var("EXPTRACK_BENCH_SIZES").unwrap_or_else(|_| "64M,512M,2G".to_owned());
-    let labels: Vec<String> = sizes_env
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let labels = common::size_labels("64M,512M,2G");
     let base = std::env::var_os("EXPTRACK_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);

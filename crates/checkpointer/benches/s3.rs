@@ -7,11 +7,11 @@
 //! against the same server, interleaved sample by sample. At the end the ratios of median times
 //! are printed (raw / ours: >= 0.90 is the target).
 
+mod common;
 #[path = "../tests/common/seaweed.rs"]
 mod seaweed;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,45 +21,7 @@ use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
-static TIMES: Mutex<BTreeMap<(String, String), Vec<f64>>> = Mutex::new(BTreeMap::new());
-
-fn record(size: &str, name: &str, d: Duration) {
-    TIMES
-        .lock()
-        .unwrap()
-        .entry((size.to_owned(), name.to_owned()))
-        .or_default()
-        .push(d.as_secs_f64());
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn parse_size(s: &str) -> usize {
-    let s = s.trim();
-    let (num, mul) = match s.chars().last() {
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>().expect("sizes like 64M,512M") * mul
-}
-
-fn payload(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+use common::{median_of, parse_size, payload, record};
 
 const PART: usize = 16 << 20;
 const CONCURRENCY: usize = 8;
@@ -107,7 +69,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let sizes = std::env::var("EXPTRACK_BENCH_SIZES").unwrap_or_else(|_| "64M,512M".into());
+    let sizes = common::size_labels("64M,512M");
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(100))
@@ -120,7 +82,8 @@ fn main() {
     };
     let mut ck = ModelCheckpointer::open("bench", config).unwrap();
     let mut step = 0u64;
-    for label in sizes.split(',') {
+    for label in &sizes {
+        let label = label.as_str();
         let len = parse_size(label);
         let data = payload(len);
         let bytes = Bytes::from(data.clone());
@@ -168,14 +131,9 @@ fn main() {
         });
         g.finish();
     }
-    let times = TIMES.lock().unwrap();
     println!("\nratios of median times (raw / ours; >= 0.90 is the target):");
-    for label in sizes.split(',') {
-        let m = |n: &str| {
-            times
-                .get(&(label.to_owned(), n.to_owned()))
-                .map(|v| median(v))
-        };
+    for label in &sizes {
+        let m = |n: &str| median_of(label, n);
         if let (Some(s), Some(p), Some(l), Some(g)) = (
             m("durable_save"),
             m("raw_put"),

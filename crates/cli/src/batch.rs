@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use exptrack_checkpoint::{CheckpointConfig, ModelCheckpointer};
-use exptrack_core::store::{RunEntry, RunReader, list_runs, run_in_use};
-use exptrack_core::{ExperimentConfig, RunStatus};
+use exptrack_core::ExperimentConfig;
+use exptrack_core::store::{ExperimentState, RunEntry, RunReader, experiment_progress};
 use serde_json::{Value, json};
 
 use crate::error::{CliError, Result};
@@ -117,44 +117,14 @@ fn state_of(config: &ExperimentConfig, runs_override: Option<&Path>) -> Result<R
             .is_some();
         checkpoint_step = ck.latest().map(|c| c.step);
     }
-    let exp_dir = runs_dir.join(&id);
-    let mut runs: Vec<RunEntry> = if exp_dir.is_dir() {
-        list_runs(&runs_dir)
-            .map_err(|e| format!("listing runs under {}: {e}", runs_dir.display()))?
-            .into_iter()
-            .filter(|r| r.dir.parent() == Some(exp_dir.as_path()))
-            .collect()
-    } else {
-        Vec::new()
+    let progress = experiment_progress(&runs_dir, &id, completed, checkpoint_step.is_some())
+        .map_err(|e| format!("listing runs under {}: {e}", runs_dir.display()))?;
+    let state = match progress.state {
+        ExperimentState::Completed => "completed",
+        ExperimentState::Interrupted => "interrupted",
+        ExperimentState::NotStarted => "not started",
     };
-    runs.sort_by(|a, b| {
-        a.metadata
-            .start_time
-            .cmp(&b.metadata.start_time)
-            .then_with(|| a.metadata.run_id.cmp(&b.metadata.run_id))
-    });
-    let latest = runs.last().cloned();
-    let state = if completed {
-        "completed"
-    } else if checkpoint_step.is_some() {
-        "interrupted"
-    } else {
-        match &latest {
-            Some(r) if r.metadata.status == RunStatus::Completed => "completed",
-            Some(_) => "interrupted",
-            None => "not started",
-        }
-    };
-    let run = if state == "completed" {
-        runs.iter()
-            .rev()
-            .find(|r| r.metadata.status == RunStatus::Completed)
-            .cloned()
-            .or(latest)
-    } else {
-        latest
-    };
-    let in_use = run.as_ref().is_some_and(|r| run_in_use(&r.dir));
+    let (run, in_use) = (progress.run, progress.in_use);
     let mut finals = Vec::new();
     if let Some(r) = &run
         && let Ok(reader) = RunReader::open(&r.dir)

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use clap::Args;
-use exptrack_core::store::{MetricSummary, RunEntry, RunReader, Summary, list_runs};
+use exptrack_core::store::{RunEntry, RunReader, Summary, best_of, list_runs};
 use exptrack_core::{ExperimentMetadata, RunStatus};
 use serde_json::{Value, json};
 
@@ -290,57 +290,6 @@ fn flatten(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, String>) {
     }
 }
 
-/// Which direction is better for a metric, guessed from its name; `None` when unknown.
-pub(crate) fn better_is_lower(key: &str) -> Option<bool> {
-    let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
-    const LOWER: [&str; 10] = [
-        "loss",
-        "error",
-        "err",
-        "perplexity",
-        "mse",
-        "mae",
-        "rmse",
-        "wer",
-        "cer",
-        "latency",
-    ];
-    const HIGHER: [&str; 10] = [
-        "accuracy",
-        "acc",
-        "f1",
-        "precision",
-        "recall",
-        "auc",
-        "bleu",
-        "iou",
-        "score",
-        "map",
-    ];
-    let has = |w: &str| {
-        name == w
-            || name.ends_with(&format!("_{w}"))
-            || name.starts_with(&format!("{w}_"))
-            || (w.len() > 3 && name.contains(w))
-    };
-    if LOWER.iter().any(|w| has(w)) {
-        Some(true)
-    } else if HIGHER.iter().any(|w| has(w)) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// `(best value, its step)` by the direction guessed from the key.
-fn best_of(key: &str, s: &MetricSummary) -> Option<(f64, u64)> {
-    match better_is_lower(key)? {
-        true if s.min.is_finite() => Some((s.min, s.min_step)),
-        false if s.max.is_finite() => Some((s.max, s.max_step)),
-        _ => None,
-    }
-}
-
 pub(crate) fn compare(ctx: &Ctx, a: &CompareArgs) -> Result<()> {
     let mut runs = Vec::new();
     let mut extras: Vec<BTreeMap<String, Value>> = Vec::new();
@@ -523,17 +472,6 @@ fn json_num(v: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn direction_guess() {
-        assert_eq!(better_is_lower("train/loss"), Some(true));
-        assert_eq!(better_is_lower("valid/accuracy"), Some(false));
-        assert_eq!(better_is_lower("test_accuracy"), Some(false));
-        assert_eq!(better_is_lower("val_acc"), Some(false));
-        assert_eq!(better_is_lower("eval/wer"), Some(true));
-        assert_eq!(better_is_lower("train/lr"), None);
-        assert_eq!(better_is_lower("train/epoch"), None);
-    }
 
     #[test]
     fn flattens_nested_tables() {

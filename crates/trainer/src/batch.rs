@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 
 use exptrack_checkpoint::{CheckpointConfig, ModelCheckpointer};
 use exptrack_core::store::{self, MetricSummary, RunReader};
-use exptrack_core::{ExperimentConfig, ExperimentTrackerBuilder, Resume, RunStatus};
+use exptrack_core::{ExperimentConfig, ExperimentTrackerBuilder, Resume};
 use serde::Serialize;
 
 /// Errors that stop a whole batch (a failure inside one recipe is reported in its row instead).
@@ -307,27 +307,9 @@ pub fn locations(
     })
 }
 
-/// Whether an experiment completed, was interrupted, or never started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecipeState {
-    /// It completed (the checkpointer's completion marker, or its latest run completed).
-    Completed,
-    /// It started and did not complete: a checkpoint to resume from, or an unfinished run.
-    Interrupted,
-    /// Nothing of it is on disk.
-    NotStarted,
-}
-
-impl fmt::Display for RecipeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RecipeState::Completed => "completed",
-            RecipeState::Interrupted => "interrupted",
-            RecipeState::NotStarted => "not started",
-        })
-    }
-}
+/// Whether an experiment completed, was interrupted, or never started (the store's rule, shared
+/// with `exptrack batch status`).
+pub use exptrack_core::store::ExperimentState as RecipeState;
 
 /// What is on disk for one experiment.
 #[derive(Debug, Clone)]
@@ -381,29 +363,13 @@ pub fn experiment_state(
             .is_some();
         checkpoint_step = ckpt.latest().map(|c| c.step);
     }
-    let runs = runs_of(&locations.runs_dir, experiment_id)?;
-    let latest = runs.last().cloned();
-    let state = if completed {
-        RecipeState::Completed
-    } else if checkpoint_step.is_some() {
-        RecipeState::Interrupted
-    } else {
-        match &latest {
-            Some(r) if r.metadata.status == RunStatus::Completed => RecipeState::Completed,
-            Some(_) => RecipeState::Interrupted,
-            None => RecipeState::NotStarted,
-        }
-    };
-    let run = if state == RecipeState::Completed {
-        runs.iter()
-            .rev()
-            .find(|r| r.metadata.status == RunStatus::Completed)
-            .cloned()
-            .or(latest)
-    } else {
-        latest
-    };
-    let in_use = run.as_ref().is_some_and(|r| store::run_in_use(&r.dir));
+    let store::ExperimentProgress { state, run, in_use } = store::experiment_progress(
+        &locations.runs_dir,
+        experiment_id,
+        completed,
+        checkpoint_step.is_some(),
+    )
+    .map_err(|e| listing_error(&locations.runs_dir, e))?;
     Ok(StateReport {
         state,
         checkpoint_step,
@@ -412,27 +378,8 @@ pub fn experiment_state(
     })
 }
 
-/// The runs of one experiment in the store, oldest first.
-fn runs_of(
-    runs_dir: &Path,
-    experiment_id: &str,
-) -> std::result::Result<Vec<store::RunEntry>, String> {
-    let exp_dir = runs_dir.join(experiment_id);
-    if !exp_dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut runs: Vec<store::RunEntry> = store::list_runs(runs_dir)
-        .map_err(|e| format!("listing runs under {}: {e}", runs_dir.display()))?
-        .into_iter()
-        .filter(|r| r.dir.parent() == Some(exp_dir.as_path()))
-        .collect();
-    runs.sort_by(|a, b| {
-        a.metadata
-            .start_time
-            .cmp(&b.metadata.start_time)
-            .then_with(|| a.metadata.run_id.cmp(&b.metadata.run_id))
-    });
-    Ok(runs)
+fn listing_error(runs_dir: &Path, e: exptrack_core::Error) -> String {
+    format!("listing runs under {}: {e}", runs_dir.display())
 }
 
 /// What the training function is given for one recipe.
@@ -601,11 +548,7 @@ pub struct MetricCell {
 
 impl MetricCell {
     fn from_summary(key: &str, s: &MetricSummary) -> Self {
-        let best = match better_is_lower(key) {
-            Some(true) if s.min.is_finite() => Some((s.min, s.min_step)),
-            Some(false) if s.max.is_finite() => Some((s.max, s.max_step)),
-            _ => None,
-        };
+        let best = store::best_of(key, s);
         MetricCell {
             final_value: s.last,
             final_step: s.last_step,
@@ -617,46 +560,7 @@ impl MetricCell {
 
 /// Which direction is better for a metric, guessed from the last segment of its key (the rule of
 /// `exptrack runs compare`); `None` when unknown.
-pub fn better_is_lower(key: &str) -> Option<bool> {
-    let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
-    const LOWER: [&str; 10] = [
-        "loss",
-        "error",
-        "err",
-        "perplexity",
-        "mse",
-        "mae",
-        "rmse",
-        "wer",
-        "cer",
-        "latency",
-    ];
-    const HIGHER: [&str; 10] = [
-        "accuracy",
-        "acc",
-        "f1",
-        "precision",
-        "recall",
-        "auc",
-        "bleu",
-        "iou",
-        "score",
-        "map",
-    ];
-    let has = |w: &str| {
-        name == w
-            || name.ends_with(&format!("_{w}"))
-            || name.starts_with(&format!("{w}_"))
-            || (w.len() > 3 && name.contains(w))
-    };
-    if LOWER.iter().any(|w| has(w)) {
-        Some(true)
-    } else if HIGHER.iter().any(|w| has(w)) {
-        Some(false)
-    } else {
-        None
-    }
-}
+pub use exptrack_core::store::better_is_lower;
 
 /// One recipe's line of a [`BatchReport`].
 #[derive(Debug, Clone, Serialize)]
@@ -1113,7 +1017,7 @@ where
 /// Reads the experiment's latest run into the row (a failed or interrupted recipe still shows
 /// how far it got).
 fn attach_latest_run(row: &mut RecipeRow, experiment_id: &str, locations: &Locations) {
-    if let Ok(runs) = runs_of(&locations.runs_dir, experiment_id)
+    if let Ok(runs) = store::experiment_runs(&locations.runs_dir, experiment_id)
         && let Some(run) = runs.last()
     {
         row.read_run(&run.dir);
@@ -1123,7 +1027,7 @@ fn attach_latest_run(row: &mut RecipeRow, experiment_id: &str, locations: &Locat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use exptrack_core::ExperimentTracker;
+    use exptrack_core::{ExperimentTracker, RunStatus};
 
     fn recipe_text(name: &str, lr: f64) -> String {
         format!(

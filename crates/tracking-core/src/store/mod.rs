@@ -15,10 +15,13 @@
 //! One file per concern: `layout` (names, atomic replace), `lock` (the run lock), `writer` (the
 //! append-only log and the files written at open and finish), `seq_index` (sequence number →
 //! offset), `tail` (reading the log, torn tails), `summary` (statistics and results), `cursors`
-//! (the one owner of `cursors.json`), `reader` ([`RunReader`]), `runs` (listing runs) and `sync`
-//! ([`sync_run`]).
+//! (the one owner of `cursors.json`), `reader` ([`RunReader`]), `runs` (listing runs),
+//! `experiment` (one experiment's runs and its [`ExperimentState`]), `compare` (a metric's
+//! direction and best value, for comparing runs) and `sync` ([`sync_run`]).
 
+mod compare;
 mod cursors;
+mod experiment;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod layout;
@@ -31,7 +34,9 @@ mod sync;
 mod tail;
 mod writer;
 
+pub use compare::{best_of, better_is_lower};
 pub use cursors::{Cursors, read_cursors, write_cursors};
+pub use experiment::{ExperimentProgress, ExperimentState, experiment_progress, experiment_runs};
 pub use layout::{files, run_dir, sync_dir, write_atomic};
 pub use lock::run_in_use;
 pub use reader::RunReader;
