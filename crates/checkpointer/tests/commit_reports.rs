@@ -106,7 +106,11 @@ fn report_to_logs_checkpoint_events_by_reference() {
     assert_eq!(r.files[0].name, "model.bpk");
     assert_eq!(r.files[0].size, 103);
     assert_eq!(r.files[0].hash, info.files[0].hash.to_string());
-    assert!(r.files[0].hash.starts_with("blake3:"), "{}", r.files[0].hash);
+    assert!(
+        r.files[0].hash.starts_with("blake3:"),
+        "{}",
+        r.files[0].hash
+    );
     assert_eq!(r.metrics[0].key, "val_loss");
     assert_eq!(r.metrics[0].value, 0.25);
     // By reference: the log holds no copy of the weights.

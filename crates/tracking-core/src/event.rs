@@ -224,7 +224,9 @@ impl CheckpointReport {
             "**{}** (step {}{}{}): `{}`, {} bytes\n\n| file | size | hash |\n|---|---|---|\n",
             self.name(),
             self.step,
-            self.epoch.map(|e| format!(", epoch {e}")).unwrap_or_default(),
+            self.epoch
+                .map(|e| format!(", epoch {e}"))
+                .unwrap_or_default(),
             if self.is_best { ", best" } else { "" },
             self.location,
             self.total_size(),
@@ -242,7 +244,10 @@ impl CheckpointReport {
         }
         if !self.pruned.is_empty() {
             let p: Vec<String> = self.pruned.iter().map(|s| checkpoint_name(*s)).collect();
-            s.push_str(&format!("\npruned (deleted by retention): {}\n", p.join(", ")));
+            s.push_str(&format!(
+                "\npruned (deleted by retention): {}\n",
+                p.join(", ")
+            ));
         }
         s
     }
@@ -485,7 +490,10 @@ impl Event {
             Event::Result { key, value, .. } => key.len() + value.to_string().len(),
             Event::Checkpoint(c) => {
                 c.location.len()
-                    + c.files.iter().map(|f| f.name.len() + f.hash.len() + 16).sum::<usize>()
+                    + c.files
+                        .iter()
+                        .map(|f| f.name.len() + f.hash.len() + 16)
+                        .sum::<usize>()
                     + c.metrics.iter().map(|m| m.key.len() + 32).sum::<usize>()
                     + c.pruned.len() * 8
             }

@@ -59,8 +59,8 @@ pub use config::{ExperimentConfig, ExperimentSection, TrackingSection, config_ha
 pub use dispatch::{FinishReport, TrackerReport};
 pub use error::{Error, Result};
 pub use event::{
-    ArtifactKind, CheckpointFile, CheckpointReport, CheckpointSet, Event, EventKind, Metric, ParamValue,
-    TimestampMs, checkpoint_name, now_ms,
+    ArtifactKind, CheckpointFile, CheckpointReport, CheckpointSet, Event, EventKind, Metric,
+    ParamValue, TimestampMs, checkpoint_name, now_ms,
 };
 pub use handle::{ExperimentTracker, ExperimentTrackerBuilder, Resume};
 pub use media::png_dimensions;

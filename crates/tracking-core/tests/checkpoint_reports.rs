@@ -58,5 +58,8 @@ fn manifest_and_markdown_describe_the_checkpoint() {
     assert_eq!(m["metrics"]["acc"], "NaN");
     let md = r.markdown();
     assert!(md.contains("| optim.bpk | 7 |"), "{md}");
-    assert!(md.contains("pruned (deleted by retention): ckpt-000000000002"), "{md}");
+    assert!(
+        md.contains("pruned (deleted by retention): ckpt-000000000002"),
+        "{md}"
+    );
 }

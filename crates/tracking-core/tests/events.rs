@@ -216,7 +216,10 @@ fn arb_event() -> impl Strategy<Value = Event> {
                             hash,
                         })
                         .collect(),
-                    metrics: metrics.into_iter().map(|(k, x)| Metric::new(k, x)).collect(),
+                    metrics: metrics
+                        .into_iter()
+                        .map(|(k, x)| Metric::new(k, x))
+                        .collect(),
                     is_best,
                     pruned,
                 })
