@@ -30,6 +30,7 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// | `Tags` | a markdown table as text, tag `tags/text_summary`, step 0 |
 /// | `Status` | remembered; the status given to `close` becomes `session_end_info` |
 /// | `Result` | a number: a scalar `<key>` at the latest step, listed among the HParams experiment's metrics (so the HParams dashboard shows it next to the params); anything else: text `result/<key>` |
+/// | `Checkpoint` | text plugin, tag `checkpoints/text_summary` at the checkpoint's step: a markdown line with its name, location and size, a table of its files (name, size, hash), its metrics and the steps retention deleted since the previous report (TensorBoard's Text tab lists one entry per commit; the weights stay where they are) |
 /// | `Artifact` | not supported |
 ///
 /// TensorBoard keeps the first hparams record of each tag per run, so params logged after the
@@ -353,6 +354,11 @@ impl OpenRun {
                 let value = encode::histogram_value(tag, values);
                 self.write_values(*step, encode::wall_time(*timestamp_ms), vec![value])?;
             }
+            Event::Checkpoint(c) => {
+                self.start_session()?;
+                let value = encode::text_value("checkpoints", &c.markdown());
+                self.write_values(c.step, encode::wall_time(c.timestamp_ms), vec![value])?;
+            }
             Event::Status { status, .. } => self.status = *status,
             Event::Result {
                 key,
@@ -474,6 +480,7 @@ impl Tracker for TensorBoardTracker {
                 | EventKind::Histogram
                 | EventKind::Status
                 | EventKind::Result
+                | EventKind::Checkpoint
         )
     }
 

@@ -163,6 +163,35 @@ impl CheckpointInfo {
         self.dir.join(name)
     }
 
+    /// This checkpoint as a tracker report ([`exptrack_core::Event::Checkpoint`]): its location
+    /// (directory or object-store URL), step, epoch, each file's name, size and hash, metrics and
+    /// whether it was the best, plus `pruned`, the steps retention deleted since the last report.
+    /// Nothing is read or copied: checkpoints are reported by reference.
+    pub fn checkpoint_report(&self, pruned: &[u64]) -> exptrack_core::CheckpointReport {
+        exptrack_core::CheckpointReport {
+            step: self.step,
+            epoch: self.epoch,
+            timestamp_ms: self.created_ms,
+            location: self.dir.display().to_string(),
+            files: self
+                .files
+                .iter()
+                .map(|f| exptrack_core::CheckpointFile {
+                    name: f.name.clone(),
+                    size: f.size,
+                    hash: f.hash.to_string(),
+                })
+                .collect(),
+            metrics: self
+                .metrics
+                .iter()
+                .map(|(k, v)| exptrack_core::Metric::new(k.clone(), *v))
+                .collect(),
+            is_best: self.is_best,
+            pruned: pruned.to_vec(),
+        }
+    }
+
     /// `Event::Artifact`s describing this checkpoint's files, to hand to an `ExperimentTracker`
     /// (artifact names are `checkpoints/ckpt-<step>/<file>`). Compressed files are zstd frames.
     pub fn artifact_events(&self) -> Vec<exptrack_core::Event> {

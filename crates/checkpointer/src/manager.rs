@@ -275,6 +275,32 @@ impl ModelCheckpointer {
         }
     }
 
+    /// Calls `hook` after each commit (of [`save`](Self::save) and of background saves, on the
+    /// save thread) with the committed checkpoint and the steps retention deleted since the
+    /// previous call (by that save or by an explicit [`prune`](Self::prune)); replaces an earlier
+    /// hook. Calls come in commit order; a panicking hook is logged and the save still succeeds.
+    /// [`report_to`](Self::report_to) is the usual hook.
+    pub fn on_commit(&mut self, hook: impl Fn(&CheckpointInfo, &[u64]) + Send + Sync + 'static) {
+        lock(&self.shared.reports).hook = Some(Arc::new(hook));
+    }
+
+    /// Whether a commit hook is set ([`on_commit`](Self::on_commit)).
+    pub fn has_commit_hook(&self) -> bool {
+        lock(&self.shared.reports).hook.is_some()
+    }
+
+    /// Reports every commit to `tracker` as an [`exptrack_core::Event::Checkpoint`]
+    /// ([`CheckpointInfo::checkpoint_report`]: location, step, each file's name, size and hash,
+    /// the metrics; never the weights). A tracker that is closed is logged at debug level.
+    pub fn report_to(&mut self, tracker: exptrack_core::ExperimentTracker) {
+        self.on_commit(move |info, pruned| {
+            let event = exptrack_core::Event::Checkpoint(info.checkpoint_report(pruned));
+            if let Err(e) = tracker.log_event(event) {
+                tracing::debug!(step = info.step, error = %e, "checkpoint not reported to the tracker");
+            }
+        });
+    }
+
     /// Blocks until every background save (and background removal of pruned checkpoints) has
     /// finished; returns the first unreported error.
     pub fn wait(&self) -> Result<()> {

@@ -29,6 +29,29 @@ pub(crate) struct Shared {
     pub(crate) pending: Mutex<Pending>,
     pub(crate) idle: Condvar,
     reapers: Mutex<Vec<JoinHandle<()>>>,
+    /// The commit hook and the deletions it has not been told of yet.
+    pub(crate) reports: Mutex<Reports>,
+}
+
+/// What [`ModelCheckpointer::on_commit`](crate::ModelCheckpointer::on_commit) is called with:
+/// the committed checkpoint and the steps retention deleted since the previous call.
+pub(crate) type CommitHook = Arc<dyn Fn(&CheckpointInfo, &[u64]) + Send + Sync>;
+
+/// The commit hook and the steps deleted since it was last called.
+#[derive(Default)]
+pub(crate) struct Reports {
+    pub(crate) hook: Option<CommitHook>,
+    /// Steps an explicit `prune` deleted; told with the next commit.
+    pub(crate) pruned: Vec<u64>,
+}
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reports")
+            .field("hook", &self.hook.is_some())
+            .field("pruned", &self.pruned)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +96,7 @@ impl Shared {
             pending: Mutex::new(Pending::default()),
             idle: Condvar::new(),
             reapers: Mutex::new(Vec::new()),
+            reports: Mutex::new(Reports::default()),
         }
     }
 
@@ -257,13 +281,44 @@ impl Shared {
             self.storage.sync_commits()?;
         }
         drop(st);
+        let pruned: Vec<u64> = deleted.iter().map(|(s, _)| *s).collect();
         let doomed = deleted
             .into_iter()
             .map(|(_, d)| d)
             .chain(replaced)
             .collect();
         self.finish_deletes(doomed);
+        self.report_commit(&info, pruned);
         Ok(info)
+    }
+
+    /// Tells the commit hook (if any) of a commit and of the steps deleted since the last call.
+    /// The hook runs outside every lock but this one, which keeps reports in commit order.
+    fn report_commit(&self, info: &CheckpointInfo, mut pruned: Vec<u64>) {
+        let mut r = lock(&self.reports);
+        let Some(hook) = r.hook.clone() else {
+            return;
+        };
+        let mut all = std::mem::take(&mut r.pruned);
+        all.append(&mut pruned);
+        all.retain(|s| *s != info.step);
+        all.sort_unstable();
+        all.dedup();
+        let call = std::panic::AssertUnwindSafe(|| hook(info, &all));
+        if std::panic::catch_unwind(call).is_err() {
+            tracing::warn!(
+                step = info.step,
+                "the checkpoint commit hook panicked; the checkpoint is committed"
+            );
+        }
+    }
+
+    /// Remembers steps an explicit `prune` deleted, for the next commit's report.
+    fn note_pruned(&self, steps: &[u64]) {
+        let mut r = lock(&self.reports);
+        if r.hook.is_some() {
+            r.pruned.extend_from_slice(steps);
+        }
     }
 
     /// Steps retention would delete now.
@@ -307,6 +362,7 @@ impl Shared {
         }
         drop(st);
         self.finish_deletes(deleted.into_iter().map(|(_, d)| d).collect());
+        self.note_pruned(&steps);
         Ok(steps)
     }
 

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::event::{Event, EventKind, Metric, ParamValue};
+use crate::event::{CheckpointFile, CheckpointReport, Event, EventKind, Metric, ParamValue};
 use crate::metadata::{ExperimentMetadata, RunStatus};
 use crate::tracker::{Batch, RunContext, Tracker};
 
@@ -40,6 +40,51 @@ fn metrics(step: u64, pairs: &[(&str, f64)]) -> Event {
         timestamp_ms: 1_700_000_000_000 + step as i64,
         values: pairs.iter().map(|(k, v)| Metric::new(*k, *v)).collect(),
     }
+}
+
+/// A checkpoint report fixture for backends' tests: the checkpoint of `step` under
+/// `/ckpt/exp-1/ckpt-<step>` with two files (`model.bpk` of `1000 * step` bytes, `optim.bpk`),
+/// metric `val_loss` = `1 / step`, best when `best`, and `pruned` steps.
+pub fn checkpoint_report(step: u64, best: bool, pruned: &[u64]) -> CheckpointReport {
+    CheckpointReport {
+        step,
+        epoch: Some(step / 2),
+        timestamp_ms: 1_700_000_000_000 + step as i64,
+        location: format!("/ckpt/exp-1/{}", crate::event::checkpoint_name(step)),
+        files: vec![
+            CheckpointFile {
+                name: "model.bpk".into(),
+                size: 1000 * step,
+                hash: format!("blake3:{:064x}", step),
+            },
+            CheckpointFile {
+                name: "optim.bpk".into(),
+                size: 7,
+                hash: format!("blake3:{:064x}", step + 1000),
+            },
+        ],
+        metrics: vec![Metric::new("val_loss", 1.0 / step as f64)],
+        is_best: best,
+        pruned: pruned.to_vec(),
+    }
+}
+
+/// What a run with checkpoints logs, for backends' read-back tests: metrics at steps 0..=6 and a
+/// checkpoint report at steps 2, 4 and 6 (4 the best; the report of 6 says retention deleted 2).
+/// A backend should then show checkpoints 4 and 6 as present and 2 as pruned.
+pub fn checkpoint_run() -> Vec<Event> {
+    let mut out = Vec::new();
+    for s in 0..=6u64 {
+        out.push(metrics(s, &[("train/loss", 1.0 / (s as f64 + 1.0))]));
+        let report = match s {
+            2 => checkpoint_report(2, true, &[]),
+            4 => checkpoint_report(4, true, &[]),
+            6 => checkpoint_report(6, false, &[2]),
+            _ => continue,
+        };
+        out.push(Event::Checkpoint(report));
+    }
+    out
 }
 
 fn e<T>(what: &str) -> impl FnOnce(T) -> String + '_

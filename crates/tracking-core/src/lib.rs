@@ -58,7 +58,10 @@ pub mod __fuzz {
 pub use config::{ExperimentConfig, ExperimentSection, TrackingSection, config_hash};
 pub use dispatch::{FinishReport, TrackerReport};
 pub use error::{Error, Result};
-pub use event::{ArtifactKind, Event, EventKind, Metric, ParamValue, TimestampMs, now_ms};
+pub use event::{
+    ArtifactKind, CheckpointFile, CheckpointReport, CheckpointSet, Event, EventKind, Metric,
+    ParamValue, TimestampMs, checkpoint_name, now_ms,
+};
 pub use handle::{ExperimentTracker, ExperimentTrackerBuilder, Resume};
 pub use media::png_dimensions;
 pub use metadata::{ExperimentMetadata, GitInfo, RunStatus, SystemInfo};

@@ -68,6 +68,11 @@ fn one_of_each(artifact: std::path::PathBuf) -> Vec<Event> {
             value: serde_json::json!({"epoch": 3, "acc": 0.5, "name": "ckpt \"7\"", "none": null}),
             timestamp_ms: 5,
         },
+        Event::Checkpoint(exptrack_core::CheckpointReport {
+            metrics: vec![Metric::new("val_loss", f64::NAN)],
+            pruned: vec![1, 2],
+            ..exptrack_core::conformance::checkpoint_report(6, true, &[])
+        }),
     ]
 }
 
@@ -188,6 +193,37 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 timestamp_ms: i,
             }
         ),
+        (
+            any::<u64>(),
+            any::<Option<u64>>(),
+            any::<String>(),
+            prop::collection::vec((any::<String>(), any::<u64>(), any::<String>()), 0..3),
+            prop::collection::vec((any::<String>(), arb_f64()), 0..3),
+            any::<bool>(),
+            prop::collection::vec(any::<u64>(), 0..3),
+        )
+            .prop_map(|(step, epoch, location, files, metrics, is_best, pruned)| {
+                Event::Checkpoint(exptrack_core::CheckpointReport {
+                    step,
+                    epoch,
+                    timestamp_ms: 0,
+                    location,
+                    files: files
+                        .into_iter()
+                        .map(|(name, size, hash)| exptrack_core::CheckpointFile {
+                            name,
+                            size,
+                            hash,
+                        })
+                        .collect(),
+                    metrics: metrics
+                        .into_iter()
+                        .map(|(k, x)| Metric::new(k, x))
+                        .collect(),
+                    is_best,
+                    pruned,
+                })
+            }),
     ]
 }
 

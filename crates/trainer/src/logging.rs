@@ -29,6 +29,12 @@ pub trait MetricSink: Send + Sync {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+    /// A committed checkpoint, by reference (location, step, files with sizes and hashes,
+    /// metrics): what [`TrainingManager`](crate::TrainingManager) reports after each commit of its
+    /// checkpointer, from the checkpointer's save thread. Default: nothing.
+    fn report_checkpoint(&self, _report: exptrack_core::CheckpointReport) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn tracking(e: exptrack_core::Error) -> Error {
@@ -54,6 +60,10 @@ impl MetricSink for exptrack_core::ExperimentTracker {
     fn sync(&self) -> Result<()> {
         exptrack_core::ExperimentTracker::sync_log(self).map_err(tracking)
     }
+    fn report_checkpoint(&self, report: exptrack_core::CheckpointReport) -> Result<()> {
+        self.log_event(exptrack_core::Event::Checkpoint(report))
+            .map_err(tracking)
+    }
 }
 
 impl<T: MetricSink + ?Sized> MetricSink for Arc<T> {
@@ -71,6 +81,9 @@ impl<T: MetricSink + ?Sized> MetricSink for Arc<T> {
     }
     fn set_result(&self, key: &str, value: serde_json::Value) -> Result<()> {
         (**self).set_result(key, value)
+    }
+    fn report_checkpoint(&self, report: exptrack_core::CheckpointReport) -> Result<()> {
+        (**self).report_checkpoint(report)
     }
 }
 
@@ -91,6 +104,8 @@ pub struct MemoryLog {
     pub texts: Vec<(u64, String, String)>,
     /// Results.
     pub results: Vec<(String, serde_json::Value)>,
+    /// Reported checkpoints, in commit order.
+    pub checkpoints: Vec<exptrack_core::CheckpointReport>,
 }
 
 impl MemorySink {
@@ -143,6 +158,10 @@ impl MetricSink for MemorySink {
     }
     fn set_result(&self, key: &str, value: serde_json::Value) -> Result<()> {
         self.with(|l| l.results.push((key.to_owned(), value)));
+        Ok(())
+    }
+    fn report_checkpoint(&self, report: exptrack_core::CheckpointReport) -> Result<()> {
+        self.with(|l| l.checkpoints.push(report));
         Ok(())
     }
 }

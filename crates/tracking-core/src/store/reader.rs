@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::event::Event;
+use crate::event::{CheckpointSet, Event};
 use crate::metadata::ExperimentMetadata;
 
 use super::cursors::{Cursors, read_cursors};
@@ -101,6 +101,23 @@ impl RunReader {
             out.push((seq, e));
         })?;
         Ok(out)
+    }
+
+    /// The checkpoints the run reported ([`Event::Checkpoint`]): those that exist and those
+    /// retention deleted, read from the event log in one pass (without keeping other events).
+    /// Empty when the run has no log yet.
+    pub fn checkpoints(&self) -> Result<CheckpointSet> {
+        let mut set = CheckpointSet::new();
+        let p = self.dir.join(files::EVENTS);
+        if !p.exists() {
+            return Ok(set);
+        }
+        scan_log(&p, |e| {
+            if let Event::Checkpoint(c) = e {
+                set.apply(&c);
+            }
+        })?;
+        Ok(set)
     }
 
     /// The last sequence number in the log (0 when empty).

@@ -2,6 +2,7 @@
 //! finish.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -62,7 +63,7 @@ mod step;
 pub struct TrainingManager {
     config: TrainingConfig,
     device: Device,
-    sink: Option<Box<dyn MetricSink>>,
+    sink: Option<Arc<dyn MetricSink>>,
     checkpointer: Option<ModelCheckpointer>,
     stop_after: Option<u64>,
     /// Test hook (feature `testing`): steps whose gradients are made infinite.
@@ -170,17 +171,42 @@ impl TrainingManager {
     }
 
     /// Logs through `sink` (e.g. an [`ExperimentTracker`](exptrack_core::ExperimentTracker)).
+    /// With a checkpointer, every commit is reported to it too
+    /// ([`MetricSink::report_checkpoint`]; see [`with_checkpointer`](Self::with_checkpointer)).
     pub fn with_sink(mut self, sink: impl MetricSink + 'static) -> Self {
-        self.sink = Some(Box::new(sink));
+        self.sink = Some(Arc::new(sink));
+        self.report_commits();
         self
+    }
+
+    /// Has the checkpointer report each commit (and the steps retention deleted) to the sink,
+    /// unless its user set a commit hook of their own. The report is sent from the save thread
+    /// for background saves; a sink error is logged, never fails the save.
+    fn report_commits(&mut self) {
+        let (Some(sink), Some(ckpt)) = (&self.sink, self.checkpointer.as_mut()) else {
+            return;
+        };
+        if ckpt.has_commit_hook() {
+            return;
+        }
+        let sink = Arc::clone(sink);
+        ckpt.on_commit(move |info, pruned| {
+            if let Err(e) = sink.report_checkpoint(info.checkpoint_report(pruned)) {
+                tracing::warn!(step = info.step, error = %e, "checkpoint commit not reported");
+            }
+        });
     }
 
     /// Checkpoints through `checkpointer` (saved with `save_async` when its config says
     /// `async = true`); `fit` resumes from its newest valid checkpoint and skips a completed
     /// experiment, unless the checkpointer was opened with `force`, which restarts the
-    /// experiment from scratch (its checkpoints are archived).
+    /// experiment from scratch (its checkpoints are archived). With a sink, each commit is
+    /// reported to it by reference ([`MetricSink::report_checkpoint`]: location, step, files
+    /// with sizes and hashes, metrics, and the steps retention deleted), unless the checkpointer
+    /// already has a commit hook ([`ModelCheckpointer::on_commit`]).
     pub fn with_checkpointer(mut self, checkpointer: ModelCheckpointer) -> Self {
         self.checkpointer = Some(checkpointer);
+        self.report_commits();
         self
     }
 

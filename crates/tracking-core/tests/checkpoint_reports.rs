@@ -1,0 +1,65 @@
+//! Checkpoint reports in the local store: written to `events.jsonl`, and read back by
+//! `RunReader::checkpoints` as the checkpoints that exist and those retention deleted.
+
+use exptrack_core::conformance::{checkpoint_report, checkpoint_run};
+use exptrack_core::store::RunReader;
+use exptrack_core::{CheckpointSet, Event, ExperimentConfig, ExperimentTracker, RunStatus};
+
+#[test]
+fn the_store_lists_present_and_pruned_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = ExperimentTracker::builder(ExperimentConfig::named("ckpt"))
+        .runs_dir(tmp.path().join("runs"))
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    for e in checkpoint_run() {
+        t.log_event(e).unwrap();
+    }
+    let dir = t.run_dir().to_path_buf();
+    t.finish(RunStatus::Completed).unwrap();
+    let set = RunReader::open(&dir).unwrap().checkpoints().unwrap();
+    let present: Vec<u64> = set.present().map(|c| c.step).collect();
+    assert_eq!(present, [4, 6]);
+    assert_eq!(set.pruned().collect::<Vec<_>>(), [2]);
+    let six = set.present().last().unwrap();
+    assert_eq!(six.files[0].name, "model.bpk");
+    assert_eq!(six.total_size(), 6007);
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert_eq!(text.matches(r#""kind":"checkpoint""#).count(), 3, "{text}");
+}
+
+#[test]
+fn a_pruned_step_committed_again_is_present() {
+    let mut set = CheckpointSet::new();
+    set.apply(&checkpoint_report(2, false, &[]));
+    set.apply(&checkpoint_report(3, false, &[2]));
+    assert_eq!(set.pruned().collect::<Vec<_>>(), [2]);
+    let mut again = checkpoint_report(2, true, &[]);
+    again.files.truncate(1);
+    set.apply(&again);
+    assert!(set.pruned().next().is_none());
+    let two = set.present().next().unwrap();
+    assert_eq!((two.step, two.is_best, two.files.len()), (2, true, 1));
+    assert!(!set.is_empty());
+    // Other kinds do not touch it.
+    assert_eq!(Event::Checkpoint(again).kind().to_string(), "checkpoint");
+}
+
+#[test]
+fn manifest_and_markdown_describe_the_checkpoint() {
+    let mut r = checkpoint_report(4, true, &[2]);
+    r.metrics.push(exptrack_core::Metric::new("acc", f64::NAN));
+    let m = r.manifest();
+    assert_eq!(m["step"], 4);
+    assert_eq!(m["size"], 4007);
+    assert_eq!(m["files"][1]["name"], "optim.bpk");
+    assert_eq!(m["metrics"]["val_loss"], 0.25);
+    assert_eq!(m["metrics"]["acc"], "NaN");
+    let md = r.markdown();
+    assert!(md.contains("| optim.bpk | 7 |"), "{md}");
+    assert!(
+        md.contains("pruned (deleted by retention): ckpt-000000000002"),
+        "{md}"
+    );
+}
