@@ -321,7 +321,7 @@ fn train_recipe(run: &RecipeRun<'_>, args: &Args) -> Result<RecipeOutcome, BoxEr
     let checkpoints = run.checkpointer()?;
 
     let mut builder = run.tracker_builder(config.clone());
-    for t in exptrack::backends_from_config(&config)? {
+    for t in exptrack::trackers_from_config(&config)? {
         builder = builder.with_tracker(t);
     }
     let tracker = builder.build()?;

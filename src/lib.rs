@@ -76,7 +76,7 @@
 //!   "s3://bucket/prefix"`, `gs://`, `az://`), credentials from the provider's environment
 //!   variables (implies `checkpoint`).
 
-mod backends;
+mod trackers;
 #[cfg(feature = "trainer")]
 mod experiment;
 mod facade_error;
@@ -86,7 +86,7 @@ pub mod quickstart;
 pub use exptrack_core as core;
 pub use exptrack_core::*;
 
-pub use backends::{backends_from_config, tracker};
+pub use trackers::{trackers_from_config, tracker};
 #[cfg(feature = "trainer")]
 pub use experiment::{Completed, Experiment, Run, Start};
 pub use facade_error::{FacadeError, Result};

@@ -1,4 +1,4 @@
-//! Trackers from the config: the backends `[tracking]` switches on.
+//! Trackers from the config: the trackers (backends) `[tracking]` switches on.
 
 use exptrack_core::{ExperimentConfig, ExperimentTracker, ExperimentTrackerBuilder, Tracker};
 
@@ -9,16 +9,16 @@ use crate::facade_error::{FacadeError, Result};
 /// and W&B (`use_wandb`). The local store is always on. Adjust the builder (runs dir, resume,
 /// extra trackers) before `build()`.
 pub fn tracker(config: ExperimentConfig) -> Result<ExperimentTrackerBuilder> {
-    let backends = backends_from_config(&config)?;
+    let trackers = trackers_from_config(&config)?;
     let mut b = ExperimentTracker::builder(config);
-    for t in backends {
+    for t in trackers {
         b = b.with_tracker(t);
     }
     Ok(b)
 }
 
-/// The backends `config` switches on, built but not opened.
-pub fn backends_from_config(config: &ExperimentConfig) -> Result<Vec<Box<dyn Tracker>>> {
+/// The trackers `config`'s `[tracking]` section switches on, built but not opened.
+pub fn trackers_from_config(config: &ExperimentConfig) -> Result<Vec<Box<dyn Tracker>>> {
     let tr = &config.tracking;
     let mut out: Vec<Box<dyn Tracker>> = Vec::new();
     if tr.use_tensorboard {
