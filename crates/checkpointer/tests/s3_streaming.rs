@@ -160,3 +160,76 @@ fn verify_and_load_stream_on_s3() {
     let text = e.to_string();
     assert!(text.contains("model.bpk"), "{text}");
 }
+
+/// Rewrites the `checkpoint.json` of `info` on the S3 server with `edit` applied.
+fn edit_remote_manifest(
+    info: &exptrack_checkpoint::CheckpointInfo,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    use object_store::ObjectStoreExt;
+    let dir = info.dir.to_string_lossy().to_string();
+    let rel = dir
+        .strip_prefix(&format!("s3://{}/", common::seaweed::BUCKET))
+        .expect("s3 dir");
+    let key = object_store::path::Path::from(format!("{rel}/checkpoint.json"));
+    let store = common::s3_raw();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bytes = store.get(&key).await.expect("checkpoint.json").bytes().await.unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        edit(&mut v);
+        store
+            .put(&key, serde_json::to_vec(&v).unwrap().into())
+            .await
+            .unwrap();
+    });
+}
+
+/// A `checkpoint.json` on S3 that lies about a file's size is refused before a buffer of that
+/// size is made: a raw file's recorded size against the object's size, a zstd file's against
+/// the size its frame header declares (issue 15; the local checkpointer checks both before it
+/// allocates, too).
+#[test]
+fn a_lying_size_on_s3_is_refused_before_the_buffer_is_made() {
+    let Some(server) = common::s3_server() else {
+        return;
+    };
+    let root = server.url("lying-sizes");
+    for (experiment, compression) in [("raw", Compression::Off), ("zstd", Compression::Zstd(1))] {
+        let config = CheckpointConfig {
+            dir: root.clone().into(),
+            compression,
+            ..CheckpointConfig::default()
+        };
+        let data = payload(2 * MIB, 5, false);
+        let mut ckpt = ModelCheckpointer::open(experiment, config.clone()).expect("open");
+        let info = ckpt
+            .save(Checkpoint::new(1).file("model.bpk", data))
+            .expect("save");
+        // 1 GiB: small enough that any machine's allocator hands it out (lazily zeroed), so
+        // a load that makes the buffer before checking shows it as its largest allocation.
+        let lie: u64 = 1 << 30;
+        edit_remote_manifest(&info, |v| {
+            v["files"][0]["size"] = serde_json::json!(lie);
+            if compression == Compression::Off {
+                v["files"][0]["stored_size"] = serde_json::json!(lie);
+            }
+        });
+        drop(ckpt);
+        let ckpt = ModelCheckpointer::open(experiment, config).expect("reopen");
+        let (loaded, _peak, largest) = measure(|| ckpt.load_file(1, "model.bpk"));
+        let e = loaded.expect_err("a lying size loaded");
+        let text = e.to_string();
+        assert!(
+            text.contains("model.bpk") && text.contains(&lie.to_string()),
+            "{compression:?}: the error names neither the file nor the size: {text}"
+        );
+        assert!(
+            largest < 64 * MIB,
+            "{compression:?}: a {largest}-byte buffer was made for a size the object does not have"
+        );
+    }
+}

@@ -41,7 +41,7 @@ mod write;
 pub use fs::evict_from_page_cache;
 pub(crate) use fs::{exchange, fsync_dir, is_atomic_temp, remove_tree};
 #[cfg_attr(not(feature = "object-store"), allow(unused_imports))]
-pub(crate) use read::{fill_stored, verify_stored, zeroed};
+pub(crate) use read::{ZSTD_HEADER_MAX, check_zstd_frame, fill_stored, verify_stored, zeroed};
 pub(crate) use read::{read_verified, verify_file};
 pub(crate) use write::{
     WriteOpts, replace_atomic, sync_files, write_bytes, write_from_path, write_small_unsynced,

@@ -101,7 +101,7 @@ pub(crate) fn zeroed(len: u64) -> Option<Vec<u8>> {
 /// buffer of that size is made.
 fn check_zstd_header(file: &File, path: &Path, entry: &FileEntry) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let mut header = [0u8; 18];
+    let mut header = [0u8; ZSTD_HEADER_MAX];
     let mut n = 0;
     while n < header.len() {
         match file.read_at(&mut header[n..], n as u64) {
@@ -111,7 +111,19 @@ fn check_zstd_header(file: &File, path: &Path, entry: &FileEntry) -> Result<()> 
             Err(e) => return Err(Error::io("read", path, e)),
         }
     }
-    match zstd::zstd_safe::get_frame_content_size(&header[..n]) {
+    check_zstd_frame(&header[..n], path, entry)
+}
+
+/// The most bytes a zstd frame header takes (magic number included): what
+/// [`check_zstd_frame`] needs to see.
+pub(crate) const ZSTD_HEADER_MAX: usize = 18;
+
+/// Checks the content size a zstd frame header declares (`header`: the stored file's first
+/// bytes, up to [`ZSTD_HEADER_MAX`]) against `entry.size`: a manifest that claims a size the
+/// frame does not have is refused before a buffer of that size is made. A frame that does not
+/// declare its size passes (the decompressed length is checked as it fills).
+pub(crate) fn check_zstd_frame(header: &[u8], path: &Path, entry: &FileEntry) -> Result<()> {
+    match zstd::zstd_safe::get_frame_content_size(header) {
         Ok(Some(declared)) if declared != entry.size => Err(Error::SizeMismatch {
             path: path.to_owned(),
             expected: entry.size,

@@ -449,12 +449,37 @@ pub(crate) fn get_verified(
             actual: entry.stored_size,
         });
     }
-    let mut content = crate::io::zeroed(entry.size).ok_or_else(|| Error::OutOfMemory {
-        path: display.to_owned(),
-        bytes: entry.size,
-    })?;
-    let digest = download(client, key, entry, display, |stored| {
-        crate::io::fill_stored(stored, &mut content, display, entry)
+    let (content, digest) = download(client, key, entry, display, |mut stored| {
+        // The buffer is made only once the first bytes are in: by then the object's size has
+        // matched the manifest's (the download checks it before handing anything over), and a
+        // zstd frame's declared size has matched the content size, so a manifest that lies
+        // about a size cannot make a buffer of that size.
+        let mut head = [0u8; crate::io::ZSTD_HEADER_MAX];
+        let want = head.len().min(usize::try_from(entry.stored_size).unwrap_or(usize::MAX));
+        let n = read_full(&mut stored, &mut head[..want]).ctx("get", display)?;
+        if n < want {
+            // The download ended early (its error is the one reported) or the object is
+            // shorter than recorded: nothing to make a buffer for.
+            return Err(Error::SizeMismatch {
+                path: display.to_owned(),
+                expected: entry.stored_size,
+                actual: n as u64,
+            });
+        }
+        if entry.encoding == Encoding::Zstd {
+            crate::io::check_zstd_frame(&head[..n], display, entry)?;
+        }
+        let mut content = crate::io::zeroed(entry.size).ok_or_else(|| Error::OutOfMemory {
+            path: display.to_owned(),
+            bytes: entry.size,
+        })?;
+        let digest = crate::io::fill_stored(
+            std::io::Cursor::new(&head[..n]).chain(stored),
+            &mut content,
+            display,
+            entry,
+        )?;
+        Ok((content, digest))
     })?;
     crate::io::check_digest(display, entry, &digest)?;
     Ok(content)
