@@ -44,6 +44,7 @@ pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
         && algo == HashAlgo::Blake3
         && out.len() >= PAR_MIN
         && spare_core()
+        && split::looks_cached(&file, entry.size)
     {
         split::fill_split(path, &mut out, cores())
     } else {

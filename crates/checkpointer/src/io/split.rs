@@ -128,6 +128,45 @@ fn plan(len: u64, workers: usize) -> (Node, Vec<Vec<Leaf>>) {
     (tree, shares)
 }
 
+/// Whether the file looks resident in the page cache: a few 4 KiB probes across it read at once
+/// with `RWF_NOWAIT` (which fails instead of waiting for the disk). Several streams only pay when
+/// the data is in memory; from the disk, parallel streams far apart cost more than they give
+/// (measured: 0.86 of a raw cold read against 0.9+ for the one-stream pipeline).
+pub(super) fn looks_cached(file: &File, len: u64) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::fd::AsRawFd;
+        const PROBE: u64 = 4096;
+        if len < PROBE {
+            return true;
+        }
+        let mut buf = [0u8; PROBE as usize];
+        (0..8u64).all(|i| {
+            let off = (len - PROBE) * i / 7;
+            let iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: valid fd; one iovec over a live, writable buffer of its stated length.
+            let n = unsafe {
+                libc::preadv2(
+                    file.as_raw_fd(),
+                    &iov,
+                    1,
+                    off as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            n == PROBE as isize
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = (file, len);
+        false
+    }
+}
+
 /// Fills `out` with the raw file at `path` (whose length was checked to be `out.len()`) on
 /// `workers` threads and returns its BLAKE3 digest. None when that cannot be done here (one
 /// worker, input of one chunk or less, a thread that cannot be started): the caller then reads
@@ -311,6 +350,26 @@ mod tests {
                 assert_eq!(got, want, "len {len}, {workers} workers");
                 assert!(out == bytes, "len {len}, {workers} workers: bytes differ");
             }
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn a_file_just_written_looks_cached_and_an_evicted_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, data(8 << 20)).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(looks_cached(&file, 8 << 20));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.sync_all().unwrap();
+        crate::io::evict_from_page_cache(&path).unwrap();
+        // Eviction is advisory (a file system may keep the pages): only check when it took.
+        let probe = File::open(&path).unwrap();
+        if !looks_cached(&probe, 8 << 20) {
+            let mut out = vec![0u8; 8 << 20];
+            std::io::Read::read_exact(&mut &probe, &mut out).unwrap();
+            assert!(looks_cached(&probe, 8 << 20), "read back, so cached again");
         }
     }
 
