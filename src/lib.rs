@@ -76,20 +76,20 @@
 //!   "s3://bucket/prefix"`, `gs://`, `az://`), credentials from the provider's environment
 //!   variables (implies `checkpoint`).
 
-mod trackers;
 #[cfg(feature = "trainer")]
 mod experiment;
 mod facade_error;
 #[cfg(feature = "trainer")]
 pub mod quickstart;
+mod trackers;
 
 pub use exptrack_core as core;
 pub use exptrack_core::*;
 
-pub use trackers::{trackers_from_config, tracker};
 #[cfg(feature = "trainer")]
 pub use experiment::{Completed, Experiment, Run, Start};
 pub use facade_error::{FacadeError, Result};
+pub use trackers::{tracker, trackers_from_config};
 
 /// The facade's error type.
 pub type Error = FacadeError;

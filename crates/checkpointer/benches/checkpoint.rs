@@ -189,6 +189,16 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
                 assert_eq!(v.len(), size);
                 d
             });
+            if cold && let Some((_, _, path)) = stores.first() {
+                // The same raw read of the checkpoint's own file: tells the file's layout on
+                // disk (written by the checkpointer) from the load's own cost.
+                timed(&mut g, label, "raw_read_cold_ckpt_file", || {
+                    evict(path);
+                    let (d, v) = clock(|| std::fs::read(path).unwrap());
+                    assert_eq!(v.len(), size);
+                    d
+                });
+            }
             for (name, ck, path) in &stores {
                 let bench_name = format!("load_verified{name}{sfx}");
                 timed(&mut g, label, &bench_name, || {
@@ -246,7 +256,7 @@ fn report(sizes: &[String]) -> String {
     out.push_str("| size | metric | ours (median) | baseline (median) | ratio | target |\n|---|---|---|---|---|---|\n");
     for size in sizes {
         // (what, ours, baseline, throughput ratio?, target); rows without data are left out.
-        let rows: [(&str, &str, &str, bool, &str); 14] = [
+        let rows: [(&str, &str, &str, bool, &str); 16] = [
             (
                 "durable save / raw write+fsync",
                 "durable_save",
@@ -267,6 +277,20 @@ fn report(sizes: &[String]) -> String {
                 "raw_read_cold",
                 true,
                 ">= 0.90",
+            ),
+            (
+                "raw read of the checkpoint's file / raw read, cold cache (layout)",
+                "raw_read_cold_ckpt_file",
+                "raw_read_cold",
+                true,
+                "-",
+            ),
+            (
+                "verified load / raw read of the same file, cold cache",
+                "load_verified_cold",
+                "raw_read_cold_ckpt_file",
+                true,
+                "-",
             ),
             (
                 "verified load of model + optimizer (1:2) / raw read of both",

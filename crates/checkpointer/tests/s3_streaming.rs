@@ -178,7 +178,13 @@ fn edit_remote_manifest(
         .build()
         .unwrap();
     rt.block_on(async {
-        let bytes = store.get(&key).await.expect("checkpoint.json").bytes().await.unwrap();
+        let bytes = store
+            .get(&key)
+            .await
+            .expect("checkpoint.json")
+            .bytes()
+            .await
+            .unwrap();
         let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         edit(&mut v);
         store
@@ -197,6 +203,7 @@ fn a_lying_size_on_s3_is_refused_before_the_buffer_is_made() {
     let Some(server) = common::s3_server() else {
         return;
     };
+    let _one = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let root = server.url("lying-sizes");
     for (experiment, compression) in [("raw", Compression::Off), ("zstd", Compression::Zstd(1))] {
         let config = CheckpointConfig {

@@ -54,15 +54,15 @@ use serde::Serialize;
 mod error;
 mod options;
 mod recipe;
-mod state;
-mod run;
 mod report;
+mod run;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use self::error::*;
 pub use self::options::*;
 pub use self::recipe::*;
-pub use self::state::*;
-pub use self::run::*;
 pub use self::report::*;
+pub use self::run::*;
+pub use self::state::*;

@@ -99,7 +99,12 @@ pub fn discover(dir: impl AsRef<Path>, options: &BatchOptions) -> Result<Vec<Rec
 /// Deeper than this, directories are not searched (a symlink loop ends here).
 pub(super) const MAX_DEPTH: usize = 16;
 
-pub(super) fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+pub(super) fn walk(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<(PathBuf, String)>,
+) -> Result<()> {
     let io = |source| BatchError::Io {
         path: dir.to_path_buf(),
         source,

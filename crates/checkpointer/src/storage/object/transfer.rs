@@ -455,7 +455,9 @@ pub(crate) fn get_verified(
         // zstd frame's declared size has matched the content size, so a manifest that lies
         // about a size cannot make a buffer of that size.
         let mut head = [0u8; crate::io::ZSTD_HEADER_MAX];
-        let want = head.len().min(usize::try_from(entry.stored_size).unwrap_or(usize::MAX));
+        let want = head
+            .len()
+            .min(usize::try_from(entry.stored_size).unwrap_or(usize::MAX));
         let n = read_full(&mut stored, &mut head[..want]).ctx("get", display)?;
         if n < want {
             // The download ended early (its error is the one reported) or the object is
