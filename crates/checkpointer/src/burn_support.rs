@@ -4,19 +4,43 @@
 //! Each piece is stored as its burnpack bytes under a fixed file name ([`MODEL_FILE`],
 //! [`OPTIMIZER_FILE`], [`SCHEDULER_FILE`]), hashed and committed like any other file.
 //!
-//! ```ignore
-//! use exptrack_checkpoint::{Checkpoint, burn_support::BurnCheckpoint as _};
-//! let ckpt = Checkpoint::new(step)
-//!     .metric("val_loss", val_loss)
-//!     .with_model(&model)?
-//!     .with_optimizer(&optim)?
-//!     .with_lr_scheduler_record(scheduler.to_record())?;
-//! checkpointer.save_async(ckpt)?;
-//! // on resume
-//! let mut loaded = checkpointer.load_latest_valid()?.ok_or("no checkpoint")?;
-//! let model = loaded.load_model(model)?;
-//! let optim = loaded.load_optimizer(optim)?;
-//! let scheduler = scheduler.load_record(loaded.lr_scheduler_record()?);
+//! ```no_run
+//! use burn::lr_scheduler::{DynLrScheduler, LrScheduler};
+//! use burn::module::Module;
+//! use burn::optim::ModuleOptimizer;
+//! use exptrack_checkpoint::{Checkpoint, ModelCheckpointer, burn_support::BurnCheckpoint as _};
+//!
+//! fn save<M: Module>(
+//!     checkpointer: &mut ModelCheckpointer,
+//!     step: u64,
+//!     val_loss: f64,
+//!     model: &M,
+//!     optim: &ModuleOptimizer,
+//!     scheduler: &DynLrScheduler,
+//! ) -> exptrack_checkpoint::Result<()> {
+//!     let ckpt = Checkpoint::new(step)
+//!         .metric("val_loss", val_loss)
+//!         .with_model(model)?
+//!         .with_optimizer(optim)?
+//!         .with_lr_scheduler_record(scheduler.to_record())?;
+//!     checkpointer.save_async(ckpt)
+//! }
+//!
+//! /// On resume: the latest checkpoint that verifies, loaded into fresh model/optimizer/scheduler.
+//! fn resume<M: Module>(
+//!     checkpointer: &ModelCheckpointer,
+//!     model: M,
+//!     optim: ModuleOptimizer,
+//!     scheduler: DynLrScheduler,
+//! ) -> exptrack_checkpoint::Result<Option<(M, ModuleOptimizer, DynLrScheduler)>> {
+//!     let Some(mut loaded) = checkpointer.load_latest_valid()? else {
+//!         return Ok(None); // nothing saved yet: start fresh
+//!     };
+//!     let model = loaded.load_model(model)?;
+//!     let optim = loaded.load_optimizer(optim)?;
+//!     let scheduler = scheduler.load_record(loaded.lr_scheduler_record()?);
+//!     Ok(Some((model, optim, scheduler)))
+//! }
 //! ```
 //!
 //! With the `safetensors` feature, [`export_safetensors`] writes a module's weights as a
@@ -25,14 +49,21 @@
 //! PyTorch users; [`BurnCheckpoint::with_safetensors`] adds the same bytes to a checkpoint.
 //! It is a separate feature because it pulls burn-store's safetensors support into the build.
 //!
-//! ```ignore
-//! // The best checkpoint's weights, for `safetensors.torch.load_file` on the Python side.
-//! let best = checkpointer.best().ok_or("no checkpoint")?;
-//! let mut best = checkpointer.load(best.step)?;
-//! let model = best.load_model(template_model)?;
-//! exptrack_checkpoint::burn_support::export_safetensors(&model, "best.safetensors")?;
+//! ```no_run
+//! # #[cfg(feature = "safetensors")]
+//! fn export_best<M: burn::module::Module>(
+//!     checkpointer: &exptrack_checkpoint::ModelCheckpointer,
+//!     template_model: M,
+//! ) -> Result<(), Box<dyn std::error::Error>> {
+//!     // The best checkpoint's weights, for `safetensors.torch.load_file` on the Python side.
+//!     let best = checkpointer.best().ok_or("no checkpoint")?;
+//!     let mut best = checkpointer.load(best.step)?;
+//!     let model = best.load_model(template_model)?;
+//!     exptrack_checkpoint::burn_support::export_safetensors(&model, "best.safetensors")?;
+//!     Ok(())
+//! }
 //! ```
-
+//!
 use burn::lr_scheduler::LrSchedulerRecord;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;

@@ -5,9 +5,17 @@
 //! backend stored. Each check returns `Err(message)` instead of panicking so the caller's test can
 //! add context.
 //!
-//! ```ignore
+//! ```no_run
+//! use std::path::Path;
+//! use exptrack_core::Tracker;
 //! use exptrack_core::conformance::{self, ReadBack};
-//! conformance::run_all(&mut || Box::new(MyTracker::new()), &mut MyReader, tmp.path())?;
+//!
+//! /// Runs every check on trackers that `make` builds, reading back through `reader`.
+//! fn check(make: &mut dyn FnMut() -> Box<dyn Tracker>, reader: &mut dyn ReadBack, dir: &Path) {
+//!     let f32_values = false; // true for a backend that stores metrics as f32 (TensorBoard)
+//!     let failures = conformance::run_all(make, reader, dir, f32_values);
+//!     assert!(failures.is_empty(), "{failures:#?}");
+//! }
 //! ```
 
 use std::path::Path;

@@ -14,27 +14,37 @@
 //!   optimizer and scheduler records into one crash-safe [`ModelCheckpointer`] checkpoint, and
 //!   the next run resumes from the last committed epoch (steps continue where they were).
 //!
-//! ```ignore
-//! use std::sync::Arc;
+//! ```no_run
+//! use exptrack_checkpoint::ModelCheckpointer;
+//! use exptrack_trainer::MetricSink;
+//! use exptrack_trainer::burn::train::{Learner, LearnerModel, SupervisedTraining};
 //! use exptrack_trainer::burn_train::Tracking;
 //!
-//! let tracker = Arc::new(exptrack::tracker(config)?.resume(Resume::LatestUnfinished).build()?);
-//! let tracking = Tracking::new(Arc::clone(&tracker))
-//!     .with_checkpointer(ModelCheckpointer::open("my-experiment", checkpoint_config)?)?;
-//! if let Some(results) = tracking.completed() {
-//!     println!("already completed: {results}");
-//!     return Ok(());
+//! /// `training` is burn-train's `SupervisedTraining::new(artifact_dir, train_loader,
+//! /// valid_loader)` with its metrics and epochs; `sink` e.g. an `ExperimentTracker` (to
+//! /// TensorBoard, MLflow, W&B); `checkpointer` opened for the experiment's id.
+//! fn train<M: LearnerModel, S: MetricSink + Clone + 'static>(
+//!     sink: S,
+//!     checkpointer: ModelCheckpointer,
+//!     training: SupervisedTraining<M>,
+//!     learner: Learner<M>,
+//!     config: &impl serde::Serialize,
+//! ) -> exptrack_trainer::Result<()> {
+//!     let tracking = Tracking::new(sink).with_checkpointer(checkpointer)?;
+//!     if let Some(results) = tracking.completed() {
+//!         println!("already completed: {results}");
+//!         return Ok(());
+//!     }
+//!     tracking.log_config(config)?;
+//!     let result = tracking.attach(training).launch(learner);
+//!     let outcome = tracking.finish(&result)?; // waits for the last checkpoint, marks completion
+//!     println!("{} steps, completed: {}", outcome.train_steps, outcome.completed);
+//!     Ok(())
 //! }
-//! tracking.log_config(&my_config)?;
-//! tracking.log_model(&model)?;
-//! let training = tracking.attach(
-//!     SupervisedTraining::new(artifact_dir, train_loader, valid_loader)
-//!         .metrics((LossMetric::new(), AccuracyMetric::new()))
-//!         .num_epochs(10),
-//! );
-//! let result = training.launch(Learner::new(model, optim, lr));
-//! let outcome = tracking.finish(&result)?; // waits for the last checkpoint, marks completion
 //! ```
+//!
+//! The whole program, with its model, data and tracker, is `examples/burn_train.rs` at the
+//! repository root.
 //!
 //! Without checkpoints, one call: [`track`]`(training, &tracker)`.
 //!

@@ -19,11 +19,20 @@
 //! [`MultiLabelClassificationOutput`] and [`SequenceOutput`] (loss only); implement it for your
 //! own output type.
 //!
-//! ```ignore
-//! let mut manager = TrainingManager::new(config)?;
-//! let model = BurnTrainModel::new(MyBurnTrainModel::new(manager.device()));
-//! let (trained, result) = manager.fit(model, &train, &valid)?;
-//! let model: MyBurnTrainModel = trained.into_inner();
+//! ```no_run
+//! use exptrack_trainer::{BatchSource, BurnTrainModel, TrainModel, TrainingConfig, TrainingManager};
+//!
+//! /// Trains `model`, a burn-train model (`TrainStep` + `InferenceStep`), with exptrack's loop.
+//! fn train<M, S>(config: TrainingConfig, model: M, train: &S, valid: &S) -> exptrack_trainer::Result<M>
+//! where
+//!     BurnTrainModel<M>: TrainModel,
+//!     S: BatchSource<Batch = <BurnTrainModel<M> as TrainModel>::Batch>,
+//! {
+//!     let mut manager = TrainingManager::new(config)?;
+//!     let (trained, result) = manager.fit(BurnTrainModel::new(model), train, valid)?;
+//!     println!("best {} = {:?} at step {:?}", result.monitor, result.best_metric, result.best_step);
+//!     Ok(trained.into_inner())
+//! }
 //! ```
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor};
