@@ -124,10 +124,10 @@ pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
 /// fn main() -> Result<(), Reported> {
 ///     let n: u32 = "42".parse()?; // any error type converts
 ///     assert_eq!(n, 42);
+/// #   let r = Reported::from(std::io::Error::other("disk full"));
+/// #   assert_eq!(format!("{r:?}"), "disk full");
 ///     Ok(())
 /// }
-/// # let r = Reported::from(std::io::Error::other("disk full"));
-/// # assert_eq!(format!("{r:?}"), "disk full");
 /// ```
 pub struct Reported(Box<dyn std::error::Error + 'static>);
 
