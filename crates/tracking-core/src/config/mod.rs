@@ -23,14 +23,12 @@
 //! `[experiment]` and `[tracking]` are errors naming the key, file, line and column.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::metadata::derive_experiment_id;
@@ -580,197 +578,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// sha256 (hex) of the canonical form of `doc` without the dotted keys in `exclude`.
-///
-/// The canonical form sorts table keys, writes integers in decimal, writes floats with an integral
-/// value below 2^53 as integers (so `1` and `1.0` hash alike) and others in shortest round-trip form,
-/// and does not depend on TOML layout (inline vs standard tables, quoting, whitespace, comments).
-pub fn config_hash(doc: &toml::Table, exclude: &[String]) -> String {
-    let mut doc = doc.clone();
-    for key in exclude {
-        remove_dotted(&mut doc, key);
-    }
-    let canonical = canonical_string(&toml::Value::Table(doc));
-    hex::encode(Sha256::digest(canonical.as_bytes()))
-}
-
-fn remove_dotted(table: &mut toml::Table, dotted: &str) {
-    let mut parts = dotted.split('.').peekable();
-    let mut cur = table;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            cur.remove(part);
-            return;
-        }
-        match cur.get_mut(part).and_then(|v| v.as_table_mut()) {
-            Some(t) => cur = t,
-            None => return,
-        }
-    }
-}
-
-/// The canonical serialization hashed by [`config_hash`].
-pub fn canonical_string(v: &toml::Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &toml::Value, out: &mut String) {
-    match v {
-        toml::Value::String(s) => write_json_str(s, out),
-        toml::Value::Integer(i) => {
-            let _ = write!(out, "{i}");
-        }
-        toml::Value::Float(f) => write_float(*f, out),
-        toml::Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        toml::Value::Datetime(d) => {
-            out.push_str("dt:");
-            write_json_str(&d.to_string(), out);
-        }
-        toml::Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(x, out);
-            }
-            out.push(']');
-        }
-        toml::Value::Table(t) => {
-            let mut keys: Vec<&String> = t.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json_str(k, out);
-                out.push(':');
-                if let Some(x) = t.get(*k) {
-                    write_canonical(x, out);
-                }
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_float(f: f64, out: &mut String) {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    if f.is_nan() {
-        out.push_str("nan");
-    } else if f.is_infinite() {
-        out.push_str(if f > 0.0 { "inf" } else { "-inf" });
-    } else if f == 0.0 {
-        out.push('0'); // -0.0 and 0.0 alike
-    } else if f.fract() == 0.0 && f.abs() < EXACT {
-        let _ = write!(out, "{}", f as i64);
-    } else {
-        let _ = write!(out, "{f:?}");
-    }
-}
-
-fn write_json_str(s: &str, out: &mut String) {
-    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
-}
-
+mod hash;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("abc\ndef", 5), (2, 2));
-        assert_eq!(line_col("abc", 0), (1, 1));
-    }
-
-    #[test]
-    fn malformed_toml_reports_line_and_column() {
-        let text = "[experiment]\nname = \"x\"\nlr = = 3\n";
-        let err = ExperimentConfig::parse(text, "exp.toml").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.starts_with("exp.toml:3:"), "{msg}");
-        match err {
-            Error::ConfigParse { line, column, .. } => {
-                assert_eq!(line, 3);
-                assert!(column >= 5, "column {column}");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn unknown_key_in_known_section_is_named() {
-        let text = "[experiment]\nname = \"x\"\n\n[tracking]\nuse_tensorbaord = true\n";
-        let err = ExperimentConfig::parse(text, "exp.toml").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("use_tensorbaord"), "{msg}");
-        assert!(msg.starts_with("exp.toml:5:"), "{msg}");
-    }
-
-    #[test]
-    fn missing_name_is_an_error() {
-        let err = ExperimentConfig::parse("[experiment]\ntags=[]\n", "c.toml").unwrap_err();
-        assert!(err.to_string().contains("name"), "{err}");
-    }
-
-    #[test]
-    fn unknown_sections_are_kept_and_hashed() {
-        let a = ExperimentConfig::parse("[experiment]\nname=\"x\"\n[model]\nd=1\n", "a").unwrap();
-        let b = ExperimentConfig::parse("[experiment]\nname=\"x\"\n[model]\nd=2\n", "b").unwrap();
-        assert!(a.section("model").is_some());
-        assert_ne!(a.hash(), b.hash());
-    }
-
-    #[test]
-    fn tracking_is_excluded_by_default_and_exclusions_are_configurable() {
-        let a = ExperimentConfig::parse(
-            "[experiment]\nname=\"x\"\n[tracking]\nuse_mlflow=false\n",
-            "a",
-        )
-        .unwrap();
-        let b = ExperimentConfig::parse(
-            "[experiment]\nname=\"x\"\n[tracking]\nuse_mlflow=true\n",
-            "b",
-        )
-        .unwrap();
-        assert_eq!(a.hash(), b.hash());
-        assert_eq!(a.experiment_id(), b.experiment_id());
-        let c = ExperimentConfig::parse(
-            "[experiment]\nname=\"x\"\nhash_exclude=[\"training.log_frequency\"]\n[training]\nlog_frequency=1\nlr=0.1\n",
-            "c",
-        )
-        .unwrap();
-        let d = ExperimentConfig::parse(
-            "[experiment]\nname=\"x\"\nhash_exclude=[\"training.log_frequency\"]\n[training]\nlog_frequency=50\nlr=0.1\n",
-            "d",
-        )
-        .unwrap();
-        assert_eq!(c.hash(), d.hash());
-        let e = ExperimentConfig::parse(
-            "[experiment]\nname=\"x\"\nhash_exclude=[\"training.log_frequency\"]\n[training]\nlog_frequency=50\nlr=0.2\n",
-            "e",
-        )
-        .unwrap();
-        assert_ne!(d.hash(), e.hash());
-    }
-
-    #[test]
-    fn layout_and_number_form_do_not_change_the_hash() {
-        let a = ExperimentConfig::parse(
-            "[experiment]\nname = \"x\"\n[training]\nlr = 1.0\nsizes = [1, 2]\n",
-            "a",
-        )
-        .unwrap();
-        let b = ExperimentConfig::parse(
-            "# comment\ntraining = { sizes = [1,2], lr = 1 }\n[experiment]\n'name'=\"x\"\n",
-            "b",
-        )
-        .unwrap();
-        assert_eq!(a.hash(), b.hash());
-        assert!(a.experiment_id().starts_with("x-"));
-        assert_eq!(a.experiment_id().len(), "x-".len() + 12);
-    }
-}
+pub use hash::{canonical_string, config_hash};
