@@ -63,3 +63,56 @@ fn manifest_and_markdown_describe_the_checkpoint() {
         "{md}"
     );
 }
+
+#[test]
+fn latest_best_and_manifests_follow_retention() {
+    let mut set = CheckpointSet::new();
+    assert!(set.latest().is_none() && set.best().is_none());
+    for e in checkpoint_run() {
+        if let Event::Checkpoint(r) = e {
+            set.apply(&r);
+        }
+    }
+    // 4 was the best when saved, 6 is newer (and not best), 2 was deleted.
+    assert_eq!(set.latest().map(|r| r.step), Some(6));
+    assert_eq!(set.best().map(|r| r.step), Some(4));
+    let m = set.manifests();
+    assert_eq!(
+        m.keys().collect::<Vec<_>>(),
+        ["ckpt-000000000004", "ckpt-000000000006"]
+    );
+    assert_eq!(
+        m["ckpt-000000000004"],
+        checkpoint_report(4, true, &[]).manifest()
+    );
+    // Retention deletes the best one: no best is left, the latest stays.
+    set.apply(&checkpoint_report(8, false, &[4]));
+    assert!(set.best().is_none());
+    assert_eq!(set.latest().map(|r| r.step), Some(8));
+    assert_eq!(set.pruned().collect::<Vec<_>>(), [2, 4]);
+}
+
+#[test]
+fn a_resumed_run_starts_from_the_checkpoints_it_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = ExperimentTracker::builder(ExperimentConfig::named("ckpt-resume"))
+        .runs_dir(tmp.path().join("runs"))
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    for e in checkpoint_run() {
+        t.log_event(e).unwrap();
+    }
+    let dir = t.run_dir().to_path_buf();
+    t.finish(RunStatus::Completed).unwrap();
+    let mut ctx = exptrack_core::conformance::context(tmp.path(), "ckpt-resume");
+    ctx.run_dir = dir;
+    let fresh = exptrack_core::store::resumed_checkpoints(&ctx).unwrap();
+    assert!(fresh.is_empty(), "a new run starts empty");
+    ctx.resumed = true;
+    let set = exptrack_core::store::resumed_checkpoints(&ctx).unwrap();
+    assert_eq!(set.present().map(|r| r.step).collect::<Vec<_>>(), [4, 6]);
+    assert_eq!(set.pruned().collect::<Vec<_>>(), [2]);
+    ctx.run_dir = tmp.path().join("nowhere");
+    assert!(exptrack_core::store::resumed_checkpoints(&ctx).is_err());
+}
