@@ -53,16 +53,9 @@ fn to_bytes(v: &Value) -> Result<Vec<u8>> {
 }
 
 impl MlflowTracker {
-    /// Starts from the checkpoints a resumed run reported in earlier processes (a local log that
-    /// cannot be read is logged and the set starts empty).
+    /// Starts from the checkpoints a resumed run reported in earlier processes.
     pub(super) fn load_checkpoints(&mut self, ctx: &RunContext) {
-        self.checkpoints = resumed_checkpoints(ctx).unwrap_or_else(|e| {
-            tracing::warn!(
-                target: "exptrack_mlflow",
-                "the checkpoints of before the resume are not listed ({e})"
-            );
-            CheckpointSet::new()
-        });
+        self.checkpoints = resumed_checkpoints(ctx);
         self.best_tagged = self.checkpoints.best().is_some();
     }
 
