@@ -202,3 +202,33 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn the_online_client_sends_the_checkpoints_in_the_summary() {
+    let Some(py) = common::peer_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = common::Recorder::start(&py, tmp.path());
+    let mut t = WandbTracker::builder()
+        .mode(Mode::Online)
+        .api_key(common::FAKE_KEY)
+        .base_url(rec.base_url())
+        .dir(tmp.path())
+        .project("exptrack-test")
+        .entity("team-a")
+        .flush_interval(std::time::Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    t.open(&common::context(tmp.path(), "ckpt", "ckpt-online", ""))
+        .unwrap();
+    let events = checkpoint_run();
+    t.write(&Batch {
+        first_seq: 1,
+        events: &events,
+    })
+    .unwrap();
+    t.close(RunStatus::Completed).unwrap();
+    let u = Upload::from_requests(&rec.requests());
+    check_first(u.summary.as_ref().expect("a summary"), "online client");
+}
