@@ -117,3 +117,27 @@ fn a_resumed_run_starts_from_the_checkpoints_it_reported() {
     // A run directory that cannot be read: nothing to start from (and a warning).
     assert!(exptrack_core::store::resumed_checkpoints(&ctx).is_empty());
 }
+
+/// The fuzz corpus seed for checkpoint reports (`fuzz/corpus/events_jsonl/checkpoints`, written
+/// by `fuzz/seeds/make_seeds.py`) is a valid log, so the fuzzer starts from the reader's
+/// checkpoint path and not from a rejected line.
+#[test]
+fn the_fuzz_seed_of_checkpoint_reports_is_a_valid_log() {
+    let seed = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus/events_jsonl/checkpoints"),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("metadata.json"), b"{}").unwrap();
+    // The first byte is the target's selector; the rest is the log.
+    std::fs::write(tmp.path().join("events.jsonl"), &seed[1..]).unwrap();
+    let reader = RunReader::open(tmp.path()).unwrap();
+    assert_eq!(reader.events().unwrap().len(), 5);
+    let set = reader.checkpoints().unwrap();
+    assert_eq!(set.present().map(|r| r.step).collect::<Vec<_>>(), [4, 6]);
+    assert_eq!(set.pruned().collect::<Vec<_>>(), [2]);
+    let four = set.present().next().unwrap();
+    assert!(four.location.starts_with("s3://"), "{}", four.location);
+    assert!(four.metrics[1].value.is_nan());
+}
