@@ -70,7 +70,7 @@ struct OpenRun {
 ///   `mlflow.note.content` from the description.
 /// - Metrics, params and tags go out as `runs/log-batch` requests split to the server's limits,
 ///   in event order; text becomes `text/<tag>/step_<n>.md`; images are logged the way
-///   `MlflowClient.log_image(key=, step=)` does (see [`ImagePaths`]: the PNG, a compressed WebP
+///   `MlflowClient.log_image(key=, step=)` does (see [`ImagePaths`](crate::media::ImagePaths): the PNG, a compressed WebP
 ///   copy, the run tag `mlflow.loggedImages`), so the UI's image panel with its step slider shows
 ///   them; histograms become `histograms/<tag>/step_<n>.json` (64 equal-width buckets, see
 ///   [`Histogram::to_json`]); results (`set_result`) become the tag `exptrack.result.<key>` (JSON

@@ -29,7 +29,11 @@ pub const TAG_CHECKPOINT_LATEST: &str = "exptrack.checkpoints.latest";
 /// Run tag naming the best checkpoint that exists (`ckpt-<step, 12 digits>`); absent when there
 /// is none (no monitor, or retention deleted it).
 pub const TAG_CHECKPOINT_BEST: &str = "exptrack.checkpoints.best";
-/// The artifact listing the checkpoints that exist (see the [module docs](self)).
+/// The artifact listing the checkpoints that exist, rewritten after every checkpoint report:
+/// `{"latest": name, "best": name or null, "checkpoints": {name: manifest}, "pruned": [names]}`
+/// (names are `ckpt-<step, 12 digits>`; a manifest is [`CheckpointReport::manifest`], also
+/// uploaded per commit at [`manifest_path`]). The tags [`TAG_CHECKPOINT_LATEST`] and
+/// [`TAG_CHECKPOINT_BEST`] name the same checkpoints. The weights are never uploaded.
 pub const CHECKPOINT_INDEX: &str = "checkpoints/index.json";
 
 /// The artifact path of a checkpoint's manifest: `checkpoints/ckpt-<step, 12 digits>.json`.
