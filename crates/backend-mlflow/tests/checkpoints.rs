@@ -5,11 +5,9 @@
 
 mod common;
 
-use exptrack_core::conformance::{checkpoint_report, checkpoint_run};
+use exptrack_core::conformance::{checkpoint_report, checkpoint_run, log_through_store};
 use exptrack_core::store::RunReader;
-use exptrack_core::{
-    Batch, Event, EventKind, ExperimentConfig, ExperimentTracker, RunContext, RunStatus, Tracker,
-};
+use exptrack_core::{Batch, Event, EventKind, RunContext, RunStatus, Tracker};
 use exptrack_mlflow::{
     CHECKPOINT_INDEX, MlflowTracker, TAG_CHECKPOINT_BEST, TAG_CHECKPOINT_LATEST, manifest_path,
 };
@@ -60,19 +58,13 @@ fn checkpoints_are_listed_by_reference_and_pruned_ones_leave_the_index() {
         .unwrap();
     assert!(mlflow.supports(EventKind::Checkpoint));
     // Through the dispatcher and the local store, as a training run reports its commits.
-    let t = ExperimentTracker::builder(ExperimentConfig::named("checkpoints"))
-        .runs_dir(tmp.path())
-        .handle_signals(false)
-        .collect_system_info(false)
-        .with_tracker(Box::new(mlflow))
-        .build()
-        .unwrap();
-    for e in checkpoint_run() {
-        t.log_event(e).unwrap();
-    }
-    let run_dir = t.run_dir().to_path_buf();
-    let report = t.finish(RunStatus::Completed).unwrap();
-    assert!(report.problem_lines().is_empty(), "{report}");
+    let run_dir = log_through_store(
+        tmp.path(),
+        "checkpoints",
+        vec![Box::new(mlflow)],
+        checkpoint_run(),
+    )
+    .unwrap();
 
     let exp = server.get(
         "experiments/get-by-name",

@@ -10,11 +10,9 @@ mod upload;
 
 use std::path::{Path, PathBuf};
 
-use exptrack_core::conformance::{checkpoint_report, checkpoint_run};
+use exptrack_core::conformance::{checkpoint_report, checkpoint_run, log_through_store};
 use exptrack_core::store::RunReader;
-use exptrack_core::{
-    Batch, Event, EventKind, ExperimentConfig, ExperimentTracker, RunContext, RunStatus, Tracker,
-};
+use exptrack_core::{Batch, Event, EventKind, RunContext, RunStatus, Tracker};
 use exptrack_wandb::{Mode, SUMMARY_CHECKPOINTS, WandbTracker};
 use serde_json::{Value, json};
 use upload::Upload;
@@ -111,19 +109,13 @@ fn the_summary_lists_the_checkpoints_that_exist() {
     let tracker = offline(&wb);
     assert!(tracker.supports(EventKind::Checkpoint));
     // Through the dispatcher and the local store, as a training run reports its commits.
-    let t = ExperimentTracker::builder(ExperimentConfig::named("wandb-checkpoints"))
-        .runs_dir(tmp.path().join("runs"))
-        .handle_signals(false)
-        .collect_system_info(false)
-        .with_tracker(Box::new(tracker))
-        .build()
-        .unwrap();
-    for e in checkpoint_run() {
-        t.log_event(e).unwrap();
-    }
-    let store_dir = t.run_dir().to_path_buf();
-    let report = t.finish(RunStatus::Completed).unwrap();
-    assert!(report.problem_lines().is_empty(), "{report}");
+    let store_dir = log_through_store(
+        &tmp.path().join("runs"),
+        "wandb-checkpoints",
+        vec![Box::new(tracker)],
+        checkpoint_run(),
+    )
+    .unwrap();
     let run_dir = offline_run_dir(&wb);
 
     check_first(
@@ -210,16 +202,7 @@ fn the_online_client_sends_the_checkpoints_in_the_summary() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let rec = common::Recorder::start(&py, tmp.path());
-    let mut t = WandbTracker::builder()
-        .mode(Mode::Online)
-        .api_key(common::FAKE_KEY)
-        .base_url(rec.base_url())
-        .dir(tmp.path())
-        .project("exptrack-test")
-        .entity("team-a")
-        .flush_interval(std::time::Duration::from_secs(3600))
-        .build()
-        .unwrap();
+    let mut t = common::online_tracker(&rec, tmp.path());
     t.open(&common::context(tmp.path(), "ckpt", "ckpt-online", ""))
         .unwrap();
     let events = checkpoint_run();

@@ -190,15 +190,7 @@ fn runs_show_lists_the_checkpoints_that_exist() {
     };
     let mut ck = ModelCheckpointer::open("exp-1", cfg).unwrap();
     ck.report_to(t.clone());
-    for (step, loss) in [(10u64, 0.5), (20, 0.2), (30, 0.4), (40, 0.3)] {
-        ck.save(
-            Checkpoint::new(step)
-                .metric("valid/loss", loss)
-                .file("model.bin", vec![step as u8; 4096])
-                .file("optim.bin", vec![1u8; 1000]),
-        )
-        .unwrap();
-    }
+    save_checkpoints(&mut ck, &[(10, 0.5), (20, 0.2), (30, 0.4), (40, 0.3)]);
     let kept = ck.list();
     drop(ck);
     let id = t.metadata().run_id.clone();
@@ -311,6 +303,19 @@ fn plot_writes_decodable_images() {
     assert!(svg.starts_with("<svg width=\"400\" height=\"300\""));
 }
 
+/// Saves a checkpoint per `(step, valid/loss)`: `model.bin` (4096 bytes) and `optim.bin` (1000).
+fn save_checkpoints(ck: &mut ModelCheckpointer, steps: &[(u64, f64)]) {
+    for &(step, loss) in steps {
+        ck.save(
+            Checkpoint::new(step)
+                .metric("valid/loss", loss)
+                .file("model.bin", vec![step as u8; 4096])
+                .file("optim.bin", vec![1u8; 1000]),
+        )
+        .unwrap();
+    }
+}
+
 /// Five checkpoints; valid/loss is best (lowest) at step 30.
 fn make_checkpoints(root: &Path) -> std::path::PathBuf {
     let cfg = CheckpointConfig {
@@ -321,15 +326,10 @@ fn make_checkpoints(root: &Path) -> std::path::PathBuf {
         ..CheckpointConfig::default()
     };
     let mut ck = ModelCheckpointer::open("exp-1", cfg).unwrap();
-    for (step, loss) in [(10u64, 0.9), (20, 0.5), (30, 0.2), (40, 0.4), (50, 0.3)] {
-        ck.save(
-            Checkpoint::new(step)
-                .metric("valid/loss", loss)
-                .file("model.bin", vec![step as u8; 4096])
-                .file("optim.bin", vec![1u8; 1000]),
-        )
-        .unwrap();
-    }
+    save_checkpoints(
+        &mut ck,
+        &[(10, 0.9), (20, 0.5), (30, 0.2), (40, 0.4), (50, 0.3)],
+    );
     drop(ck);
     root.join("exp-1")
 }

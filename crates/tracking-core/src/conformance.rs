@@ -87,6 +87,38 @@ pub fn checkpoint_run() -> Vec<Event> {
     out
 }
 
+/// Logs `events` as a program does: through a real [`ExperimentTracker`] (the local store under
+/// `runs_dir`, the dispatcher) delivering to `trackers`, then finishes the run as completed.
+/// Returns the run's directory, or the problems the finish report lists.
+///
+/// [`ExperimentTracker`]: crate::ExperimentTracker
+pub fn log_through_store(
+    runs_dir: &Path,
+    name: &str,
+    trackers: Vec<Box<dyn Tracker>>,
+    events: Vec<Event>,
+) -> Result<std::path::PathBuf, String> {
+    let mut builder = crate::ExperimentTracker::builder(crate::ExperimentConfig::named(name))
+        .runs_dir(runs_dir)
+        .handle_signals(false)
+        .collect_system_info(false);
+    for t in trackers {
+        builder = builder.with_tracker(t);
+    }
+    let run = builder.build().map_err(e("open"))?;
+    for ev in events {
+        run.log_event(ev).map_err(e("log"))?;
+    }
+    let dir = run.run_dir().to_path_buf();
+    let report = run.finish(RunStatus::Completed).map_err(e("finish"))?;
+    let problems = report.problem_lines();
+    if problems.is_empty() {
+        Ok(dir)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 fn e<T>(what: &str) -> impl FnOnce(T) -> String + '_
 where
     T: std::fmt::Display,

@@ -1,23 +1,16 @@
 //! Checkpoint reports in the local store: written to `events.jsonl`, and read back by
 //! `RunReader::checkpoints` as the checkpoints that exist and those retention deleted.
 
-use exptrack_core::conformance::{checkpoint_report, checkpoint_run};
+use exptrack_core::CheckpointSet;
+use exptrack_core::Event;
+use exptrack_core::conformance::{checkpoint_report, checkpoint_run, log_through_store};
 use exptrack_core::store::RunReader;
-use exptrack_core::{CheckpointSet, Event, ExperimentConfig, ExperimentTracker, RunStatus};
 
 #[test]
 fn the_store_lists_present_and_pruned_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
-    let t = ExperimentTracker::builder(ExperimentConfig::named("ckpt"))
-        .runs_dir(tmp.path().join("runs"))
-        .handle_signals(false)
-        .build()
-        .unwrap();
-    for e in checkpoint_run() {
-        t.log_event(e).unwrap();
-    }
-    let dir = t.run_dir().to_path_buf();
-    t.finish(RunStatus::Completed).unwrap();
+    let dir =
+        log_through_store(&tmp.path().join("runs"), "ckpt", vec![], checkpoint_run()).unwrap();
     let set = RunReader::open(&dir).unwrap().checkpoints().unwrap();
     let present: Vec<u64> = set.present().map(|c| c.step).collect();
     assert_eq!(present, [4, 6]);
@@ -95,16 +88,8 @@ fn latest_best_and_manifests_follow_retention() {
 #[test]
 fn a_resumed_run_starts_from_the_checkpoints_it_reported() {
     let tmp = tempfile::tempdir().unwrap();
-    let t = ExperimentTracker::builder(ExperimentConfig::named("ckpt-resume"))
-        .runs_dir(tmp.path().join("runs"))
-        .handle_signals(false)
-        .build()
-        .unwrap();
-    for e in checkpoint_run() {
-        t.log_event(e).unwrap();
-    }
-    let dir = t.run_dir().to_path_buf();
-    t.finish(RunStatus::Completed).unwrap();
+    let runs = tmp.path().join("runs");
+    let dir = log_through_store(&runs, "ckpt-resume", vec![], checkpoint_run()).unwrap();
     let mut ctx = exptrack_core::conformance::context(tmp.path(), "ckpt-resume");
     ctx.run_dir = dir;
     let fresh = exptrack_core::store::resumed_checkpoints(&ctx);
