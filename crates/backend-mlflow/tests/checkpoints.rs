@@ -5,9 +5,10 @@
 
 mod common;
 
-use exptrack_core::conformance::{checkpoint_report, checkpoint_run, log_through_store};
-use exptrack_core::store::RunReader;
-use exptrack_core::{Batch, Event, EventKind, RunContext, RunStatus, Tracker};
+use exptrack_core::conformance::{
+    checkpoint_report, checkpoint_run, log_through_store, resume_and_write,
+};
+use exptrack_core::{Event, EventKind, Tracker};
 use exptrack_mlflow::{
     CHECKPOINT_INDEX, MlflowTracker, TAG_CHECKPOINT_BEST, TAG_CHECKPOINT_LATEST, manifest_path,
 };
@@ -126,28 +127,14 @@ fn checkpoints_are_listed_by_reference_and_pruned_ones_leave_the_index() {
 
     // The run resumes in a new process and commits step 8, whose save deletes 4 (the best): the
     // index keeps 6 from before the resume, and no best is left.
-    let reader = RunReader::open(&run_dir).unwrap();
-    let ctx = RunContext {
-        metadata: reader.metadata().unwrap(),
-        config: toml::Table::new(),
-        run_dir: run_dir.clone(),
-        resumed: true,
-    };
     let mut again = MlflowTracker::builder()
         .tracking_uri(server.uri())
         .experiment_name("checkpoints")
         .build()
         .unwrap();
-    again.open(&ctx).unwrap();
+    let later = [Event::Checkpoint(checkpoint_report(8, false, &[4]))];
+    resume_and_write(&mut again, &run_dir, &later).unwrap();
     assert_eq!(again.run_id(), Some(run_id.as_str()), "the same MLflow run");
-    let events = [Event::Checkpoint(checkpoint_report(8, false, &[4]))];
-    again
-        .write(&Batch {
-            first_seq: reader.last_seq().unwrap() + 1,
-            events: &events,
-        })
-        .unwrap();
-    again.close(RunStatus::Completed).unwrap();
 
     let index = read_json(server, &uri, CHECKPOINT_INDEX);
     assert_eq!(

@@ -10,9 +10,10 @@ mod upload;
 
 use std::path::{Path, PathBuf};
 
-use exptrack_core::conformance::{checkpoint_report, checkpoint_run, log_through_store};
-use exptrack_core::store::RunReader;
-use exptrack_core::{Batch, Event, EventKind, RunContext, RunStatus, Tracker};
+use exptrack_core::conformance::{
+    checkpoint_report, checkpoint_run, log_through_store, resume_and_write,
+};
+use exptrack_core::{Batch, Event, EventKind, RunStatus, Tracker};
 use exptrack_wandb::{Mode, SUMMARY_CHECKPOINTS, WandbTracker};
 use serde_json::{Value, json};
 use upload::Upload;
@@ -144,24 +145,9 @@ fn the_summary_lists_the_checkpoints_that_exist() {
     check_first(u.summary.as_ref().expect("a summary"), "wandb sync");
 
     // The run resumes in a new process and commits 8, whose save deletes 4 (the best).
-    let reader = RunReader::open(&store_dir).unwrap();
-    let ctx = RunContext {
-        metadata: reader.metadata().unwrap(),
-        config: toml::Table::new(),
-        run_dir: store_dir.clone(),
-        resumed: true,
-    };
     let wb2 = tmp.path().join("wb-resumed");
-    let mut again = offline(&wb2);
-    again.open(&ctx).unwrap();
-    let events = [Event::Checkpoint(checkpoint_report(8, false, &[4]))];
-    again
-        .write(&Batch {
-            first_seq: reader.last_seq().unwrap() + 1,
-            events: &events,
-        })
-        .unwrap();
-    again.close(RunStatus::Completed).unwrap();
+    let later = [Event::Checkpoint(checkpoint_report(8, false, &[4]))];
+    resume_and_write(&mut offline(&wb2), &store_dir, &later).unwrap();
     let resumed_dir = offline_run_dir(&wb2);
     for (who, summary) in [
         (

@@ -119,6 +119,29 @@ pub fn log_through_store(
     }
 }
 
+/// Continues the stored run in `run_dir` on `tracker` as a resumed process does: opens it with the
+/// run's context (`resumed`, its metadata and directory), writes `events` after the last sequence
+/// number of the local log, and closes it as completed.
+pub fn resume_and_write(
+    tracker: &mut dyn Tracker,
+    run_dir: &Path,
+    events: &[Event],
+) -> Result<(), String> {
+    let reader = crate::store::RunReader::open(run_dir).map_err(e("open the stored run"))?;
+    let ctx = RunContext {
+        metadata: reader.metadata().map_err(e("metadata"))?,
+        config: toml::Table::new(),
+        run_dir: run_dir.to_path_buf(),
+        resumed: true,
+    };
+    tracker.open(&ctx).map_err(e("open"))?;
+    let first_seq = reader.last_seq().map_err(e("log"))? + 1;
+    tracker
+        .write(&Batch { first_seq, events })
+        .map_err(e("write"))?;
+    tracker.close(RunStatus::Completed).map_err(e("close"))
+}
+
 fn e<T>(what: &str) -> impl FnOnce(T) -> String + '_
 where
     T: std::fmt::Display,
