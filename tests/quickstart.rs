@@ -1,5 +1,6 @@
 //! The quickstart as a library call: trains, interrupts and resumes, reports a completed
-//! experiment, retrains when forced, and writes results.json in the run directory.
+//! experiment, retrains when forced, and writes results.json in the run directory; its run lists
+//! the checkpoints of both processes (`Event::Checkpoint` per commit, pruned steps named).
 
 use exptrack::quickstart::{QuickstartArgs, run};
 
@@ -66,6 +67,27 @@ fn quickstart_interrupts_resumes_completes_and_forces() {
     assert!((acc - second.final_accuracy).abs() < 1e-12);
     let events = std::fs::read_to_string(run_dir.join("events.jsonl")).unwrap();
     assert!(events.contains("train/loss") && events.contains("valid/accuracy"));
+    // Every commit of both processes is reported (20 and the stop at 25, then the epoch ends at
+    // 32 and 64 and the saves at 40 and 60); the last two are kept.
+    assert_eq!(events.matches(r#""kind":"checkpoint""#).count(), 6);
+    let set = exptrack::store::RunReader::open(&run_dir)
+        .unwrap()
+        .checkpoints()
+        .unwrap();
+    assert_eq!(set.present().map(|r| r.step).collect::<Vec<_>>(), [60, 64]);
+    assert_eq!(set.pruned().collect::<Vec<_>>(), [20, 25, 32, 40]);
+    for r in set.present() {
+        assert_eq!(
+            std::path::Path::new(&r.location),
+            second.checkpoint_dir.join(r.name())
+        );
+        assert!(second.checkpoint_dir.join(r.name()).is_dir(), "{r:?}");
+        assert!(!r.files.is_empty() && r.files.iter().all(|f| f.size > 0));
+    }
+    for step in set.pruned() {
+        let gone = second.checkpoint_dir.join(exptrack::checkpoint_name(step));
+        assert!(!gone.exists(), "{} was deleted", gone.display());
+    }
 
     let third = run(args(false, None)).unwrap();
     assert!(third.already_completed);

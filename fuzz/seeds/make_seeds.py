@@ -49,6 +49,25 @@ lines = b"".join(json.dumps(dict([("seq", i + 1)] + list(e.items())), separators
 put("events_jsonl", "all-kinds", b"\x05" + lines)
 put("events_jsonl", "torn-tail", b"\x00" + lines + b'{"seq":9,"kind":"met')
 
+# events.jsonl with checkpoint reports: three commits (the third says retention deleted the first),
+# a non-finite metric, a checkpoint in object storage, and the run's end
+def ckpt(step, best, pruned, location):
+    files = [{"name": "model.bpk", "size": 1000 * step, "hash": "blake3:" + hashlib.sha256(b"m%d" % step).hexdigest()},
+             {"name": "optim.bpk", "size": 7, "hash": "sha256:" + hashlib.sha256(b"o%d" % step).hexdigest()}]
+    e = {"kind": "checkpoint", "step": step, "epoch": step // 2, "timestamp_ms": 1764628500000 + step, "location": location,
+         "files": files, "metrics": [{"key": "val_loss", "value": 1.0 / step}, {"key": "acc", "value": "NaN"}], "is_best": best}
+    if pruned: e["pruned"] = pruned
+    return e
+ck = [
+ {"kind": "metrics", "step": 2, "timestamp_ms": 1764628500000, "values": [{"key": "train/loss", "value": 0.5}]},
+ ckpt(2, True, [], "/ckpt/exp-1/ckpt-000000000002"),
+ ckpt(4, True, [], "s3://bucket/prefix/exp-1/ckpt-000000000004"),
+ ckpt(6, False, [2], "/ckpt/exp-1/ckpt-000000000006"),
+ {"kind": "status", "status": "completed", "timestamp_ms": 1764628500009},
+]
+ck_lines = b"".join(json.dumps(dict([("seq", i + 1)] + list(e.items())), separators=(",", ":")).encode() + b"\n" for i, e in enumerate(ck))
+put("events_jsonl", "checkpoints", b"\x06" + ck_lines)
+
 # checkpoint.json + registry.json + model.bin
 model = b"\x00\x01weights" * 8
 sha = hashlib.sha256(model).hexdigest()

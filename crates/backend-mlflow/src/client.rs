@@ -328,6 +328,18 @@ impl MlflowClient {
         Ok(())
     }
 
+    /// Deletes a run tag (`runs/delete-tag`); a tag the run does not have is not an error.
+    pub fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
+        match self.post(
+            "runs/delete-tag",
+            &json!({"run_id": run_id, "key": key}),
+            || format!("delete tag {key:?} of run {run_id}"),
+        ) {
+            Err(e) if e.error_code() == Some("RESOURCE_DOES_NOT_EXIST") => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
     /// Sets a run's status (and end time).
     pub fn update_run(
         &self,

@@ -6,7 +6,9 @@
 //! - [`MlflowTracker`]: an [`exptrack_core::Tracker`] — experiment get-or-create, run create or
 //!   resume (by the `exptrack.run_id` / `exptrack.experiment_id` tags), metrics/params/tags in
 //!   `runs/log-batch` requests split to the server's limits, artifacts streamed through the
-//!   artifact proxy, model checkpoints as MLflow 3 logged models, final status and end time;
+//!   artifact proxy, model checkpoints as MLflow 3 logged models, committed checkpoints by
+//!   reference (a manifest per commit, an index of those that exist, tags naming the latest and
+//!   the best: see [`CHECKPOINT_INDEX`]), final status and end time;
 //! - [`MlflowClient`]: the REST calls, public for the model registry (registered models,
 //!   versions, aliases, stage transitions) and for reading runs back;
 //! - [`sync_run`]: replays a local run (from this backend's cursor) into a server, e.g. after the
@@ -73,9 +75,10 @@ pub use builder::{MlflowTrackerBuilder, default_tracker_retry};
 pub use client::{ArtifactEntry, MlflowClient};
 pub use error::{Error, Result};
 pub use tracker::{
-    MlflowTracker, TAG_CONFIG_HASH, TAG_EXPERIMENT_ID, TAG_GIT_BRANCH, TAG_GIT_COMMIT,
-    TAG_LOGGED_IMAGES, TAG_LOGGED_MODEL, TAG_RESULT_PREFIX, TAG_RUN_ID, TAG_SOURCE_NAME,
-    TAG_SOURCE_TYPE, TAG_USER, standard_tags,
+    CHECKPOINT_INDEX, MlflowTracker, TAG_CHECKPOINT_BEST, TAG_CHECKPOINT_LATEST, TAG_CONFIG_HASH,
+    TAG_EXPERIMENT_ID, TAG_GIT_BRANCH, TAG_GIT_COMMIT, TAG_LOGGED_IMAGES, TAG_LOGGED_MODEL,
+    TAG_RESULT_PREFIX, TAG_RUN_ID, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_USER, manifest_path,
+    standard_tags,
 };
 pub use types::{
     Experiment, KeyValue, LoggedModelInfo, LoggedModelStatus, MetricPoint, MlflowRunStatus,

@@ -1,23 +1,31 @@
-//! [`MlflowTracker`]: the [`Tracker`] implementation.
+//! [`MlflowTracker`]: the [`Tracker`] implementation. Its parts, one concern each: opening the
+//! run ([`open`]), assembling `log-batch` requests ([`entities`]), media and model uploads
+//! ([`uploads`]) and checkpoint reports ([`checkpoints`]).
+
+mod checkpoints;
+mod entities;
+mod open;
+mod uploads;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
 use exptrack_core::{
-    ArtifactKind, Batch, Event, EventKind, ExperimentMetadata, RunContext, RunStatus, Tracker,
-    TrackerError, now_ms,
+    ArtifactKind, Batch, Event, EventKind, RunContext, RunStatus, Tracker, TrackerError, now_ms,
 };
 
 use crate::builder::MlflowTrackerBuilder;
 use crate::client::MlflowClient;
-use crate::error::{Error, Result, excerpt};
-use crate::media::{self, ImagePaths};
-use crate::types::{KeyValue, LoggedModelStatus, MetricPoint, MlflowRunStatus, Run};
-use crate::validate::{
-    MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAM_VALUE_LENGTH, MAX_PARAMS_PER_BATCH,
-    MAX_TAG_VALUE_LENGTH, MAX_TAGS_PER_BATCH, key_problem, sanitize_key, truncate_chars,
-};
+use crate::error::{Error, Result};
+use crate::types::{KeyValue, MetricPoint, MlflowRunStatus};
+use crate::validate::sanitize_key;
+use entities::{Entity, EntityKind, Pending};
 use exptrack_core::media::{DEFAULT_BINS, Histogram};
+use uploads::ModelProgress;
+
+pub use checkpoints::{
+    CHECKPOINT_INDEX, TAG_CHECKPOINT_BEST, TAG_CHECKPOINT_LATEST, manifest_path,
+};
+pub use open::standard_tags;
 
 /// Tag holding exptrack's experiment id (name + config hash).
 pub const TAG_EXPERIMENT_ID: &str = "exptrack.experiment_id";
@@ -53,58 +61,6 @@ struct OpenRun {
     artifact_uri: String,
 }
 
-/// One `log-batch` request being assembled.
-#[derive(Debug, Default)]
-struct Pending {
-    metrics: Vec<MetricPoint>,
-    params: Vec<KeyValue>,
-    tags: Vec<KeyValue>,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.metrics.is_empty() && self.params.is_empty() && self.tags.is_empty()
-    }
-    fn entities(&self) -> usize {
-        self.metrics.len() + self.params.len() + self.tags.len()
-    }
-    fn room_for(&self, kind: EntityKind) -> bool {
-        if self.entities() >= MAX_ENTITIES_PER_BATCH {
-            return false;
-        }
-        match kind {
-            EntityKind::Metric => self.metrics.len() < MAX_METRICS_PER_BATCH,
-            EntityKind::Param => self.params.len() < MAX_PARAMS_PER_BATCH,
-            EntityKind::Tag => self.tags.len() < MAX_TAGS_PER_BATCH,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum EntityKind {
-    Metric,
-    Param,
-    Tag,
-}
-
-impl EntityKind {
-    fn name(self) -> &'static str {
-        match self {
-            EntityKind::Metric => "metric",
-            EntityKind::Param => "param",
-            EntityKind::Tag => "tag",
-        }
-    }
-}
-
-/// Progress of a logged model whose creation must not be repeated on redelivery.
-#[derive(Debug, Clone)]
-struct ModelProgress {
-    model_id: String,
-    artifact_uri: String,
-    uploaded: bool,
-}
-
 /// Sends a run to an MLflow tracking server.
 ///
 /// - Open: finds or creates the experiment, then continues the run tagged with this
@@ -114,7 +70,7 @@ struct ModelProgress {
 ///   `mlflow.note.content` from the description.
 /// - Metrics, params and tags go out as `runs/log-batch` requests split to the server's limits,
 ///   in event order; text becomes `text/<tag>/step_<n>.md`; images are logged the way
-///   `MlflowClient.log_image(key=, step=)` does (see [`ImagePaths`]: the PNG, a compressed WebP
+///   `MlflowClient.log_image(key=, step=)` does (see [`ImagePaths`](crate::media::ImagePaths): the PNG, a compressed WebP
 ///   copy, the run tag `mlflow.loggedImages`), so the UI's image panel with its step slider shows
 ///   them; histograms become `histograms/<tag>/step_<n>.json` (64 equal-width buckets, see
 ///   [`Histogram::to_json`]); results (`set_result`) become the tag `exptrack.result.<key>` (JSON
@@ -122,6 +78,9 @@ struct ModelProgress {
 ///   through the artifact proxy; model
 ///   artifacts become MLflow 3 logged models (created, file uploaded, finalized READY, linked to the
 ///   run as an output).
+/// - Committed checkpoints are shown by reference, never uploaded: a manifest per commit
+///   (`checkpoints/ckpt-<step>.json`), the index of those that exist (`checkpoints/index.json`)
+///   and the tags `exptrack.checkpoints.latest` / `.best`; see [`CHECKPOINT_INDEX`].
 /// - Keys are checked against MLflow's rules: repaired with one warning per key, or rejected in
 ///   strict mode; params longer than 6000 characters are truncated with a warning; re-logging a
 ///   param with another value is a permanent [`Error::ParamChanged`] (the rest of the batch is
@@ -157,6 +116,10 @@ pub struct MlflowTracker {
     last_step: u64,
     /// Companion mode: log into this existing run, leaving its params, tags and status alone.
     attach: Option<crate::builder::Attach>,
+    /// The checkpoints reported so far (what `checkpoints/index.json` lists).
+    checkpoints: exptrack_core::CheckpointSet,
+    /// Whether the run carries the `exptrack.checkpoints.best` tag.
+    best_tagged: bool,
 }
 
 impl MlflowTracker {
@@ -183,6 +146,8 @@ impl MlflowTracker {
             images_tagged: false,
             last_step: 0,
             attach: b.attach,
+            checkpoints: exptrack_core::CheckpointSet::new(),
+            best_tagged: false,
         }
     }
 
@@ -227,457 +192,9 @@ impl MlflowTracker {
         self.run.as_ref().ok_or(Error::NotOpen)
     }
 
-    fn find_existing(&self, experiment_id: &str, ctx: &RunContext) -> Result<Option<Run>> {
-        let md = &ctx.metadata;
-        let by_run = format!(
-            "tags.`{TAG_RUN_ID}` = '{}' AND tags.`{TAG_EXPERIMENT_ID}` = '{}'",
-            quote(&md.run_id),
-            quote(&md.experiment_id)
-        );
-        let mut runs = self.client.search_runs(
-            &[experiment_id],
-            &by_run,
-            1,
-            &["attributes.start_time DESC"],
-        )?;
-        if runs.is_empty() && ctx.resumed {
-            let by_exp = format!(
-                "tags.`{TAG_EXPERIMENT_ID}` = '{}'",
-                quote(&md.experiment_id)
-            );
-            runs = self.client.search_runs(
-                &[experiment_id],
-                &by_exp,
-                1,
-                &["attributes.start_time DESC"],
-            )?;
-        }
-        Ok(runs.into_iter().next())
-    }
-
     /// Whether this tracker is a companion writer of another process's run.
     pub fn is_companion(&self) -> bool {
         self.attach.is_some()
-    }
-
-    fn open_attached(&mut self, attach: &crate::builder::Attach, ctx: &RunContext) -> Result<()> {
-        use crate::builder::Attach;
-        let run = match attach {
-            Attach::MlflowRun(id) => self.client.get_run(id)?,
-            Attach::ExptrackRun {
-                experiment_id,
-                run_id,
-            } => {
-                let exp_name = self
-                    .experiment_name
-                    .clone()
-                    .unwrap_or_else(|| ctx.metadata.experiment_name.clone());
-                let exp = self.client.get_experiment_by_name(&exp_name)?.ok_or_else(|| {
-                    Error::Config(format!(
-                        "attach to exptrack run {experiment_id}/{run_id}: MLflow has no experiment named {exp_name:?}"
-                    ))
-                })?;
-                let filter = format!(
-                    "tags.`{TAG_RUN_ID}` = '{}' AND tags.`{TAG_EXPERIMENT_ID}` = '{}'",
-                    quote(run_id),
-                    quote(experiment_id)
-                );
-                self.client
-                    .search_runs(&[&exp.experiment_id], &filter, 1, &["attributes.start_time DESC"])?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        Error::Config(format!(
-                            "attach to exptrack run {experiment_id}/{run_id}: no MLflow run in experiment {exp_name:?} carries its tags (has the training logged to MLflow yet?)"
-                        ))
-                    })?
-            }
-        };
-        tracing::info!(
-            target: "exptrack_mlflow",
-            run_id = %run.info.run_id,
-            "logging into the existing MLflow run as a companion writer"
-        );
-        self.remote_status = Some(run.info.status.to_core());
-        self.run = Some(OpenRun {
-            run_id: run.info.run_id,
-            experiment_id: run.info.experiment_id,
-            artifact_uri: run.info.artifact_uri,
-        });
-        Ok(())
-    }
-
-    fn do_open(&mut self, ctx: &RunContext) -> Result<()> {
-        if let Some(attach) = self.attach.clone() {
-            return self.open_attached(&attach, ctx);
-        }
-        let md = &ctx.metadata;
-        let exp_name = self
-            .experiment_name
-            .clone()
-            .unwrap_or_else(|| md.experiment_name.clone());
-        let experiment_id = self.client.get_or_create_experiment(&exp_name)?;
-        if let Some(run) = self.find_existing(&experiment_id, ctx)? {
-            let status = run.info.status.to_core();
-            tracing::info!(
-                target: "exptrack_mlflow",
-                run_id = %run.info.run_id,
-                "continuing existing MLflow run (status on server: {status})"
-            );
-            self.remote_status = Some(status);
-            self.params = run
-                .data
-                .params
-                .iter()
-                .map(|p| (p.key.clone(), p.value.clone()))
-                .collect();
-            if status.is_terminal() && !md.status.is_terminal() {
-                // Training continues: the run is running again until close.
-                self.client
-                    .update_run(&run.info.run_id, MlflowRunStatus::Running, None)?;
-            }
-            self.run = Some(OpenRun {
-                run_id: run.info.run_id,
-                experiment_id,
-                artifact_uri: run.info.artifact_uri,
-            });
-            return Ok(());
-        }
-        let mut tags = vec![
-            KeyValue::new(TAG_EXPERIMENT_ID, md.experiment_id.clone()),
-            KeyValue::new(TAG_RUN_ID, md.run_id.clone()),
-            KeyValue::new(TAG_CONFIG_HASH, md.config_hash.clone()),
-        ];
-        if !md.description.is_empty() {
-            tags.push(KeyValue::new("mlflow.note.content", md.description.clone()));
-        }
-        if !md.version.is_empty() {
-            tags.push(KeyValue::new("exptrack.version", md.version.clone()));
-        }
-        tags.extend(standard_tags(md));
-        if !md.system.hostname.is_empty() {
-            tags.push(KeyValue::new("exptrack.host", md.system.hostname.clone()));
-        }
-        for t in &md.tags {
-            tags.push(KeyValue::new(t.clone(), String::new()));
-        }
-        let mut problems = Vec::new();
-        let tags: Vec<KeyValue> = tags
-            .into_iter()
-            .filter_map(|kv| self.check_tag(kv, &mut problems))
-            .collect();
-        for p in problems {
-            tracing::warn!(target: "exptrack_mlflow", "run tag skipped: {p}");
-        }
-        let run_name = self.run_name.clone().unwrap_or_else(|| md.run_id.clone());
-        let start = md.start_time.timestamp_millis();
-        // Runs/create takes at most 100 tags in practice; the rest follow in log-batch.
-        let (first, rest) = tags.split_at(tags.len().min(MAX_TAGS_PER_BATCH));
-        let info = self
-            .client
-            .create_run(&experiment_id, &run_name, start, first)?;
-        if !rest.is_empty() {
-            self.client
-                .log_batch_chunked(&info.run_id, &[], &[], rest)?;
-        }
-        tracing::info!(target: "exptrack_mlflow", run_id = %info.run_id, "created MLflow run");
-        self.remote_status = None;
-        self.run = Some(OpenRun {
-            run_id: info.run_id,
-            experiment_id,
-            artifact_uri: info.artifact_uri,
-        });
-        Ok(())
-    }
-
-    /// Validates (and in the default mode repairs) a key; `None` (with a problem recorded) when
-    /// the entity must be dropped.
-    fn check_key(
-        &mut self,
-        kind: EntityKind,
-        key: &str,
-        problems: &mut Vec<String>,
-    ) -> Option<String> {
-        let Some(reason) = key_problem(key) else {
-            return Some(key.to_owned());
-        };
-        if self.strict {
-            problems.push(
-                Error::InvalidKey {
-                    kind: kind.name(),
-                    key: key.to_owned(),
-                    reason,
-                }
-                .to_string(),
-            );
-            return None;
-        }
-        let fixed = sanitize_key(key);
-        if self.warned.insert(format!("key:{}:{key}", kind.name())) {
-            tracing::warn!(
-                target: "exptrack_mlflow",
-                "{} key {key:?} is not valid for MLflow ({reason}); logging it as {fixed:?}",
-                kind.name()
-            );
-        }
-        Some(fixed)
-    }
-
-    fn check_tag(&mut self, kv: KeyValue, problems: &mut Vec<String>) -> Option<KeyValue> {
-        let key = self.check_key(EntityKind::Tag, &kv.key, problems)?;
-        let (v, cut) = truncate_chars(&kv.value, MAX_TAG_VALUE_LENGTH);
-        if cut && self.warned.insert(format!("tagval:{key}")) {
-            tracing::warn!(
-                target: "exptrack_mlflow",
-                "tag {key:?} is longer than {MAX_TAG_VALUE_LENGTH} characters; truncated"
-            );
-        }
-        Some(KeyValue::new(key, v.to_owned()))
-    }
-
-    /// Sends the pending request; on a "changed param" rejection resends without params and
-    /// records the problem. Transient errors are returned.
-    fn send(&mut self, pending: &mut Pending, problems: &mut Vec<String>) -> Result<()> {
-        if pending.is_empty() {
-            self.delivered = self.added_through;
-            return Ok(());
-        }
-        let run_id = self.open_run()?.run_id.clone();
-        let p = std::mem::take(pending);
-        let r = self.send_request(&run_id, p, problems);
-        if r.is_ok() {
-            // Every event fully added so far is now on the server.
-            self.delivered = self.added_through;
-        }
-        r
-    }
-
-    fn send_request(&mut self, run_id: &str, p: Pending, problems: &mut Vec<String>) -> Result<()> {
-        match self
-            .client
-            .log_batch(run_id, &p.metrics, &p.params, &p.tags)
-        {
-            Ok(()) => {
-                for kv in p.params {
-                    self.params.insert(kv.key, kv.value);
-                }
-                Ok(())
-            }
-            Err(e) if e.is_transient() => {
-                // Nothing was committed (the server's log-batch is one transaction); the caller
-                // returns a transient error and the batch is redelivered.
-                Err(e)
-            }
-            Err(e) => {
-                let params_rejected = e.status() == Some(400) && !p.params.is_empty();
-                problems.push(e.to_string());
-                if params_rejected {
-                    // The server rolls the whole request back: deliver the rest without params.
-                    if !(p.metrics.is_empty() && p.tags.is_empty()) {
-                        match self.client.log_batch(run_id, &p.metrics, &[], &p.tags) {
-                            Ok(()) => {}
-                            Err(e) if e.is_transient() => return Err(e),
-                            Err(e) => problems.push(e.to_string()),
-                        }
-                    }
-                    // Keep the params that do go through, one at a time.
-                    for kv in p.params {
-                        match self
-                            .client
-                            .log_batch(run_id, &[], std::slice::from_ref(&kv), &[])
-                        {
-                            Ok(()) => {
-                                self.params.insert(kv.key, kv.value);
-                            }
-                            Err(e) if e.is_transient() => return Err(e),
-                            Err(_) => {}
-                        }
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn push(
-        &mut self,
-        pending: &mut Pending,
-        kind: EntityKind,
-        entity: Entity,
-        problems: &mut Vec<String>,
-    ) -> Result<()> {
-        if !pending.room_for(kind) {
-            self.send(pending, problems)?;
-        }
-        match entity {
-            Entity::Metric(m) => pending.metrics.push(m),
-            Entity::Param(p) => pending.params.push(p),
-            Entity::Tag(t) => pending.tags.push(t),
-        }
-        Ok(())
-    }
-
-    fn add_param(
-        &mut self,
-        pending: &mut Pending,
-        key: &str,
-        value: String,
-        problems: &mut Vec<String>,
-    ) -> Result<()> {
-        let Some(key) = self.check_key(EntityKind::Param, key, problems) else {
-            return Ok(());
-        };
-        let value = {
-            let (v, cut) = truncate_chars(&value, MAX_PARAM_VALUE_LENGTH);
-            if cut && self.warned.insert(format!("paramval:{key}")) {
-                tracing::warn!(
-                    target: "exptrack_mlflow",
-                    "param {key:?} is longer than {MAX_PARAM_VALUE_LENGTH} characters ({}); truncated",
-                    value.chars().count()
-                );
-            }
-            v.to_owned()
-        };
-        let earlier = self.params.get(&key).cloned().or_else(|| {
-            pending
-                .params
-                .iter()
-                .find(|p| p.key == key)
-                .map(|p| p.value.clone())
-        });
-        match earlier {
-            Some(old) if old == value => Ok(()),
-            Some(old) => {
-                problems.push(
-                    Error::ParamChanged {
-                        run_id: self.run_id().unwrap_or_default().to_owned(),
-                        key,
-                        old: excerpt(&old, 200),
-                        new: excerpt(&value, 200),
-                    }
-                    .to_string(),
-                );
-                Ok(())
-            }
-            None => self.push(
-                pending,
-                EntityKind::Param,
-                Entity::Param(KeyValue::new(key, value)),
-                problems,
-            ),
-        }
-    }
-
-    fn log_model(&mut self, seq: u64, path: &Path, name: &str, step: Option<u64>) -> Result<()> {
-        let run = self.open_run()?.clone();
-        let file_name = name.rsplit('/').next().unwrap_or(name).to_owned();
-        let progress = match self.models.get(&seq) {
-            Some(p) => p.clone(),
-            None => {
-                if !path.is_file() && !path.is_dir() {
-                    return Err(Error::Io {
-                        context: "model artifact",
-                        path: path.to_owned(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            "not a file or directory",
-                        ),
-                    });
-                }
-                let model_name = file_name
-                    .split('.')
-                    .next()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("model")
-                    .to_owned();
-                let mut tags = vec![
-                    KeyValue::new("exptrack.artifact_name", name),
-                    KeyValue::new(TAG_RUN_ID, run.run_id.clone()),
-                ];
-                if let Some(s) = step {
-                    tags.push(KeyValue::new("exptrack.step", s.to_string()));
-                }
-                let info = self.client.create_logged_model(
-                    &run.experiment_id,
-                    &model_name,
-                    Some(&run.run_id),
-                    &[],
-                    &tags,
-                )?;
-                let p = ModelProgress {
-                    model_id: info.model_id,
-                    artifact_uri: info.artifact_uri,
-                    uploaded: false,
-                };
-                self.models.insert(seq, p.clone());
-                p
-            }
-        };
-        if !progress.uploaded {
-            if path.is_dir() {
-                // An MLflow model directory (`MLmodel` and its files): its content is the
-                // logged model's artifact root, as `mlflow.<flavor>.log_model` lays it out.
-                let files = self.client.upload_dir(&progress.artifact_uri, "", path)?;
-                if files.is_empty() {
-                    return Err(Error::Config(format!(
-                        "model directory {} is empty",
-                        path.display()
-                    )));
-                }
-            } else {
-                self.client
-                    .upload_artifact(&progress.artifact_uri, &file_name, path)?;
-            }
-            if let Some(p) = self.models.get_mut(&seq) {
-                p.uploaded = true;
-            }
-        }
-        self.client
-            .finalize_logged_model(&progress.model_id, LoggedModelStatus::LoggedModelReady)?;
-        self.client
-            .log_outputs(&run.run_id, &[(&progress.model_id, step)])?;
-        self.client.log_batch(
-            &run.run_id,
-            &[],
-            &[],
-            &[KeyValue::new(TAG_LOGGED_MODEL, progress.model_id.clone())],
-        )?;
-        self.models.remove(&seq);
-        self.logged_models
-            .push((name.to_owned(), progress.model_id.clone()));
-        Ok(())
-    }
-
-    /// Uploads an image as `log_image(key=, step=)` does (the PNG, its compressed WebP copy) and
-    /// tags the run `mlflow.loggedImages` once, so the UI's image panel lists it.
-    fn log_image(&mut self, tag: &str, step: u64, timestamp_ms: i64, png: &[u8]) -> Result<()> {
-        let uri = self.open_run()?.artifact_uri.clone();
-        let paths = ImagePaths::new(tag, step, timestamp_ms, png);
-        self.client.upload_artifact_bytes(&uri, &paths.png, png)?;
-        match media::compressed_webp(png) {
-            Ok(webp) => self
-                .client
-                .upload_artifact_bytes(&uri, &paths.webp, &webp)?,
-            Err(why) => {
-                if self.warned.insert(format!("webp:{tag}")) {
-                    tracing::warn!(
-                        target: "exptrack_mlflow",
-                        "image {tag:?}: no compressed copy for MLflow's image panel ({why}); the PNG is uploaded"
-                    );
-                }
-            }
-        }
-        if !self.images_tagged {
-            let run_id = self.open_run()?.run_id.clone();
-            self.client.log_batch(
-                &run_id,
-                &[],
-                &[],
-                &[KeyValue::new(TAG_LOGGED_IMAGES, "True")],
-            )?;
-            self.images_tagged = true;
-        }
-        Ok(())
     }
 
     fn deliver(&mut self, batch: &Batch<'_>) -> std::result::Result<Vec<String>, Error> {
@@ -824,6 +341,11 @@ impl MlflowTracker {
                     };
                     r.or_else(|e| keep_going(e, &mut problems))?;
                 }
+                Event::Checkpoint(report) => {
+                    self.send(&mut pending, &mut problems)?;
+                    self.report_checkpoint(report)
+                        .or_else(|e| keep_going(e, &mut problems))?;
+                }
                 Event::Status {
                     status,
                     timestamp_ms,
@@ -845,6 +367,7 @@ impl MlflowTracker {
                     | Event::Image { .. }
                     | Event::Histogram { .. }
                     | Event::Artifact { .. }
+                    | Event::Checkpoint(_)
                     | Event::Status { .. }
             ) {
                 self.delivered = Some(seq);
@@ -855,12 +378,6 @@ impl MlflowTracker {
     }
 }
 
-enum Entity {
-    Metric(MetricPoint),
-    Param(KeyValue),
-    Tag(KeyValue),
-}
-
 /// Transient errors stop the batch; permanent ones are recorded and the batch goes on.
 fn keep_going(e: Error, problems: &mut Vec<String>) -> Result<()> {
     if e.is_transient() {
@@ -869,33 +386,6 @@ fn keep_going(e: Error, problems: &mut Vec<String>) -> Result<()> {
         problems.push(e.to_string());
         Ok(())
     }
-}
-
-/// MLflow's standard run tags (the ones its Python client fills) from the run's metadata:
-/// `mlflow.source.type` (`LOCAL`), `mlflow.source.name` (the program), `mlflow.user`, and
-/// `mlflow.source.git.commit` / `mlflow.source.git.branch` inside a git checkout. The UI shows them
-/// as the run's "Source", "Created by" and git fields. Unknown values are left out.
-pub fn standard_tags(md: &ExperimentMetadata) -> Vec<KeyValue> {
-    let sys = &md.system;
-    let mut tags = vec![KeyValue::new(TAG_SOURCE_TYPE, "LOCAL")];
-    if !sys.program.is_empty() {
-        tags.push(KeyValue::new(TAG_SOURCE_NAME, sys.program.clone()));
-    }
-    if !sys.user.is_empty() {
-        tags.push(KeyValue::new(TAG_USER, sys.user.clone()));
-    }
-    if let Some(git) = &sys.git {
-        tags.push(KeyValue::new(TAG_GIT_COMMIT, git.commit.clone()));
-        if let Some(branch) = &git.branch {
-            tags.push(KeyValue::new(TAG_GIT_BRANCH, branch.clone()));
-        }
-    }
-    tags
-}
-
-/// Escapes a string for a single-quoted MLflow search literal.
-fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
 impl Tracker for MlflowTracker {
@@ -915,11 +405,14 @@ impl Tracker for MlflowTracker {
                 | EventKind::Artifact
                 | EventKind::Status
                 | EventKind::Result
+                | EventKind::Checkpoint
         )
     }
 
     fn open(&mut self, ctx: &RunContext) -> std::result::Result<(), TrackerError> {
-        self.do_open(ctx).map_err(TrackerError::from)
+        self.do_open(ctx).map_err(TrackerError::from)?;
+        self.load_checkpoints(ctx);
+        Ok(())
     }
 
     fn write(&mut self, batch: &Batch<'_>) -> std::result::Result<(), TrackerError> {

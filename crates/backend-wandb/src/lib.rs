@@ -26,6 +26,7 @@
 //! | `Histogram` | as `wandb.Histogram`: `{"_type": "histogram", "values", "bins"}` (64 equal-width buckets of the finite values) in the step's row |
 //! | `Text` | as a one-column `wandb.Table` (`text`): `files/media/table/<tag>_<step>_<sha256[:20]>.table.json` and a `table-file` history value |
 //! | `Result` (`set_result`) | a summary key (`wandb.run.summary[key] = value`) |
+//! | `Checkpoint` (a commit, by reference) | the summary's `checkpoints` map: `ckpt-<step>` → its manifest (location, step, epoch, files with sizes and digests, metrics, `is_best`) for each checkpoint that exists (a step retention deleted leaves it); `checkpoints/latest` and `checkpoints/best` name the newest and the best (`null` when none is left). A resumed run starts from the checkpoints it reported before. The weights are never uploaded |
 //! | `Artifact` | a run file (`files/<name>`, uploaded by `wandb sync` or directly online) |
 //! | `Status` / `close` | the exit record: 0 completed, 1 failed, 255 killed |
 //!
@@ -73,6 +74,7 @@
 
 mod builder;
 mod error;
+mod events;
 mod json;
 mod local;
 mod media;
@@ -91,10 +93,11 @@ pub mod __fuzz;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local, Utc};
-use exptrack_core::{Batch, Event, EventKind, RunContext, RunStatus, Tracker, TrackerError};
+use exptrack_core::{Batch, EventKind, RunContext, RunStatus, Tracker, TrackerError};
 
 pub use builder::{DEFAULT_BASE_URL, Mode, WandbTrackerBuilder};
 pub use error::{Error, Result};
+pub use events::SUMMARY_CHECKPOINTS;
 pub use json::parse_lenient;
 pub use online::default_retry;
 pub use run::sanitize_run_id;
@@ -102,11 +105,10 @@ pub use run::sanitize_run_id;
 use local::LocalRun;
 use online::{OnlineRun, RunFields};
 use proto::{
-    ConfigRecord, CpuInfo, EnvironmentRecord, FilesItem, FilesRecord, GitRepoRecord, HeaderRecord,
-    KeyValue, MemoryInfo, RecordType, RunExitRecord, RunRecord, SummaryRecord, Timestamp,
-    VersionInfo,
+    ConfigRecord, CpuInfo, EnvironmentRecord, GitRepoRecord, HeaderRecord, KeyValue, MemoryInfo,
+    RecordType, RunExitRecord, RunRecord, SummaryRecord, Timestamp, VersionInfo,
 };
-use run::{Row, RunState};
+use run::RunState;
 
 /// The Weights & Biases tracker. Build it with [`WandbTracker::builder`].
 #[derive(Debug)]
@@ -142,6 +144,8 @@ struct Active {
     closed_local: Option<Option<i32>>,
     /// When the run started (ms since the epoch): system metrics' `_runtime` counts from it.
     start_ms: i64,
+    /// The checkpoints reported so far (what the summary's `checkpoints` map lists).
+    checkpoints: exptrack_core::CheckpointSet,
 }
 
 impl WandbTracker {
@@ -359,7 +363,12 @@ impl WandbTracker {
             run_update_pending: false,
             closed_local: None,
             start_ms: md.start_time.timestamp_millis(),
+            checkpoints: exptrack_core::store::resumed_checkpoints(ctx),
         };
+        if !active.checkpoints.is_empty() {
+            // A resumed run keeps showing the checkpoints of before.
+            active.show_checkpoints();
+        }
         active.local.append(RecordType::Header(HeaderRecord {
             version_info: Some(VersionInfo {
                 producer: concat!("exptrack-wandb ", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -418,198 +427,6 @@ impl Active {
         )?;
         self.entity = online.entity().to_owned();
         self.online = Some(online);
-        Ok(())
-    }
-
-    /// Applies one event, writing the records it produces.
-    fn apply(&mut self, event: &Event, problems: &mut Vec<String>) -> Result<()> {
-        match event {
-            Event::Artifact { path, name, .. } => {
-                if !path.is_file() {
-                    problems.push(format!(
-                        "artifact {name:?}: {} is not a file",
-                        path.display()
-                    ));
-                    return Ok(());
-                }
-                match self.local.add_file(path, name) {
-                    Ok(rel) => {
-                        self.local.append(RecordType::Files(FilesRecord {
-                            files: vec![FilesItem {
-                                path: rel.clone(),
-                                policy: proto::POLICY_NOW,
-                                r#type: proto::FILE_TYPE_OTHER,
-                            }],
-                        }))?;
-                        if self.online.is_some() {
-                            self.uploads
-                                .push((rel.clone(), self.local.files_dir.join(&rel)));
-                        }
-                    }
-                    Err(e @ Error::Config(_)) => problems.push(e.to_string()),
-                    Err(e) => return Err(e),
-                }
-            }
-            Event::Status { status, .. } => {
-                if status.is_terminal() {
-                    self.status = Some(*status);
-                }
-            }
-            Event::Image {
-                step,
-                timestamp_ms,
-                tag,
-                width,
-                height,
-                png,
-                ..
-            } => {
-                let file = media::image(tag, *step, png, *width, *height);
-                self.log_media(
-                    *step,
-                    *timestamp_ms,
-                    tag,
-                    file.value_json.clone(),
-                    Some(file),
-                )?;
-            }
-            Event::Text {
-                step,
-                timestamp_ms,
-                tag,
-                text,
-            } => {
-                let file = media::text_table(tag, *step, text);
-                self.log_media(
-                    *step,
-                    *timestamp_ms,
-                    tag,
-                    file.value_json.clone(),
-                    Some(file),
-                )?;
-            }
-            Event::Histogram {
-                step,
-                timestamp_ms,
-                tag,
-                values,
-            } => match media::histogram(values) {
-                Some(value) => self.log_media(*step, *timestamp_ms, tag, value, None)?,
-                None => tracing::warn!(
-                    tag = %tag,
-                    step,
-                    "W&B: histogram skipped: it has no finite value to show"
-                ),
-            },
-            Event::Metrics {
-                step,
-                timestamp_ms,
-                values,
-            } if values.iter().any(|m| m.key.starts_with(system::PREFIX)) => {
-                let (sys, rest) = system::split(values);
-                if !sys.is_empty() {
-                    self.local
-                        .append(RecordType::Stats(system::record(*timestamp_ms, &sys)))?;
-                    if let Some(online) = self.online.as_mut() {
-                        online.push_events([system::events_line(
-                            *timestamp_ms,
-                            self.start_ms,
-                            &sys,
-                        )]);
-                    }
-                }
-                if !rest.is_empty() {
-                    let ev = Event::Metrics {
-                        step: *step,
-                        timestamp_ms: *timestamp_ms,
-                        values: rest,
-                    };
-                    let mut rows = Vec::new();
-                    self.state.apply(&ev, &mut rows);
-                    self.emit_rows(rows)?;
-                    self.emit_config_and_tags()?;
-                }
-            }
-            other => {
-                let mut rows = Vec::new();
-                self.state.apply(other, &mut rows);
-                self.emit_rows(rows)?;
-                self.emit_config_and_tags()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds a media value to the history row of `step`, first writing its file (when it has one)
-    /// to `files/` with a files record (and, online, queuing its upload), as `wandb.log` does.
-    fn log_media(
-        &mut self,
-        step: u64,
-        timestamp_ms: exptrack_core::TimestampMs,
-        key: &str,
-        value_json: String,
-        file: Option<media::MediaFile>,
-    ) -> Result<()> {
-        if let Some(file) = file
-            && self.state.accepts_step(step)
-        {
-            let path = self.local.write_nested(&file.rel_path, &file.bytes)?;
-            self.local.append(RecordType::Files(FilesRecord {
-                files: vec![FilesItem {
-                    path: file.rel_path.clone(),
-                    policy: proto::POLICY_NOW,
-                    // As the Python client records media files.
-                    r#type: proto::FILE_TYPE_OTHER,
-                }],
-            }))?;
-            if self.online.is_some() {
-                self.uploads.push((file.rel_path, path));
-            }
-        }
-        let mut rows = Vec::new();
-        self.state.add_items(
-            step,
-            timestamp_ms,
-            vec![(key.to_owned(), value_json)],
-            &mut rows,
-        );
-        self.emit_rows(rows)
-    }
-
-    fn emit_rows(&mut self, rows: Vec<Row>) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        for row in &rows {
-            self.local.append(RecordType::History(row.record()))?;
-        }
-        if let Some(online) = self.online.as_mut() {
-            online.push_lines(rows.iter().map(Row::json_line));
-        }
-        self.files_dirty = true;
-        Ok(())
-    }
-
-    fn emit_config_and_tags(&mut self) -> Result<()> {
-        let changes = self.state.take_config_changes();
-        if !changes.is_empty() {
-            self.local.append(RecordType::Config(ConfigRecord {
-                update: items(&changes),
-                remove: Vec::new(),
-            }))?;
-            self.files_dirty = true;
-            self.run_update_pending = true;
-        }
-        if self.state.take_tags_changed() {
-            // A later run record updates the run (sync sends the new tags).
-            self.run_record.tags = self.state.tags().to_vec();
-            let update = RunRecord {
-                config: None,
-                ..self.run_record.clone()
-            };
-            self.local.append(RecordType::Run(update))?;
-            self.run_update_pending = true;
-        }
         Ok(())
     }
 
@@ -827,6 +644,7 @@ impl Tracker for WandbTracker {
                 | EventKind::Artifact
                 | EventKind::Status
                 | EventKind::Result
+                | EventKind::Checkpoint
         )
     }
 

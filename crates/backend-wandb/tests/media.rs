@@ -7,7 +7,6 @@ mod common;
 mod upload;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use exptrack_core::{Batch, Event, Metric, RunStatus, Tracker};
 use exptrack_wandb::{Mode, WandbTracker};
@@ -327,16 +326,7 @@ fn online_client_sends_media_and_results() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let rec = common::Recorder::start(&py, tmp.path());
-    let mut t = WandbTracker::builder()
-        .mode(Mode::Online)
-        .api_key(common::FAKE_KEY)
-        .base_url(rec.base_url())
-        .dir(tmp.path())
-        .project("exptrack-test")
-        .entity("team-a")
-        .flush_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
+    let mut t = common::online_tracker(&rec, tmp.path());
     t.open(&common::context(tmp.path(), "media", "media-online", ""))
         .unwrap();
     feed(&mut t);

@@ -191,21 +191,6 @@ impl CheckpointInfo {
             pruned: pruned.to_vec(),
         }
     }
-
-    /// `Event::Artifact`s describing this checkpoint's files, to hand to an `ExperimentTracker`
-    /// (artifact names are `checkpoints/ckpt-<step>/<file>`). Compressed files are zstd frames.
-    pub fn artifact_events(&self) -> Vec<exptrack_core::Event> {
-        let dir_name = dir_name(self.step);
-        self.files
-            .iter()
-            .map(|f| exptrack_core::Event::Artifact {
-                path: self.dir.join(&f.name),
-                name: format!("checkpoints/{dir_name}/{}", f.name),
-                artifact_kind: exptrack_core::ArtifactKind::Model,
-                step: Some(self.step),
-            })
-            .collect()
-    }
 }
 
 /// `registry.json`: the index of an experiment's checkpoints. A cache of the directories, rebuilt

@@ -806,25 +806,6 @@ fn export_best_writes_plain_verified_files() {
     assert!(no_monitor.export_best(tmp.path().join("x")).is_err());
 }
 
-#[test]
-fn artifact_events_describe_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut c = ModelCheckpointer::open("exp", config(tmp.path())).unwrap();
-    let info = c.save(ck(3, 0.1)).unwrap();
-    let events = info.artifact_events();
-    assert_eq!(events.len(), 2);
-    match &events[0] {
-        exptrack_core::Event::Artifact {
-            path, name, step, ..
-        } => {
-            assert!(path.is_file());
-            assert_eq!(name, "checkpoints/ckpt-000000000003/model.bpk");
-            assert_eq!(*step, Some(3));
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
 /// Sizes around the switch to the threaded hash (4 MiB) and the 2 MiB read pipeline pieces: every
 /// path (inline and threaded; raw and zstd; load, verify; both algorithms) agrees with the
 /// reference digest, and a

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::error::{CliError, Result};
-use crate::output::{self, Table, num};
+use crate::output::{self, Table, num, size};
 
 /// Which checkpoints to look at and which retention/best settings apply.
 #[derive(Debug, Args)]
@@ -234,21 +234,6 @@ fn ckpt_err(what: &str, exp: &ExpDir, e: exptrack_checkpoint::Error) -> CliError
 fn open_ro(exp: &ExpDir, p: &PolicyArgs) -> Result<ModelCheckpointer> {
     let cfg = config_for(exp, p)?;
     ModelCheckpointer::open_read_only(&exp.id, cfg).map_err(|e| ckpt_err("opening", exp, e))
-}
-
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn info_json(c: &CheckpointInfo, latest: bool, best: bool) -> Value {
@@ -546,16 +531,4 @@ pub(crate) fn export_best(a: &ExportArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(size(10), "10 B");
-        assert_eq!(size(2048), "2.0 KiB");
-        assert_eq!(size(5 * 1024 * 1024), "5.0 MiB");
-    }
 }

@@ -131,9 +131,32 @@ pub(crate) fn interactive(enabled: bool) -> bool {
     enabled && std::io::stderr().is_terminal()
 }
 
+/// A byte count in binary units: `10 B`, `2.0 KiB`, `5.0 MiB`.
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(10), "10 B");
+        assert_eq!(size(2048), "2.0 KiB");
+        assert_eq!(size(5 * 1024 * 1024), "5.0 MiB");
+    }
 
     #[test]
     fn numbers() {

@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use clap::Args;
 use exptrack_core::store::{RunEntry, RunReader, Summary, best_of, list_runs};
-use exptrack_core::{ExperimentMetadata, RunStatus};
+use exptrack_core::{CheckpointReport, CheckpointSet, ExperimentMetadata, RunStatus};
 use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::error::{CliError, Result, from_core};
-use crate::output::{Table, duration, num};
+use crate::output::{Table, duration, num, size};
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
@@ -148,6 +148,9 @@ pub(crate) fn show(ctx: &Ctx, a: &ShowArgs) -> Result<()> {
     let last_seq = reader
         .last_seq()
         .map_err(|e| from_core(e, "reading event log"))?;
+    let checkpoints = reader
+        .checkpoints()
+        .map_err(|e| from_core(e, "reading event log"))?;
 
     if a.json {
         let v = json!({
@@ -158,6 +161,11 @@ pub(crate) fn show(ctx: &Ctx, a: &ShowArgs) -> Result<()> {
             "results_extra": results.as_ref().map(|r| &r.extra),
             "events": last_seq,
             "cursors": cursors,
+            "checkpoints": {
+                "present": checkpoints.present().map(CheckpointReport::manifest).collect::<Vec<_>>(),
+                "best": checkpoints.best().map(|r| r.step),
+                "pruned": checkpoints.pruned().collect::<Vec<_>>(),
+            },
         });
         println!("{}", pretty(&v));
         return Ok(());
@@ -237,6 +245,9 @@ pub(crate) fn show(ctx: &Ctx, a: &ShowArgs) -> Result<()> {
         }
         print!("{}", indent(&t.render()));
     }
+    if !checkpoints.is_empty() {
+        print!("{}", checkpoints_section(&checkpoints));
+    }
     if !config.is_empty() {
         println!("\nconfig");
         let text = toml::to_string_pretty(&config).unwrap_or_default();
@@ -256,6 +267,45 @@ pub(crate) fn show(ctx: &Ctx, a: &ShowArgs) -> Result<()> {
         print!("{}", indent(&t.render()));
     }
     Ok(())
+}
+
+/// The checkpoints the run reported that still exist (step, epoch, size, the first file's
+/// digest, the best one) and how many retention deleted.
+fn checkpoints_section(set: &CheckpointSet) -> String {
+    let present: Vec<&CheckpointReport> = set.present().collect();
+    let pruned = set.pruned().count();
+    let mut out = format!("\ncheckpoints ({} present", present.len());
+    if pruned > 0 {
+        out.push_str(&format!(", {pruned} pruned by retention"));
+    }
+    out.push_str(")\n");
+    let best = set.best().map(|r| r.step);
+    let mut t = Table::new(["STEP", "EPOCH", "SIZE", "HASH", "BEST"]);
+    for r in present {
+        t.row([
+            r.step.to_string(),
+            r.epoch.map(|e| e.to_string()).unwrap_or_default(),
+            size(r.total_size()),
+            r.files
+                .first()
+                .map(|f| hash_prefix(&f.hash))
+                .unwrap_or_default(),
+            if best == Some(r.step) { "best" } else { "" }.to_owned(),
+        ]);
+    }
+    out.push_str(&indent(&t.render()));
+    out
+}
+
+/// `algo:` and the first 12 digits of a digest (`blake3:1f0c…` → `blake3:1f0c2a9b3e4d`).
+fn hash_prefix(hash: &str) -> String {
+    let (algo, digest) = hash.split_once(':').unwrap_or(("", hash));
+    let digits: String = digest.chars().take(12).collect();
+    if algo.is_empty() {
+        digits
+    } else {
+        format!("{algo}:{digits}")
+    }
 }
 
 fn indent(s: &str) -> String {
@@ -481,5 +531,14 @@ mod tests {
         assert_eq!(out["a"], "1");
         assert_eq!(out["b.c"], "x");
         assert_eq!(out["b.d.e"], "true");
+    }
+
+    #[test]
+    fn hash_prefixes_keep_the_algorithm() {
+        assert_eq!(
+            hash_prefix("blake3:0123456789abcdef0123"),
+            "blake3:0123456789ab"
+        );
+        assert_eq!(hash_prefix("abcdef"), "abcdef");
     }
 }

@@ -78,6 +78,10 @@ fn runs_list_show_compare() {
     ] {
         assert!(out.contains(needle), "{needle} missing:\n{out}");
     }
+    assert!(
+        !out.contains("checkpoints ("),
+        "no checkpoints section without checkpoints:\n{out}"
+    );
     let o = exptrack(&["runs", "show", s(&dir_b), "--json"]);
     assert_code(&o, 0);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -163,6 +167,92 @@ fn runs_list_show_compare() {
     }
 }
 
+/// A run whose real checkpointer reports its commits (`report_to`): four saves, the best at step
+/// 20; retention keeps the last two and the best, so 10 is deleted.
+#[test]
+fn runs_show_lists_the_checkpoints_that_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let t = exptrack_core::ExperimentTracker::builder(exptrack_core::ExperimentConfig::named(
+        "cli-ckpt",
+    ))
+    .runs_dir(&runs)
+    .collect_system_info(false)
+    .handle_signals(false)
+    .build()
+    .unwrap();
+    let cfg = CheckpointConfig {
+        dir: tmp.path().join("checkpoints"),
+        monitor: Some("valid/loss".into()),
+        max_checkpoints: Some(2),
+        fsync: false,
+        ..CheckpointConfig::default()
+    };
+    let mut ck = ModelCheckpointer::open("exp-1", cfg).unwrap();
+    ck.report_to(t.clone());
+    save_checkpoints(&mut ck, &[(10, 0.5), (20, 0.2), (30, 0.4), (40, 0.3)]);
+    let kept = ck.list();
+    drop(ck);
+    let id = t.metadata().run_id.clone();
+    t.finish(exptrack_core::RunStatus::Completed).unwrap();
+    assert_eq!(
+        kept.iter().map(|c| c.step).collect::<Vec<_>>(),
+        [20, 30, 40]
+    );
+
+    let o = exptrack(&["runs", "show", &id, "--dir", s(&runs)]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("\ncheckpoints (3 present, 1 pruned by retention)\n"),
+        "{out}"
+    );
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("checkpoints ("))
+        .skip(2)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let want: Vec<Vec<String>> = kept
+        .iter()
+        .map(|c| {
+            let hash = c.files[0].hash.to_string();
+            let (algo, digest) = hash.split_once(':').unwrap();
+            let mut row = vec![
+                c.step.to_string(),
+                "5.0".to_owned(),
+                "KiB".to_owned(),
+                format!("{algo}:{}", &digest[..12]),
+            ];
+            if c.step == 20 {
+                row.push("best".to_owned());
+            }
+            row
+        })
+        .collect();
+    assert_eq!(rows, want, "{out}");
+
+    let o = exptrack(&["runs", "show", &id, "--dir", s(&runs), "--json"]);
+    assert_code(&o, 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let c = &v["checkpoints"];
+    let steps: Vec<u64> = c["present"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [20, 30, 40]);
+    assert_eq!(c["pruned"], serde_json::json!([10]));
+    assert_eq!(c["best"], 20);
+    assert_eq!(c["present"][0]["size"], 5096);
+    assert_eq!(
+        c["present"][0]["location"],
+        kept[0].dir.display().to_string()
+    );
+}
+
 fn decode_png(path: &Path) -> (u32, u32, usize) {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
@@ -213,6 +303,19 @@ fn plot_writes_decodable_images() {
     assert!(svg.starts_with("<svg width=\"400\" height=\"300\""));
 }
 
+/// Saves a checkpoint per `(step, valid/loss)`: `model.bin` (4096 bytes) and `optim.bin` (1000).
+fn save_checkpoints(ck: &mut ModelCheckpointer, steps: &[(u64, f64)]) {
+    for &(step, loss) in steps {
+        ck.save(
+            Checkpoint::new(step)
+                .metric("valid/loss", loss)
+                .file("model.bin", vec![step as u8; 4096])
+                .file("optim.bin", vec![1u8; 1000]),
+        )
+        .unwrap();
+    }
+}
+
 /// Five checkpoints; valid/loss is best (lowest) at step 30.
 fn make_checkpoints(root: &Path) -> std::path::PathBuf {
     let cfg = CheckpointConfig {
@@ -223,15 +326,10 @@ fn make_checkpoints(root: &Path) -> std::path::PathBuf {
         ..CheckpointConfig::default()
     };
     let mut ck = ModelCheckpointer::open("exp-1", cfg).unwrap();
-    for (step, loss) in [(10u64, 0.9), (20, 0.5), (30, 0.2), (40, 0.4), (50, 0.3)] {
-        ck.save(
-            Checkpoint::new(step)
-                .metric("valid/loss", loss)
-                .file("model.bin", vec![step as u8; 4096])
-                .file("optim.bin", vec![1u8; 1000]),
-        )
-        .unwrap();
-    }
+    save_checkpoints(
+        &mut ck,
+        &[(10, 0.9), (20, 0.5), (30, 0.2), (40, 0.4), (50, 0.3)],
+    );
     drop(ck);
     root.join("exp-1")
 }

@@ -95,6 +95,61 @@ pub fn checkpoint_run() -> Vec<Event> {
     out
 }
 
+/// Logs `events` as a program does: through a real [`ExperimentTracker`] (the local store under
+/// `runs_dir`, the dispatcher) delivering to `trackers`, then finishes the run as completed.
+/// Returns the run's directory, or the problems the finish report lists.
+///
+/// [`ExperimentTracker`]: crate::ExperimentTracker
+pub fn log_through_store(
+    runs_dir: &Path,
+    name: &str,
+    trackers: Vec<Box<dyn Tracker>>,
+    events: Vec<Event>,
+) -> Result<std::path::PathBuf, String> {
+    let mut builder = crate::ExperimentTracker::builder(crate::ExperimentConfig::named(name))
+        .runs_dir(runs_dir)
+        .handle_signals(false)
+        .collect_system_info(false);
+    for t in trackers {
+        builder = builder.with_tracker(t);
+    }
+    let run = builder.build().map_err(e("open"))?;
+    for ev in events {
+        run.log_event(ev).map_err(e("log"))?;
+    }
+    let dir = run.run_dir().to_path_buf();
+    let report = run.finish(RunStatus::Completed).map_err(e("finish"))?;
+    let problems = report.problem_lines();
+    if problems.is_empty() {
+        Ok(dir)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Continues the stored run in `run_dir` on `tracker` as a resumed process does: opens it with the
+/// run's context (`resumed`, its metadata and directory), writes `events` after the last sequence
+/// number of the local log, and closes it as completed.
+pub fn resume_and_write(
+    tracker: &mut dyn Tracker,
+    run_dir: &Path,
+    events: &[Event],
+) -> Result<(), String> {
+    let reader = crate::store::RunReader::open(run_dir).map_err(e("open the stored run"))?;
+    let ctx = RunContext {
+        metadata: reader.metadata().map_err(e("metadata"))?,
+        config: toml::Table::new(),
+        run_dir: run_dir.to_path_buf(),
+        resumed: true,
+    };
+    tracker.open(&ctx).map_err(e("open"))?;
+    let first_seq = reader.last_seq().map_err(e("log"))? + 1;
+    tracker
+        .write(&Batch { first_seq, events })
+        .map_err(e("write"))?;
+    tracker.close(RunStatus::Completed).map_err(e("close"))
+}
+
 fn e<T>(what: &str) -> impl FnOnce(T) -> String + '_
 where
     T: std::fmt::Display,

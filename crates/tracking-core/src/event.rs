@@ -292,6 +292,26 @@ impl CheckpointSet {
     pub fn is_empty(&self) -> bool {
         self.present.is_empty() && self.pruned.is_empty()
     }
+
+    /// The checkpoint of the highest step that exists.
+    pub fn latest(&self) -> Option<&CheckpointReport> {
+        self.present.values().next_back()
+    }
+
+    /// The best checkpoint that exists: of those that were the best when saved, the one of the
+    /// highest step (none when retention deleted every one of them).
+    pub fn best(&self) -> Option<&CheckpointReport> {
+        self.present.values().rev().find(|r| r.is_best)
+    }
+
+    /// `{name: manifest}` of the checkpoints that exist (see [`CheckpointReport::manifest`]), in
+    /// step order: what the W&B summary's `checkpoints` map and MLflow's index hold.
+    pub fn manifests(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.present
+            .values()
+            .map(|r| (r.name(), r.manifest()))
+            .collect()
+    }
 }
 
 /// `ckpt-<step, 12 digits>`: the checkpointer's name for the checkpoint of `step`.

@@ -222,6 +222,21 @@ fn rand_suffix() -> String {
     format!("{:x}", n & 0xffff_ffff)
 }
 
+/// An online tracker talking to `rec` (project `exptrack-test`, entity `team-a`, writing its local
+/// copy under `dir`; no timed flushes, so what is sent follows the test's flushes).
+pub fn online_tracker(rec: &Recorder, dir: &Path) -> exptrack_wandb::WandbTracker {
+    exptrack_wandb::WandbTracker::builder()
+        .mode(exptrack_wandb::Mode::Online)
+        .api_key(FAKE_KEY)
+        .base_url(rec.base_url())
+        .dir(dir)
+        .project("exptrack-test")
+        .entity("team-a")
+        .flush_interval(std::time::Duration::from_secs(3600))
+        .build()
+        .expect("online tracker")
+}
+
 /// A run context for experiment `name` with run id `run_id` and the given TOML config.
 pub fn context(dir: &Path, name: &str, run_id: &str, config: &str) -> RunContext {
     let mut metadata = ExperimentMetadata::new(name, "0123456789abcdef0123");

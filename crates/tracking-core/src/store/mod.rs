@@ -39,7 +39,7 @@ pub use cursors::{Cursors, read_cursors, write_cursors};
 pub use experiment::{ExperimentProgress, ExperimentState, experiment_progress, experiment_runs};
 pub use layout::{files, run_dir, sync_dir, write_atomic};
 pub use lock::run_in_use;
-pub use reader::RunReader;
+pub use reader::{RunReader, resumed_checkpoints};
 pub use runs::{RunEntry, find_run, list_runs, run_status};
 pub use summary::{
     HISTORY_CAP, HISTORY_TOTAL_CAP, MAX_METRIC_KEYS, MetricHistory, MetricSummary, RunResults,

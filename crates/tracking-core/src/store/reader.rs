@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::event::{CheckpointSet, Event};
 use crate::metadata::ExperimentMetadata;
+use crate::tracker::RunContext;
 
 use super::cursors::{Cursors, read_cursors};
 use super::layout::files;
@@ -147,4 +148,24 @@ pub(crate) fn max_metric_steps(dir: &Path) -> Result<HashMap<String, u64>> {
         }
     })?;
     Ok(out)
+}
+
+/// The checkpoints a resumed run reported in earlier processes, read from its local log
+/// (`ctx.run_dir`); empty for a new run, and empty with a warning when the log cannot be read. A
+/// backend that shows the current set of checkpoints starts from it, so a resumed run (or
+/// `exptrack sync` from a cursor) keeps listing the checkpoints of before; the reports replayed
+/// after it apply again, to the same result.
+pub fn resumed_checkpoints(ctx: &RunContext) -> CheckpointSet {
+    if !ctx.resumed {
+        return CheckpointSet::new();
+    }
+    RunReader::open(&ctx.run_dir)
+        .and_then(|r| r.checkpoints())
+        .unwrap_or_else(|e| {
+            tracing::warn!(
+                run_dir = %ctx.run_dir.display(),
+                "the checkpoints reported before the resume are not shown by the backends ({e})"
+            );
+            CheckpointSet::new()
+        })
 }
