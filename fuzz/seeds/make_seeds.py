@@ -43,7 +43,7 @@ ev = [
  {"kind": "histogram", "step": 1, "timestamp_ms": 1764628500002, "tag": "w", "values": [1.0, "Infinity", -3.5]},
  {"kind": "image", "step": 1, "timestamp_ms": 1764628500003, "tag": "img", "width": 1, "height": 1, "channels": 3, "png": base64.b64encode(b"\x89PNG").decode()},
  {"kind": "artifact", "path": "/tmp/x.bin", "name": "checkpoints/x.bin", "artifact_kind": "model", "step": 3},
- {"kind": "status", "status": "finished", "timestamp_ms": 1764628500004},
+ {"kind": "status", "status": "completed", "timestamp_ms": 1764628500004},
 ]
 lines = b"".join(json.dumps(dict([("seq", i + 1)] + list(e.items())), separators=(",", ":")).encode() + b"\n" for i, e in enumerate(ev))
 put("events_jsonl", "all-kinds", b"\x05" + lines)
