@@ -14,6 +14,12 @@
 //! The W&B run id is the exptrack run id (sanitized), so resuming an experiment continues the same
 //! W&B run.
 //!
+//! A **companion** (`WandbTrackerBuilder::attach_to_run`, e.g. an evaluator in another process)
+//! writes into another process's run as wandb's shared mode does for a non-primary writer: its
+//! rows carry a step metric (`trainer/global_step`) defined as their x-axis, and the run's
+//! config, tags, metadata and exit status stay the owner's; offline it writes its own directory
+//! for a shared-mode `wandb sync` ([`WandbTracker::sync_command`]).
+//!
 //! ## How events map to W&B
 //! | exptrack | W&B |
 //! |---|---|
@@ -72,6 +78,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 mod builder;
+mod companion;
 mod error;
 mod json;
 mod local;
@@ -94,6 +101,7 @@ use chrono::{DateTime, Local, Utc};
 use exptrack_core::{Batch, Event, EventKind, RunContext, RunStatus, Tracker, TrackerError};
 
 pub use builder::{DEFAULT_BASE_URL, Mode, WandbTrackerBuilder};
+pub use companion::DEFAULT_STEP_METRIC;
 pub use error::{Error, Result};
 pub use json::parse_lenient;
 pub use online::default_retry;
@@ -142,6 +150,8 @@ struct Active {
     closed_local: Option<Option<i32>>,
     /// When the run started (ms since the epoch): system metrics' `_runtime` counts from it.
     start_ms: i64,
+    /// A companion writer of another process's run (`attach_to_run`).
+    companion: Option<companion::Companion>,
 }
 
 impl WandbTracker {
@@ -183,10 +193,17 @@ impl WandbTracker {
         self.active.as_ref().map(|a| a.local.log_path.as_path())
     }
 
-    /// The command that uploads this run later (`wandb sync <run dir>`), once open.
+    /// The command that uploads this run later (`wandb sync <run dir>`; a companion's is the
+    /// shared-mode sync that appends to the owner's run), once open.
     pub fn sync_command(&self) -> Option<String> {
-        self.run_dir()
-            .map(|d| format!("wandb sync {}", shell_quote(&d.display().to_string())))
+        let a = self.active.as_ref()?;
+        Some(match &a.companion {
+            Some(c) => c.sync_command(&a.local.dir),
+            None => format!(
+                "wandb sync {}",
+                shell_quote(&a.local.dir.display().to_string())
+            ),
+        })
     }
 
     /// The run's URL on the server (online mode).
@@ -244,7 +261,11 @@ impl WandbTracker {
                 "online mode needs an API key (WANDB_API_KEY, `wandb login`, or .api_key())".into(),
             ));
         }
-        let run_id = sanitize_run_id(s.run_id.as_deref().unwrap_or(&ctx.metadata.run_id));
+        let companion = companion::Companion::from_settings(s, &ctx.metadata.run_id);
+        let run_id = match &companion {
+            Some(c) => c.run_id.clone(),
+            None => sanitize_run_id(s.run_id.as_deref().unwrap_or(&ctx.metadata.run_id)),
+        };
         let project = s
             .project
             .clone()
@@ -259,7 +280,11 @@ impl WandbTracker {
             .dir
             .clone()
             .or_else(|| tracking_str("wandb_dir").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("."));
+            // A companion's local run stays in its own run directory, away from the owner's.
+            .unwrap_or_else(|| match &companion {
+                Some(_) => ctx.run_dir.clone(),
+                None => PathBuf::from("."),
+            });
         let wandb_dir = base.join("wandb");
         let started: DateTime<Utc> = if ctx.resumed {
             Utc::now()
@@ -278,7 +303,8 @@ impl WandbTracker {
         let local = LocalRun::create(&wandb_dir, prefix, &stamp, &run_id)?;
 
         let md = &ctx.metadata;
-        let mut state = RunState::new(md.start_time.timestamp_millis());
+        let step_metric = companion.as_ref().map(|c| c.step_metric.clone());
+        let mut state = RunState::for_writer(md.start_time.timestamp_millis(), step_metric);
         for (k, v) in run::toml_config(&ctx.config) {
             state.set_config(&k, v);
         }
@@ -296,7 +322,7 @@ impl WandbTracker {
         } else {
             md.system.hostname.clone()
         };
-        let run_record = RunRecord {
+        let mut run_record = RunRecord {
             run_id: run_id.clone(),
             entity: entity.clone(),
             project: project.clone(),
@@ -317,7 +343,11 @@ impl WandbTracker {
             resumed: ctx.resumed,
             runtime: 0,
             git: git.clone(),
+            resume: false,
         };
+        if let Some(c) = &companion {
+            c.run_record(&mut run_record);
+        }
         let program = std::env::args().next().unwrap_or_default();
         let environment = EnvironmentRecord {
             os: md.system.os.clone(),
@@ -359,6 +389,7 @@ impl WandbTracker {
             run_update_pending: false,
             closed_local: None,
             start_ms: md.start_time.timestamp_millis(),
+            companion,
         };
         active.local.append(RecordType::Header(HeaderRecord {
             version_info: Some(VersionInfo {
@@ -376,6 +407,9 @@ impl WandbTracker {
             .local
             .write_file("wandb-metadata.json", active.metadata_json().as_bytes())?;
         active.write_files()?;
+        if let Some(c) = &active.companion {
+            c.write_marker(&active.local)?;
+        }
         active.local.flush()?;
         self.active = Some(active);
         if let Some(active) = self.active.as_mut() {
@@ -394,7 +428,7 @@ impl Active {
             .api_key
             .as_ref()
             .ok_or_else(|| Error::Config("no API key".into()))?;
-        let fields = RunFields {
+        let fields = self.companion_fields(RunFields {
             run_id: self.run_id.clone(),
             project: self.project.clone(),
             entity: (!self.entity.is_empty()).then(|| self.entity.clone()),
@@ -405,7 +439,8 @@ impl Active {
             host: Some(self.run_record.host.clone()),
             program: Some(self.environment.program.clone()),
             job_type: Some(self.run_record.job_type.clone()),
-        };
+            shared_client_id: None,
+        });
         let online = OnlineRun::start(
             s.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
             key,
@@ -413,7 +448,7 @@ impl Active {
             s.flush_interval
                 .unwrap_or(std::time::Duration::from_secs(5)),
             fields,
-            &self.state.config_upsert_json(),
+            &companion::run_config_json(self.companion.as_ref(), &self.state),
             self.state.tags(),
         )?;
         self.entity = online.entity().to_owned();
@@ -506,7 +541,8 @@ impl Active {
                 timestamp_ms,
                 values,
             } if values.iter().any(|m| m.key.starts_with(system::PREFIX)) => {
-                let (sys, rest) = system::split(values);
+                let (mut sys, rest) = system::split(values);
+                self.label_system_metrics(&mut sys);
                 if !sys.is_empty() {
                     self.local
                         .append(RecordType::Stats(system::record(*timestamp_ms, &sys)))?;
@@ -580,6 +616,7 @@ impl Active {
         if rows.is_empty() {
             return Ok(());
         }
+        self.define_new_metrics()?;
         for row in &rows {
             self.local.append(RecordType::History(row.record()))?;
         }
@@ -652,7 +689,8 @@ impl Active {
         }
         if self.run_update_pending {
             let tags = self.state.tags().to_vec();
-            online.update_run(Some(&self.state.config_upsert_json()), Some(&tags))?;
+            let config = companion::run_config_json(self.companion.as_ref(), &self.state);
+            online.update_run(Some(&config), Some(&tags))?;
             self.run_update_pending = false;
         }
         if !self.uploads.is_empty() {
@@ -723,7 +761,8 @@ impl Active {
                 };
                 let runtime = self.state.runtime_secs(exptrack_core::now_ms());
                 let exit_code = status.and_then(run::exit_code);
-                if exit_code.is_some() {
+                // A companion's summary holds only its own keys (the runtime is the owner's).
+                if exit_code.is_some() && self.companion.is_none() {
                     // As the Python client does: the run's wall time under `_wandb.runtime`.
                     self.state
                         .set_summary("_wandb", format!("{{\"runtime\":{}}}", runtime as i64));
@@ -741,7 +780,7 @@ impl Active {
                 }
                 self.local.close()?;
                 self.closed_local = Some(exit_code);
-                if self.online.is_some() {
+                if self.online.is_some() && self.companion.is_none() {
                     for n in ["wandb-summary.json", "config.yaml", "wandb-metadata.json"] {
                         self.uploads
                             .push((n.to_owned(), self.local.files_dir.join(n)));
@@ -750,8 +789,9 @@ impl Active {
                 exit_code
             }
         };
-        // Without an exit code (the run did not end) the stream stays open for a resume.
-        self.send_online(true, exit_code)
+        // Without an exit code (the run did not end) the stream stays open for a resume; a
+        // companion never sets the owner's final state.
+        self.send_online(true, exit_code.filter(|_| self.companion.is_none()))
     }
 }
 
@@ -814,6 +854,10 @@ impl Tracker for WandbTracker {
 
     fn supports(&self, kind: EventKind) -> bool {
         if self.settings.mode == Some(Mode::Disabled) {
+            return false;
+        }
+        // A companion leaves the run's config and tags to the owner.
+        if self.settings.attach.is_some() && matches!(kind, EventKind::Params | EventKind::Tags) {
             return false;
         }
         matches!(

@@ -81,10 +81,12 @@ impl LocalRun {
 
     /// Writes `files/<name>` atomically (temporary file, then rename).
     pub(crate) fn write_file(&self, name: &str, content: &[u8]) -> Result<()> {
-        let path = self.files_dir.join(name);
-        let tmp = self.files_dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, content).map_err(|e| Error::io("writing a W&B run file", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming a W&B run file", &path, e))
+        write_atomic(&self.files_dir, name, content)
+    }
+
+    /// Writes `<run dir>/<name>` (beside the log, not uploaded) atomically.
+    pub(crate) fn write_beside(&self, name: &str, content: &[u8]) -> Result<()> {
+        write_atomic(&self.dir, name, content)
     }
 
     /// Writes `files/<rel>` (a relative `/`-separated path; directories are created) atomically
@@ -137,6 +139,14 @@ impl LocalRun {
             .collect::<Vec<_>>()
             .join("/"))
     }
+}
+
+/// Writes `<dir>/<name>` through a temporary file and a rename.
+fn write_atomic(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content).map_err(|e| Error::io("writing a W&B run file", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming a W&B run file", &path, e))
 }
 
 /// `name` as a relative path without `..`, root or prefix components.

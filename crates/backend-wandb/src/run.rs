@@ -15,7 +15,8 @@ pub(crate) const RESERVED: [&str; 3] = ["_step", "_runtime", "_timestamp"];
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Row {
     pub(crate) step: u64,
-    /// `(key, value_json)`, metrics first, then `_runtime`, `_timestamp`, `_step`.
+    /// `(key, value_json)`, metrics first, then `_runtime`, `_timestamp`, `_step` (a companion's:
+    /// metrics, its step metric, `_runtime`, `_timestamp`).
     pub(crate) items: Vec<(String, String)>,
 }
 
@@ -69,6 +70,13 @@ pub(crate) struct RunState {
     /// Rows dropped because their step went backwards.
     pub(crate) dropped_rows: u64,
     warned_reserved: bool,
+    /// A companion's step metric: its rows carry the step under this key instead of `_step`,
+    /// its summary only the keys it logs, and it sends no config or tags.
+    step_metric: Option<String>,
+    /// Companion: metric keys of completed rows not yet handed out by
+    /// [`take_new_metrics`](Self::take_new_metrics), in first-seen order.
+    new_metrics: Vec<String>,
+    seen_metrics: BTreeSet<String>,
 }
 
 impl RunState {
@@ -85,7 +93,29 @@ impl RunState {
             tags_dirty: false,
             dropped_rows: 0,
             warned_reserved: false,
+            step_metric: None,
+            new_metrics: Vec::new(),
+            seen_metrics: BTreeSet::new(),
         }
+    }
+
+    /// The state of the run's owner (`step_metric` None), or of a companion writer whose rows
+    /// carry their step as `step_metric` and which sets no config and no tags.
+    pub(crate) fn for_writer(start_ms: TimestampMs, step_metric: Option<String>) -> Self {
+        RunState {
+            step_metric,
+            ..RunState::new(start_ms)
+        }
+    }
+
+    /// Whether this is a companion's state.
+    pub(crate) fn is_companion(&self) -> bool {
+        self.step_metric.is_some()
+    }
+
+    /// Companion: the metric keys that appeared in rows completed since the last call.
+    pub(crate) fn take_new_metrics(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.new_metrics)
     }
 
     /// Seconds since the start at `now_ms` (never negative).
@@ -169,10 +199,16 @@ impl RunState {
         });
         pending.timestamp_ms = pending.timestamp_ms.max(timestamp_ms);
         for (key, value) in values {
-            if key.is_empty() || RESERVED.contains(&key.as_str()) {
+            if key.is_empty()
+                || RESERVED.contains(&key.as_str())
+                || self.step_metric.as_ref() == Some(&key)
+            {
                 if !self.warned_reserved {
                     self.warned_reserved = true;
-                    tracing::warn!(key = %key, "W&B: dropping a metric with an empty or reserved key");
+                    tracing::warn!(
+                        key = %key,
+                        "W&B: dropping a metric with an empty or reserved key (or a companion's step metric)"
+                    );
                 }
                 continue;
             }
@@ -198,17 +234,27 @@ impl RunState {
         let p = self.pending.take()?;
         self.last_step = Some(p.step);
         let mut items: Vec<(String, String)> = p.values;
-        items.push((
-            "_runtime".to_owned(),
-            json::f64_json(self.runtime_secs(p.timestamp_ms)),
-        ));
-        items.push((
-            "_timestamp".to_owned(),
-            json::f64_json(p.timestamp_ms as f64 / 1000.0),
-        ));
-        items.push(("_step".to_owned(), p.step.to_string()));
-        for (k, v) in &items {
-            self.set_summary(k, v.clone());
+        let runtime = json::f64_json(self.runtime_secs(p.timestamp_ms));
+        let timestamp = json::f64_json(p.timestamp_ms as f64 / 1000.0);
+        if let Some(step_metric) = self.step_metric.clone() {
+            // A companion: only the keys it logs go to the summary, and its rows carry no
+            // `_step` (the owner's); the step is the step metric's value.
+            for (k, v) in &items {
+                self.set_summary(k, v.clone());
+                if self.seen_metrics.insert(k.clone()) {
+                    self.new_metrics.push(k.clone());
+                }
+            }
+            items.push((step_metric, p.step.to_string()));
+            items.push(("_runtime".to_owned(), runtime));
+            items.push(("_timestamp".to_owned(), timestamp));
+        } else {
+            items.push(("_runtime".to_owned(), runtime));
+            items.push(("_timestamp".to_owned(), timestamp));
+            items.push(("_step".to_owned(), p.step.to_string()));
+            for (k, v) in &items {
+                self.set_summary(k, v.clone());
+            }
         }
         Some(Row {
             step: p.step,
@@ -244,8 +290,11 @@ impl RunState {
         &self.summary
     }
 
-    /// Sets a config key (JSON value).
+    /// Sets a config key (JSON value); a companion leaves the config to the owner.
     pub(crate) fn set_config(&mut self, key: &str, value_json: String) {
+        if self.is_companion() {
+            return;
+        }
         match self.config.iter_mut().find(|(k, _)| k == key) {
             Some(slot) if slot.1 == value_json => return,
             Some(slot) => slot.1 = value_json.clone(),
@@ -275,8 +324,11 @@ impl RunState {
         json::object(wrapped.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
-    /// Adds a tag (duplicates ignored).
+    /// Adds a tag (duplicates ignored); a companion leaves the tags to the owner.
     pub(crate) fn add_tag(&mut self, tag: String) {
+        if self.is_companion() {
+            return;
+        }
         let tag = tag.trim().to_owned();
         if !tag.is_empty() && !self.tags.contains(&tag) {
             self.tags.push(tag);

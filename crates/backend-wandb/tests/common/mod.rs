@@ -136,6 +136,16 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start(py: &Path, dir: &Path) -> Recorder {
+        Self::spawn(py, dir, false)
+    }
+
+    /// A recorder that keeps each run's history lines and answers `UpsertBucket` and
+    /// `RunResumeStatus` with them, like a server that holds the run (recorder.py `--stateful`).
+    pub fn start_stateful(py: &Path, dir: &Path) -> Recorder {
+        Self::spawn(py, dir, true)
+    }
+
+    fn spawn(py: &Path, dir: &Path, stateful: bool) -> Recorder {
         let log = dir.join(format!("requests-{}.jsonl", rand_suffix()));
         // Via the crates directory, so the CLI's tests (which include this file) find it too.
         let script =
@@ -143,6 +153,7 @@ impl Recorder {
         let mut child = Command::new(py)
             .arg(script)
             .arg(&log)
+            .args(stateful.then_some("--stateful"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -184,6 +195,21 @@ impl Recorder {
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+
+    /// The stateful recorder's runs: `{run: {"history": {offset: line}, "summary", "config"}}`.
+    pub fn state(&self) -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "GET /_state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (_, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+        serde_json::from_str(body).unwrap()
     }
 
     /// Every request recorded so far.
