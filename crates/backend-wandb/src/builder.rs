@@ -200,9 +200,11 @@ impl WandbTrackerBuilder {
     ///   carrying `run_id` and the label, marked to resume the run; upload it *after* the
     ///   owner's with the shared-mode sync that [`WandbTracker::sync_command`](crate::WandbTracker::sync_command)
     ///   prints (`WANDB_MODE=shared WANDB__PRIMARY=false WANDB__UPDATE_FINISH_STATE=false
-    ///   WANDB__LABEL=<label> wandb sync <dir>`), which appends the rows to the run. Its
-    ///   directory defaults to the companion's own exptrack run directory (not the owner's
-    ///   `wandb/`), so a plain `wandb sync wandb/` of the owner's runs never picks it up.
+    ///   WANDB__LABEL=<label> wandb sync --include-online <dir>`), which appends the rows to
+    ///   the run. The directory, `companion-offline-run-<stamp>-<run_id>`, is in the
+    ///   companion's own exptrack run directory unless [`dir`](Self::dir) says otherwise, and
+    ///   its name keeps a plain `wandb sync` (which would apply the companion's summary and exit
+    ///   status to the whole run) from picking it up.
     ///
     /// `run_id` is the owner's W&B run id, by default its exptrack run id (sanitized the same
     /// way); it replaces [`run_id`](Self::run_id) and `WANDB_RUN_ID`. The companion keeps its

@@ -10,8 +10,9 @@
 //!   exit code and uploads none of `config.yaml`, `wandb-summary.json`, `wandb-metadata.json`.
 //! - System metrics are suffixed `/l:<label>` (wandb's system monitor does so for a label).
 //! - Offline, the run record is marked `resume` (field 24), so `wandb sync` continues the run
-//!   instead of starting it over, and `exptrack-companion.json` beside the log says how to upload
-//!   it ([`sync_command`](Companion::sync_command)).
+//!   instead of starting it over; the directory is named `companion-offline-run-...` so a plain
+//!   `wandb sync` skips it, and `exptrack-companion.json` beside the log says how to upload it
+//!   ([`sync_command`](Companion::sync_command)).
 //!
 //! [`attach_to_run`]: crate::WandbTrackerBuilder::attach_to_run
 
@@ -29,6 +30,12 @@ use crate::{Active, WandbTrackerBuilder};
 /// The step metric of a companion's rows unless
 /// [`step_metric`](crate::WandbTrackerBuilder::step_metric) says otherwise.
 pub const DEFAULT_STEP_METRIC: &str = "trainer/global_step";
+
+/// How a companion's local run directory starts (`companion-offline-run-<stamp>-<id>`,
+/// `companion-run-...` online): not `offline-`, so a plain `wandb sync` (which would apply the
+/// companion's summary and exit status to the whole run) skips it as it skips online runs; its
+/// [`sync_command`](Companion::sync_command) includes it with `--include-online`.
+pub(crate) const DIR_PREFIX: &str = "companion-";
 
 /// The file beside a companion's `.wandb` log that describes it.
 pub(crate) const MARKER_FILE: &str = "exptrack-companion.json";
@@ -150,7 +157,7 @@ impl Companion {
     pub(crate) fn sync_command(&self, dir: &Path) -> String {
         format!(
             "WANDB_MODE=shared WANDB__PRIMARY=false WANDB__UPDATE_FINISH_STATE=false \
-             WANDB__LABEL={} wandb sync {}",
+             WANDB__LABEL={} wandb sync --include-online {}",
             crate::shell_quote(&self.label),
             crate::shell_quote(&dir.display().to_string())
         )

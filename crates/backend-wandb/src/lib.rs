@@ -295,10 +295,12 @@ impl WandbTracker {
             .with_timezone(&Local)
             .format("%Y%m%d_%H%M%S")
             .to_string();
-        let prefix = if mode == Mode::Online {
-            "run"
-        } else {
-            "offline-run"
+        let prefix = match (mode == Mode::Online, companion.is_some()) {
+            (true, false) => "run",
+            (false, false) => "offline-run",
+            // Not `offline-*`: a plain `wandb sync` skips it (see `companion::DIR_PREFIX`).
+            (true, true) => "companion-run",
+            (false, true) => "companion-offline-run",
         };
         let local = LocalRun::create(&wandb_dir, prefix, &stamp, &run_id)?;
 

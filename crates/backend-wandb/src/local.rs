@@ -21,7 +21,9 @@ pub(crate) struct LocalRun {
 }
 
 impl LocalRun {
-    /// Creates `<wandb_dir>/<prefix>-<stamp>-<run_id>/` with `files/` and the log (header written).
+    /// Creates `<wandb_dir>/<prefix>-<stamp>-<run_id>/` with `files/` and the log (header written),
+    /// and points `latest-run` at it (not for a companion's `companion-*` directory: `latest-run`
+    /// stays the owner's).
     pub(crate) fn create(
         wandb_dir: &Path,
         prefix: &str,
@@ -34,7 +36,9 @@ impl LocalRun {
             .map_err(|e| Error::io("creating the W&B run directory", &files_dir, e))?;
         let log_path = dir.join(format!("run-{run_id}.wandb"));
         let log = LogWriter::create(&log_path)?;
-        link_latest(wandb_dir, &dir);
+        if !prefix.starts_with(crate::companion::DIR_PREFIX) {
+            link_latest(wandb_dir, &dir);
+        }
         Ok(LocalRun {
             dir,
             files_dir,

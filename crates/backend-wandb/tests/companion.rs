@@ -480,7 +480,7 @@ fn offline_companion_is_appended_to_the_owner_run_by_the_shared_sync() {
     assert!(!comp_dir.starts_with(owner_dir.parent().unwrap()));
     let name = comp_dir.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        name.starts_with("offline-run-") && name.ends_with(TRAIN_RUN),
+        name.starts_with("companion-offline-run-") && name.ends_with(TRAIN_RUN),
         "{name}"
     );
     let marker: Value = serde_json::from_str(
@@ -528,6 +528,17 @@ fn offline_companion_is_appended_to_the_owner_run_by_the_shared_sync() {
             assert!(k.starts_with("eval/"), "summary key {k}");
         }
     }
+
+    // A plain `wandb sync` of the directory skips it (it would set the run's summary and exit
+    // status): only the shared-mode command takes it.
+    let plain = common::run(
+        common::isolated(&common::wandb_exe(&py), &home)
+            .args(["sync", "--dry-run"])
+            .arg(&comp_dir),
+    );
+    let said = String::from_utf8_lossy(&plain.stderr).into_owned()
+        + &String::from_utf8_lossy(&plain.stdout);
+    assert!(said.contains("No runs to sync"), "{said}");
 
     // The real `wandb sync`: the owner's run, then the companion's with its command.
     let mut rec = common::Recorder::start_stateful(&py, tmp.path());
