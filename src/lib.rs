@@ -86,6 +86,8 @@ pub mod quickstart;
 pub use exptrack_core as core;
 pub use exptrack_core::*;
 
+#[cfg(feature = "wandb")]
+pub use backends::wandb_builder;
 pub use backends::{backends_from_config, tracker};
 #[cfg(feature = "trainer")]
 pub use experiment::{Completed, Experiment, Run, Start};

@@ -222,8 +222,12 @@ impl WandbTrackerBuilder {
         self
     }
 
-    /// A companion's step metric (default `trainer/global_step`): the history key that holds
-    /// each row's step, against which every metric the companion logs is defined.
+    /// A step metric: a history key that holds each row's step, against which every metric is
+    /// defined (`define_metric(key, step_metric=...)`), so W&B draws the metrics over it. A
+    /// companion always has one (default [`DEFAULT_STEP_METRIC`](crate::DEFAULT_STEP_METRIC),
+    /// `trainer/global_step`); the owner has none unless set here, and then its rows carry it
+    /// beside `_step` (as Lightning's W&B logger does), so its curves and a companion's share
+    /// that x-axis.
     pub fn step_metric(mut self, key: impl Into<String>) -> Self {
         self.step_metric = Some(key.into());
         self
@@ -290,9 +294,9 @@ impl WandbTrackerBuilder {
                 "base URL {url:?} must start with http:// or https://"
             )));
         }
-        if self.attach.is_none() && (self.label.is_some() || self.step_metric.is_some()) {
+        if self.attach.is_none() && self.label.is_some() {
             return Err(Error::Config(
-                "label and step_metric are settings of a companion: call .attach_to_run(id)".into(),
+                "a label is a setting of a companion: call .attach_to_run(id)".into(),
             ));
         }
         if let Some(key) = &self.step_metric

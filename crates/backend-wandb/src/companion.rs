@@ -47,12 +47,8 @@ pub(crate) struct Companion {
     pub(crate) run_id: String,
     /// wandb's `x_label`.
     pub(crate) label: String,
-    /// The key holding each row's step.
-    pub(crate) step_metric: String,
     /// This writer's id in shared mode (a new one per process, as wandb does).
     pub(crate) client_id: String,
-    /// Metric definitions so far, in order (the step metric first), for the online config.
-    defined: Vec<String>,
 }
 
 impl Companion {
@@ -66,12 +62,7 @@ impl Companion {
                 .label
                 .clone()
                 .unwrap_or_else(|| exptrack_run_id.to_owned()),
-            step_metric: s
-                .step_metric
-                .clone()
-                .unwrap_or_else(|| DEFAULT_STEP_METRIC.to_owned()),
             client_id: client_id(),
-            defined: Vec::new(),
         })
     }
 
@@ -86,6 +77,66 @@ impl Companion {
             resume: true,
             ..RunRecord::default()
         };
+    }
+
+    /// System metric names with the label, as wandb's system monitor writes them for a label.
+    pub(crate) fn label_system(&self, items: &mut [(String, f64)]) {
+        for (key, _) in items {
+            key.push_str("/l:");
+            key.push_str(&self.label);
+        }
+    }
+
+    /// The command that uploads the companion's local run into the owner's run: wandb's sync in
+    /// shared mode, as a non-primary writer that does not set the run's final state. Run it
+    /// after the owner's run was uploaded.
+    pub(crate) fn sync_command(&self, dir: &Path) -> String {
+        format!(
+            "WANDB_MODE=shared WANDB__PRIMARY=false WANDB__UPDATE_FINISH_STATE=false \
+             WANDB__LABEL={} wandb sync --include-online {}",
+            crate::shell_quote(&self.label),
+            crate::shell_quote(&dir.display().to_string())
+        )
+    }
+
+    /// Writes `exptrack-companion.json` beside the log: which run it joins and how to upload it.
+    pub(crate) fn write_marker(&self, local: &LocalRun, step_metric: &str) -> Result<()> {
+        let marker = serde_json::json!({
+            "companion_of": self.run_id,
+            "label": self.label,
+            "step_metric": step_metric,
+            "sync": self.sync_command(&local.dir),
+            "note": "Upload the owner's run first. A plain `wandb sync` of this directory would \
+                     apply this writer's summary and exit status to the whole run.",
+        });
+        let text = serde_json::to_string_pretty(&marker).unwrap_or_default();
+        local.write_beside(MARKER_FILE, text.as_bytes())
+    }
+}
+
+/// A step metric every row carries (a companion's always; the owner's when
+/// [`step_metric`](crate::WandbTrackerBuilder::step_metric) is set), and the metrics defined
+/// against it so far (`define_metric(key, step_metric=...)`).
+#[derive(Debug)]
+pub(crate) struct StepAxis {
+    /// The key holding each row's step.
+    pub(crate) step_metric: String,
+    /// Metric definitions so far, in order (the step metric first).
+    defined: Vec<String>,
+}
+
+impl StepAxis {
+    /// The axis the settings ask for: the configured step metric, else the default one for a
+    /// companion; None for an owner without one.
+    pub(crate) fn from_settings(s: &WandbTrackerBuilder) -> Option<Self> {
+        let step_metric = s
+            .step_metric
+            .clone()
+            .or_else(|| s.attach.as_ref().map(|_| DEFAULT_STEP_METRIC.to_owned()))?;
+        Some(StepAxis {
+            step_metric,
+            defined: Vec::new(),
+        })
     }
 
     /// Metric records for `keys` not defined yet (the step metric's own definition first).
@@ -124,10 +175,10 @@ impl Companion {
         out
     }
 
-    /// The companion's part of the run config for `UpsertBucket`: only `_wandb.m`, the metric
+    /// The `_wandb` config entry for `UpsertBucket` (its `value`): `{"m": [...]}`, the metric
     /// definitions as wandb-core encodes them (protobuf field numbers as keys; `5` is the
     /// 1-based index of the step metric; `6` the options set: 1 step_sync, 3 defined).
-    pub(crate) fn config_json(&self) -> String {
+    pub(crate) fn wandb_config_json(&self) -> String {
         let m: Vec<serde_json::Value> = self
             .defined
             .iter()
@@ -140,49 +191,24 @@ impl Companion {
                 }
             })
             .collect();
-        serde_json::json!({"_wandb": {"value": {"m": m}}}).to_string()
-    }
-
-    /// System metric names with the label, as wandb's system monitor writes them for a label.
-    pub(crate) fn label_system(&self, items: &mut [(String, f64)]) {
-        for (key, _) in items {
-            key.push_str("/l:");
-            key.push_str(&self.label);
-        }
-    }
-
-    /// The command that uploads the companion's local run into the owner's run: wandb's sync in
-    /// shared mode, as a non-primary writer that does not set the run's final state. Run it
-    /// after the owner's run was uploaded.
-    pub(crate) fn sync_command(&self, dir: &Path) -> String {
-        format!(
-            "WANDB_MODE=shared WANDB__PRIMARY=false WANDB__UPDATE_FINISH_STATE=false \
-             WANDB__LABEL={} wandb sync --include-online {}",
-            crate::shell_quote(&self.label),
-            crate::shell_quote(&dir.display().to_string())
-        )
-    }
-
-    /// Writes `exptrack-companion.json` beside the log: which run it joins and how to upload it.
-    pub(crate) fn write_marker(&self, local: &LocalRun) -> Result<()> {
-        let marker = serde_json::json!({
-            "companion_of": self.run_id,
-            "label": self.label,
-            "step_metric": self.step_metric,
-            "sync": self.sync_command(&local.dir),
-            "note": "Upload the owner's run first. A plain `wandb sync` of this directory would \
-                     apply this writer's summary and exit status to the whole run.",
-        });
-        let text = serde_json::to_string_pretty(&marker).unwrap_or_default();
-        local.write_beside(MARKER_FILE, text.as_bytes())
+        serde_json::json!({"value": {"m": m}}).to_string()
     }
 }
 
-/// The config for `UpsertBucket`: the owner's run config, or a companion's metric definitions.
-pub(crate) fn run_config_json(companion: Option<&Companion>, state: &RunState) -> String {
-    match companion {
-        Some(c) => c.config_json(),
-        None => state.config_upsert_json(),
+/// The config for `UpsertBucket`: a companion's metric definitions only; the owner's run config,
+/// with its metric definitions when its rows carry a step metric.
+pub(crate) fn run_config_json(
+    companion: Option<&Companion>,
+    axis: Option<&StepAxis>,
+    state: &RunState,
+) -> String {
+    let wandb = axis.map(StepAxis::wandb_config_json);
+    match (companion, wandb) {
+        (Some(_), wandb) => {
+            let wandb = wandb.unwrap_or_else(|| "{\"value\":{\"m\":[]}}".to_owned());
+            crate::json::object([("_wandb", wandb.as_str())])
+        }
+        (None, wandb) => state.config_upsert_json(wandb.as_deref()),
     }
 }
 
@@ -204,13 +230,14 @@ fn client_id() -> String {
 }
 
 impl Active {
-    /// Companion: defines the metrics that first appear in `rows` (metric records before the
-    /// rows; online, a config update with the definitions). Nothing for the owner.
+    /// Defines the metrics that first appear in the rows just completed, against the step
+    /// metric (metric records before the rows; online, a config update with the definitions).
+    /// Nothing without a step metric.
     pub(crate) fn define_new_metrics(&mut self) -> Result<()> {
-        let Some(companion) = self.companion.as_mut() else {
+        let Some(axis) = self.axis.as_mut() else {
             return Ok(());
         };
-        let records = companion.define(self.state.take_new_metrics());
+        let records = axis.define(self.state.take_new_metrics());
         if records.is_empty() {
             return Ok(());
         }
@@ -254,12 +281,16 @@ mod tests {
 
     #[test]
     fn defaults_and_definitions() {
-        let mut c = companion();
+        let c = companion();
         assert_eq!(c.run_id, "2026-train-1");
         assert_eq!(c.label, "async-eval");
-        assert_eq!(c.step_metric, DEFAULT_STEP_METRIC);
         assert_eq!(c.client_id.len(), 32);
         assert_ne!(c.client_id, companion().client_id);
+        let owner = WandbTrackerBuilder::default();
+        assert!(StepAxis::from_settings(&owner).is_none());
+        assert!(Companion::from_settings(&owner, "x").is_none());
+        let mut c = StepAxis::from_settings(&owner.clone().attach_to_run("r")).unwrap();
+        assert_eq!(c.step_metric, DEFAULT_STEP_METRIC);
         let first = c.define(vec!["eval/valid/accuracy".into(), "eval/valid/loss".into()]);
         let names: Vec<&str> = first.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(
@@ -273,12 +304,24 @@ mod tests {
         assert_eq!(first[0].step_metric, "");
         assert_eq!(first[1].step_metric, DEFAULT_STEP_METRIC);
         assert!(c.define(vec!["eval/valid/loss".into()]).is_empty());
-        let config: serde_json::Value = serde_json::from_str(&c.config_json()).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&run_config_json(
+            Some(&companion()),
+            Some(&c),
+            &RunState::new(0),
+        ))
+        .unwrap();
         let m = &config["_wandb"]["value"]["m"];
         assert_eq!(m[0]["1"], DEFAULT_STEP_METRIC);
         assert_eq!(m[2]["1"], "eval/valid/loss");
         assert_eq!(m[2]["5"], 1);
         assert_eq!(config.as_object().unwrap().len(), 1, "no user config");
+        // The owner's config keeps its keys beside the definitions.
+        let mut state = RunState::new(0);
+        state.set_config("lr", "0.1".into());
+        let owner: serde_json::Value =
+            serde_json::from_str(&run_config_json(None, Some(&c), &state)).unwrap();
+        assert_eq!(owner["lr"]["value"], 0.1);
+        assert_eq!(owner["_wandb"]["value"]["m"][1]["1"], "eval/valid/accuracy");
     }
 
     #[test]
@@ -306,13 +349,13 @@ mod tests {
         let mut sys = vec![("cpu".to_owned(), 1.0)];
         c.label_system(&mut sys);
         assert_eq!(sys[0].0, "cpu/l:async-eval");
-        let cmd = c.sync_command(Path::new("/x/offline-run-1-2026-train-1"));
+        let cmd = c.sync_command(Path::new("/x/companion-offline-run-1-2026-train-1"));
         assert!(
             cmd.starts_with("WANDB_MODE=shared WANDB__PRIMARY=false"),
             "{cmd}"
         );
         assert!(
-            cmd.ends_with("wandb sync /x/offline-run-1-2026-train-1"),
+            cmd.ends_with("wandb sync --include-online /x/companion-offline-run-1-2026-train-1"),
             "{cmd}"
         );
     }

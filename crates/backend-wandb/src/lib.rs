@@ -152,6 +152,8 @@ struct Active {
     start_ms: i64,
     /// A companion writer of another process's run (`attach_to_run`).
     companion: Option<companion::Companion>,
+    /// The step metric rows carry and the metrics defined against it (`step_metric`).
+    axis: Option<companion::StepAxis>,
 }
 
 impl WandbTracker {
@@ -305,8 +307,12 @@ impl WandbTracker {
         let local = LocalRun::create(&wandb_dir, prefix, &stamp, &run_id)?;
 
         let md = &ctx.metadata;
-        let step_metric = companion.as_ref().map(|c| c.step_metric.clone());
-        let mut state = RunState::for_writer(md.start_time.timestamp_millis(), step_metric);
+        let axis = companion::StepAxis::from_settings(s);
+        let mut state = RunState::for_writer(
+            md.start_time.timestamp_millis(),
+            axis.as_ref().map(|a| a.step_metric.clone()),
+            companion.is_some(),
+        );
         for (k, v) in run::toml_config(&ctx.config) {
             state.set_config(&k, v);
         }
@@ -392,6 +398,7 @@ impl WandbTracker {
             closed_local: None,
             start_ms: md.start_time.timestamp_millis(),
             companion,
+            axis,
         };
         active.local.append(RecordType::Header(HeaderRecord {
             version_info: Some(VersionInfo {
@@ -409,8 +416,8 @@ impl WandbTracker {
             .local
             .write_file("wandb-metadata.json", active.metadata_json().as_bytes())?;
         active.write_files()?;
-        if let Some(c) = &active.companion {
-            c.write_marker(&active.local)?;
+        if let (Some(c), Some(axis)) = (&active.companion, &active.axis) {
+            c.write_marker(&active.local, &axis.step_metric)?;
         }
         active.local.flush()?;
         self.active = Some(active);
@@ -450,7 +457,7 @@ impl Active {
             s.flush_interval
                 .unwrap_or(std::time::Duration::from_secs(5)),
             fields,
-            &companion::run_config_json(self.companion.as_ref(), &self.state),
+            &companion::run_config_json(self.companion.as_ref(), self.axis.as_ref(), &self.state),
             self.state.tags(),
         )?;
         self.entity = online.entity().to_owned();
@@ -691,7 +698,11 @@ impl Active {
         }
         if self.run_update_pending {
             let tags = self.state.tags().to_vec();
-            let config = companion::run_config_json(self.companion.as_ref(), &self.state);
+            let config = companion::run_config_json(
+                self.companion.as_ref(),
+                self.axis.as_ref(),
+                &self.state,
+            );
             online.update_run(Some(&config), Some(&tags))?;
             self.run_update_pending = false;
         }

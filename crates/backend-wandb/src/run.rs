@@ -15,8 +15,8 @@ pub(crate) const RESERVED: [&str; 3] = ["_step", "_runtime", "_timestamp"];
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Row {
     pub(crate) step: u64,
-    /// `(key, value_json)`, metrics first, then `_runtime`, `_timestamp`, `_step` (a companion's:
-    /// metrics, its step metric, `_runtime`, `_timestamp`).
+    /// `(key, value_json)`: metrics first, then the step metric (when set), `_runtime`,
+    /// `_timestamp`, and `_step` (not for a companion).
     pub(crate) items: Vec<(String, String)>,
 }
 
@@ -70,10 +70,12 @@ pub(crate) struct RunState {
     /// Rows dropped because their step went backwards.
     pub(crate) dropped_rows: u64,
     warned_reserved: bool,
-    /// A companion's step metric: its rows carry the step under this key instead of `_step`,
-    /// its summary only the keys it logs, and it sends no config or tags.
+    /// The step metric rows carry (their step under this key; a companion's rows instead of
+    /// `_step`).
     step_metric: Option<String>,
-    /// Companion: metric keys of completed rows not yet handed out by
+    /// A companion writer: no `_step`, its summary only the keys it logs, no config, no tags.
+    companion: bool,
+    /// With a step metric: metric keys of completed rows not yet handed out by
     /// [`take_new_metrics`](Self::take_new_metrics), in first-seen order.
     new_metrics: Vec<String>,
     seen_metrics: BTreeSet<String>,
@@ -94,26 +96,32 @@ impl RunState {
             dropped_rows: 0,
             warned_reserved: false,
             step_metric: None,
+            companion: false,
             new_metrics: Vec::new(),
             seen_metrics: BTreeSet::new(),
         }
     }
 
-    /// The state of the run's owner (`step_metric` None), or of a companion writer whose rows
-    /// carry their step as `step_metric` and which sets no config and no tags.
-    pub(crate) fn for_writer(start_ms: TimestampMs, step_metric: Option<String>) -> Self {
+    /// The state of a writer whose rows also carry their step as `step_metric`; a `companion`
+    /// sets no config and no tags, and its rows carry no `_step`.
+    pub(crate) fn for_writer(
+        start_ms: TimestampMs,
+        step_metric: Option<String>,
+        companion: bool,
+    ) -> Self {
         RunState {
             step_metric,
+            companion,
             ..RunState::new(start_ms)
         }
     }
 
     /// Whether this is a companion's state.
     pub(crate) fn is_companion(&self) -> bool {
-        self.step_metric.is_some()
+        self.companion
     }
 
-    /// Companion: the metric keys that appeared in rows completed since the last call.
+    /// With a step metric: the metric keys that appeared in rows completed since the last call.
     pub(crate) fn take_new_metrics(&mut self) -> Vec<String> {
         std::mem::take(&mut self.new_metrics)
     }
@@ -234,27 +242,37 @@ impl RunState {
         let p = self.pending.take()?;
         self.last_step = Some(p.step);
         let mut items: Vec<(String, String)> = p.values;
-        let runtime = json::f64_json(self.runtime_secs(p.timestamp_ms));
-        let timestamp = json::f64_json(p.timestamp_ms as f64 / 1000.0);
-        if let Some(step_metric) = self.step_metric.clone() {
-            // A companion: only the keys it logs go to the summary, and its rows carry no
-            // `_step` (the owner's); the step is the step metric's value.
-            for (k, v) in &items {
-                self.set_summary(k, v.clone());
+        if self.step_metric.is_some() {
+            for (k, _) in &items {
                 if self.seen_metrics.insert(k.clone()) {
                     self.new_metrics.push(k.clone());
                 }
             }
-            items.push((step_metric, p.step.to_string()));
-            items.push(("_runtime".to_owned(), runtime));
-            items.push(("_timestamp".to_owned(), timestamp));
-        } else {
-            items.push(("_runtime".to_owned(), runtime));
-            items.push(("_timestamp".to_owned(), timestamp));
+        }
+        // A companion's summary holds only the keys it logs.
+        let own_keys = items.len();
+        if let Some(step_metric) = &self.step_metric {
+            items.push((step_metric.clone(), p.step.to_string()));
+        }
+        items.push((
+            "_runtime".to_owned(),
+            json::f64_json(self.runtime_secs(p.timestamp_ms)),
+        ));
+        items.push((
+            "_timestamp".to_owned(),
+            json::f64_json(p.timestamp_ms as f64 / 1000.0),
+        ));
+        // `_step` is the owner's; W&B orders a companion's rows itself.
+        if !self.companion {
             items.push(("_step".to_owned(), p.step.to_string()));
-            for (k, v) in &items {
-                self.set_summary(k, v.clone());
-            }
+        }
+        let summary_keys = if self.companion {
+            own_keys
+        } else {
+            items.len()
+        };
+        for (k, v) in &items[..summary_keys] {
+            self.set_summary(k, v.clone());
         }
         Some(Row {
             step: p.step,
@@ -314,14 +332,20 @@ impl RunState {
         &self.config
     }
 
-    /// The config as W&B's `{"key": {"value": v}}` JSON.
-    pub(crate) fn config_upsert_json(&self) -> String {
+    /// The config as W&B's `{"key": {"value": v}}` JSON, with `_wandb` (wandb's own entry, e.g.
+    /// metric definitions) when given.
+    pub(crate) fn config_upsert_json(&self, wandb: Option<&str>) -> String {
         let wrapped: Vec<(String, String)> = self
             .config
             .iter()
             .map(|(k, v)| (k.clone(), format!("{{\"value\":{v}}}")))
             .collect();
-        json::object(wrapped.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        json::object(
+            wrapped
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(wandb.map(|w| ("_wandb", w))),
+        )
     }
 
     /// Adds a tag (duplicates ignored); a companion leaves the tags to the owner.

@@ -147,9 +147,16 @@ impl Recorder {
 
     fn spawn(py: &Path, dir: &Path, stateful: bool) -> Recorder {
         let log = dir.join(format!("requests-{}.jsonl", rand_suffix()));
-        // Via the crates directory, so the CLI's tests (which include this file) find it too.
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend-wandb/tests/recorder.py");
+        // Via the crates directory, so the CLI's tests (which include this file) find it too;
+        // the root package's tests (the facade) find it under crates/.
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = [
+            manifest.join("../backend-wandb/tests/recorder.py"),
+            manifest.join("crates/backend-wandb/tests/recorder.py"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("tests/recorder.py of exptrack-wandb");
         let mut child = Command::new(py)
             .arg(script)
             .arg(&log)
