@@ -262,18 +262,7 @@ fn wandb_same_run(
 
     let home = tmp.join("wandb-home");
     let rec = wandb_harness::Recorder::start_stateful(py, tmp);
-    let bin = wandb_harness::wandb_exe(py).parent().unwrap().to_owned();
-    let sync = |cmd: &str| {
-        let out = wandb_harness::run(
-            wandb_harness::isolated(std::path::Path::new("/bin/sh"), &home)
-                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-                .env("WANDB_BASE_URL", rec.base_url())
-                .env("WANDB_API_KEY", wandb_harness::FAKE_KEY)
-                .arg("-c")
-                .arg(cmd),
-        );
-        assert!(out.status.success(), "{cmd}");
-    };
+    let sync = |cmd: &str| wandb_harness::run_wandb_shell(py, &home, &rec, cmd);
     sync(&format!("wandb sync {}", train_wb.display()));
     let owner_requests = rec.requests().len();
     sync(marker["sync"].as_str().unwrap());

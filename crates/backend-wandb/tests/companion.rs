@@ -117,20 +117,6 @@ fn feed(t: &mut WandbTracker, events: &[Event]) {
     }
 }
 
-fn wandb_sync(py: &Path, home: &Path, rec: &common::Recorder, shell_cmd: &str) {
-    let bin = common::wandb_exe(py).parent().unwrap().to_owned();
-    let path = format!("{}:/usr/bin:/bin", bin.display());
-    let out = common::run(
-        common::isolated(Path::new("/bin/sh"), home)
-            .env("PATH", path)
-            .env("WANDB_BASE_URL", rec.base_url())
-            .env("WANDB_API_KEY", common::FAKE_KEY)
-            .arg("-c")
-            .arg(shell_cmd),
-    );
-    assert!(out.status.success(), "{shell_cmd} failed");
-}
-
 /// The real client in shared mode as a non-primary writer of `run_id` (argv: run id, project),
 /// as wandb's docs and its sweep scheduler set it up, logging what [`companion`] logs.
 const PY_SHARED: &str = r#"
@@ -542,13 +528,13 @@ fn offline_companion_is_appended_to_the_owner_run_by_the_shared_sync() {
 
     // The real `wandb sync`: the owner's run, then the companion's with its command.
     let mut rec = common::Recorder::start_stateful(&py, tmp.path());
-    wandb_sync(&py, &home, &rec, &owner_t.sync_command().unwrap());
+    common::run_wandb_shell(&py, &home, &rec, &owner_t.sync_command().unwrap());
     let owner_sent = Sent {
         reqs: rec.requests(),
     };
     assert_owner_upload(&owner_sent);
     rec.reset();
-    wandb_sync(&py, &home, &rec, &comp.sync_command().unwrap());
+    common::run_wandb_shell(&py, &home, &rec, &comp.sync_command().unwrap());
     let comp_sent = Sent {
         reqs: rec.requests(),
     };

@@ -101,6 +101,20 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Runs a shell command line that calls `wandb` (as a user would paste it, e.g. a companion's
+/// shared-mode `wandb sync`) in the isolated environment, against the recorder, and asserts it
+/// succeeded.
+pub fn run_wandb_shell(py: &Path, home: &Path, rec: &Recorder, command: &str) {
+    let bin = wandb_exe(py).parent().expect("venv bin").to_owned();
+    let out = run(isolated(Path::new("/bin/sh"), home)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("WANDB_BASE_URL", rec.base_url())
+        .env("WANDB_API_KEY", FAKE_KEY)
+        .arg("-c")
+        .arg(command));
+    assert!(out.status.success(), "{command} failed");
+}
+
 /// `wandb leet inspect --json FILE`: success, one JSON value per record, and stderr.
 pub struct Inspect {
     pub ok: bool,
