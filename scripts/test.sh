@@ -36,5 +36,5 @@ echo "==> cargo test"
 if [ "$#" -gt 0 ]; then
   cargo test "$@"
 else
-  cargo test --workspace --no-fail-fast --features exptrack/mlflow,exptrack/wandb,exptrack/checkpoint,exptrack/trainer,exptrack-checkpoint/burn-flex,exptrack-checkpoint/safetensors,exptrack-checkpoint/s3,exptrack-cli/s3,exptrack/s3,exptrack-trainer/burn-train,exptrack/burn-train,exptrack/nvml,exptrack-eval/mlflow,exptrack-cli/eval
+  cargo test --workspace --no-fail-fast --features exptrack/mlflow,exptrack/wandb,exptrack/checkpoint,exptrack/trainer,exptrack-checkpoint/burn-flex,exptrack-checkpoint/safetensors,exptrack-checkpoint/s3,exptrack-cli/s3,exptrack/s3,exptrack-trainer/burn-train,exptrack/burn-train,exptrack/nvml,exptrack-eval/mlflow,exptrack-eval/s3,exptrack-cli/eval
 fi

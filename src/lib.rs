@@ -86,6 +86,8 @@ mod trackers;
 pub use exptrack_core as core;
 pub use exptrack_core::*;
 
+#[cfg(feature = "wandb")]
+pub use trackers::wandb_builder;
 #[cfg(feature = "trainer")]
 pub use experiment::{Completed, Experiment, Run, Start};
 pub use facade_error::{FacadeError, Result};

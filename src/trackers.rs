@@ -56,23 +56,9 @@ pub fn trackers_from_config(config: &ExperimentConfig) -> Result<Vec<Box<dyn Tra
     if tr.use_wandb {
         #[cfg(feature = "wandb")]
         {
-            let mut b = exptrack_wandb::WandbTracker::builder().from_env();
-            if let Some(p) = &tr.wandb_project {
-                b = b.project(p.clone());
-            }
-            if let Some(e) = &tr.wandb_entity {
-                b = b.entity(e.clone());
-            }
-            if let Some(d) = &tr.wandb_dir {
-                b = b.dir(d.clone());
-            }
-            if let Some(m) = &tr.wandb_mode {
-                let mode = m
-                    .parse()
-                    .map_err(|e: exptrack_wandb::Error| FacadeError::backend("wandb", e))?;
-                b = b.mode(mode);
-            }
-            let t = b.build().map_err(|e| FacadeError::backend("wandb", e))?;
+            let t = wandb_builder(config)?
+                .build()
+                .map_err(|e| FacadeError::backend("wandb", e))?;
             out.push(Box::new(t));
         }
         #[cfg(not(feature = "wandb"))]
@@ -82,4 +68,31 @@ pub fn trackers_from_config(config: &ExperimentConfig) -> Result<Vec<Box<dyn Tra
         });
     }
     Ok(out)
+}
+
+/// The W&B tracker builder `config`'s `[tracking]` section describes (`wandb_project`,
+/// `wandb_entity`, `wandb_dir`, `wandb_mode`, then the `WANDB_*` environment), as
+/// [`backends_from_config`] builds it; e.g. to add
+/// [`attach_to_run`](exptrack_wandb::WandbTrackerBuilder::attach_to_run) for an evaluator that
+/// logs into the training's run.
+#[cfg(feature = "wandb")]
+pub fn wandb_builder(config: &ExperimentConfig) -> Result<exptrack_wandb::WandbTrackerBuilder> {
+    let tr = &config.tracking;
+    let mut b = exptrack_wandb::WandbTracker::builder().from_env();
+    if let Some(p) = &tr.wandb_project {
+        b = b.project(p.clone());
+    }
+    if let Some(e) = &tr.wandb_entity {
+        b = b.entity(e.clone());
+    }
+    if let Some(d) = &tr.wandb_dir {
+        b = b.dir(d.clone());
+    }
+    if let Some(m) = &tr.wandb_mode {
+        let mode = m
+            .parse()
+            .map_err(|e: exptrack_wandb::Error| FacadeError::backend("wandb", e))?;
+        b = b.mode(mode);
+    }
+    Ok(b)
 }

@@ -2,11 +2,18 @@
 //! process" (its own tracker, its own local write-ahead log under the training run's
 //! `companions/` directory) logs `eval/*` into the training run: the same MLflow run id, a second
 //! event file in the training run's TensorBoard directory (read back by the real TensorBoard
-//! reader), and `exptrack plot` of the training run draws the evaluation curves.
+//! reader), the same W&B run id (both offline directories uploaded by the real `wandb sync`, the
+//! evaluator's with the shared-mode sync its directory names: its rows carry the step metric and
+//! are appended after training's, whose history, config, summary and exit status stay), and
+//! `exptrack plot` of the training run draws the evaluation curves.
 #![cfg(feature = "mlflow")]
 
 #[path = "../crates/backend-mlflow/tests/common/mod.rs"]
 mod mlflow_harness;
+#[cfg(feature = "wandb")]
+#[path = "../crates/backend-wandb/tests/common/mod.rs"]
+#[allow(unused_imports, unreachable_pub)]
+mod wandb_harness;
 
 use std::time::Duration;
 
@@ -38,6 +45,7 @@ fn evaluator_metrics_land_in_the_training_run_of_each_backend() {
     // ---- the training process: TensorBoard (in its run directory) and MLflow
     let config = ExperimentConfig::named(name);
     let experiment_id = config.experiment_id();
+    let wandb_dir = tmp.path().join("wandb-root");
     let training = ExperimentTracker::builder(config.clone())
         .runs_dir(&runs)
         .with_tracker(Box::new(TensorBoardTracker::new(None)))
@@ -46,7 +54,18 @@ fn evaluator_metrics_land_in_the_training_run_of_each_backend() {
                 .tracking_uri(&uri)
                 .build()
                 .unwrap(),
-        ))
+        ));
+    // Its rows also carry the companion's step metric, so W&B draws both over one x-axis.
+    #[cfg(feature = "wandb")]
+    let training = training.with_tracker(Box::new(
+        exptrack::wandb::WandbTracker::builder()
+            .mode(exptrack::WandbMode::Offline)
+            .dir(&wandb_dir)
+            .step_metric(exptrack::wandb::DEFAULT_STEP_METRIC)
+            .build()
+            .unwrap(),
+    ));
+    let training = training
         .collect_system_info(false)
         .handle_signals(false)
         .build()
@@ -90,7 +109,17 @@ fn evaluator_metrics_land_in_the_training_run_of_each_backend() {
                 .attach_to_exptrack_run(&experiment_id, &train_run)
                 .build()
                 .unwrap(),
-        ))
+        ));
+    // Offline, in its own run directory (the default for a companion).
+    #[cfg(feature = "wandb")]
+    let evaluator = evaluator.with_tracker(Box::new(
+        exptrack::wandb::WandbTracker::builder()
+            .mode(exptrack::WandbMode::Offline)
+            .attach_to_run(&train_run)
+            .build()
+            .unwrap(),
+    ));
+    let evaluator = evaluator
         .collect_system_info(false)
         .handle_signals(false)
         .build()
@@ -170,6 +199,11 @@ fn evaluator_metrics_land_in_the_training_run_of_each_backend() {
         assert!(tags.iter().any(|x| x == t), "{t} not in {tags:?}");
     }
 
+    #[cfg(feature = "wandb")]
+    wandb_same_run(&py, tmp.path(), &wandb_dir, &eval_dir, &train_run);
+    #[cfg(not(feature = "wandb"))]
+    let _ = wandb_dir;
+
     // ---- plot of the training run draws the evaluation series (only the evaluator logged an
     // accuracy)
     let written = exptrack_plot::plot_run(&train_dir, tmp.path().join("plots")).unwrap();
@@ -177,4 +211,173 @@ fn evaluator_metrics_land_in_the_training_run_of_each_backend() {
         written.iter().any(|p| p.ends_with("accuracy.png")),
         "{written:?}"
     );
+}
+
+/// W&B: both offline directories carry the training's run id; the real `wandb sync` uploads the
+/// training's, then the evaluator's with the shared-mode command its `exptrack-companion.json`
+/// names; the stand-in server then holds the training rows first, the evaluation rows after
+/// them with their step metric, and the evaluator sent no config of its own, no exit code and
+/// only `eval/*` summary keys.
+#[cfg(feature = "wandb")]
+fn wandb_same_run(
+    py: &std::path::Path,
+    tmp: &std::path::Path,
+    wandb_dir: &std::path::Path,
+    eval_dir: &std::path::Path,
+    train_run: &str,
+) {
+    use exptrack::wandb::DEFAULT_STEP_METRIC;
+    use serde_json::Value;
+    use std::path::PathBuf;
+
+    let only_dir = |root: PathBuf, prefix: &str| -> PathBuf {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.into_iter().next().unwrap()
+    };
+    let train_wb = only_dir(wandb_dir.join("wandb"), "offline-run-");
+    let eval_wb = only_dir(eval_dir.join("wandb"), "companion-offline-run-");
+    let wandb_id = exptrack::wandb::sanitize_run_id(train_run);
+    for d in [&train_wb, &eval_wb] {
+        assert!(
+            d.join(format!("run-{wandb_id}.wandb")).is_file(),
+            "{}",
+            d.display()
+        );
+    }
+    let marker: Value = serde_json::from_str(
+        &std::fs::read_to_string(eval_wb.join("exptrack-companion.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(marker["companion_of"], wandb_id.as_str());
+
+    let home = tmp.join("wandb-home");
+    let rec = wandb_harness::Recorder::start_stateful(py, tmp);
+    let sync = |cmd: &str| wandb_harness::run_wandb_shell(py, &home, &rec, cmd);
+    sync(&format!("wandb sync {}", train_wb.display()));
+    let owner_requests = rec.requests().len();
+    sync(marker["sync"].as_str().unwrap());
+    let requests = rec.requests();
+    let (owner, companion) = requests.split_at(owner_requests);
+    let streams = |reqs: &[Value]| -> Vec<Value> {
+        reqs.iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/file_stream"))
+            })
+            .cloned()
+            .collect()
+    };
+    for r in streams(owner).iter().chain(&streams(companion)) {
+        let path = r["path"].as_str().unwrap();
+        assert!(
+            path.ends_with(&format!("/{wandb_id}/file_stream")),
+            "{path}"
+        );
+    }
+    for r in streams(companion) {
+        assert_eq!(r["wandb_headers"]["X-WANDB-USE-ASYNC-FILESTREAM"], "true");
+        assert!(r["body"].get("exitcode").is_none(), "{r}");
+        if let Some(s) = r["body"]["files"].get("wandb-summary.json") {
+            let summary =
+                exptrack::wandb::parse_lenient(s["content"][0].as_str().unwrap()).unwrap();
+            for k in summary.as_object().unwrap().keys() {
+                assert!(k.starts_with("eval/") || k == "_step", "{k}: {summary}");
+            }
+        }
+    }
+    let owner_exit = streams(owner)
+        .iter()
+        .find_map(|r| r["body"].get("exitcode").cloned());
+    assert_eq!(owner_exit, Some(serde_json::json!(0)));
+    let defined_against_step_metric = |reqs: &[Value], key: &str| {
+        let config = reqs
+            .iter()
+            .rev()
+            .filter(|r| r["body"]["operationName"] == "UpsertBucket")
+            .find_map(|r| r["body"]["variables"]["config"].as_str())
+            .map(|c| exptrack::wandb::parse_lenient(c).unwrap())
+            .unwrap();
+        // wandb-core's encoding of `define_metric`: "5" is the 1-based index of the step metric.
+        let defs = config["_wandb"]["value"]["m"].as_array().unwrap().clone();
+        let step_index = defs
+            .iter()
+            .position(|d| d["1"] == DEFAULT_STEP_METRIC)
+            .unwrap_or_else(|| panic!("no step metric definition: {config}"));
+        assert!(
+            defs.iter()
+                .any(|d| d["1"] == key && d["5"].as_u64() == Some(step_index as u64 + 1)),
+            "{key} not defined against {DEFAULT_STEP_METRIC}: {defs:?}"
+        );
+        config
+    };
+    let owner_config = defined_against_step_metric(owner, "train/loss");
+    assert_eq!(owner_config["lr"]["value"], 0.01, "{owner_config}");
+    // The evaluator's config is the metric definitions (and the training's keys it read back).
+    let upserts: Vec<Value> = companion
+        .iter()
+        .filter(|r| r["body"]["operationName"] == "UpsertBucket")
+        .map(|r| {
+            exptrack::wandb::parse_lenient(r["body"]["variables"]["config"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    for c in &upserts {
+        // The training's hyperparameter, if the sync sends it back, is the training's value.
+        if let Some(lr) = c.get("lr") {
+            assert_eq!(lr["value"], 0.01, "{c}");
+        }
+        for k in c.as_object().unwrap().keys() {
+            assert!(
+                ["_wandb", "lr", "experiment"].contains(&k.as_str()),
+                "{k}: {c}"
+            );
+        }
+    }
+    for key in ["eval/valid/accuracy", "eval/valid/loss"] {
+        defined_against_step_metric(companion, key);
+    }
+
+    let state = rec.state();
+    let history = state[wandb_id.as_str()]["history"].as_object().unwrap();
+    let rows: Vec<Value> = (0..history.len())
+        .map(|i| exptrack::wandb::parse_lenient(history[&i.to_string()].as_str().unwrap()).unwrap())
+        .collect();
+    let train_steps: Vec<(u64, u64)> = rows
+        .iter()
+        .filter(|r| r.get("train/loss").is_some())
+        .map(|r| {
+            (
+                r["_step"].as_u64().unwrap(),
+                r[DEFAULT_STEP_METRIC].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(train_steps, [(10, 10), (20, 20), (30, 30), (40, 40)]);
+    let eval_rows: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r.get("eval/valid/accuracy").is_some())
+        .collect();
+    let eval_steps: Vec<u64> = eval_rows
+        .iter()
+        .map(|r| r[DEFAULT_STEP_METRIC].as_u64().unwrap())
+        .collect();
+    assert_eq!(eval_steps, [10, 20, 30, 40]);
+    assert!(
+        rows[..4].iter().all(|r| r.get("train/loss").is_some()),
+        "training rows first"
+    );
+    for (r, acc) in eval_rows.iter().zip([0.6, 0.7, 0.8, 0.9]) {
+        assert_eq!(r["eval/valid/accuracy"].as_f64(), Some(acc), "{r}");
+    }
 }

@@ -26,8 +26,9 @@
 //! (overrides `[tracking].runs_dir` and the checkpoint directory, like the quickstart's),
 //! `--poll-secs N` (default 2), `--once` (one poll, then exit), `--into-training-run` (log the
 //! evaluation metrics into the newest training run itself instead: the same MLflow run, a
-//! second event file in its TensorBoard directory, its own local log under
-//! `<training run>/companions/`; start the training first).
+//! second event file in its TensorBoard directory, the same W&B run as a second writer (offline:
+//! upload it after the training's with the command in its `exptrack-companion.json`), its own
+//! local log under `<training run>/companions/`; start the training first).
 
 mod quickstart_eval;
 

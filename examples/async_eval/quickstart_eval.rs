@@ -104,9 +104,9 @@ impl QuickstartTarget {
     /// `<training run>/companions/<experiment_id>/async-eval/` (two processes never share one
     /// event log; `exptrack runs show` / `plot` of the training run include it), a second
     /// TensorBoard event file in the training run's TensorBoard directory, and the training
-    /// run's MLflow run (found by its exptrack tags; build with `--features mlflow`). W&B is not
-    /// supported as a companion yet (a warning says so). Returns the builder and the training
-    /// run's directory.
+    /// run's MLflow run (found by its exptrack tags; build with `--features mlflow`), and the
+    /// training run's W&B run as a companion writer (`--features wandb`). Returns the builder
+    /// and the training run's directory.
     pub fn companion_tracker(&self) -> Result<(ExperimentTrackerBuilder, PathBuf), BoxError> {
         let train = exptrack_core::store::list_runs(&self.runs_dir)?
             .into_iter()
@@ -154,9 +154,20 @@ impl QuickstartTarget {
             );
         }
         if tracking.use_wandb {
-            eprintln!(
-                "warning: W&B does not get the evaluation metrics in the training run yet \
-                 (only MLflow and TensorBoard do)"
+            // The same W&B run, as a companion writer (its rows carry `trainer/global_step`;
+            // offline, upload it after the training's with the command its directory's
+            // `exptrack-companion.json` gives). Build with `--features wandb`.
+            #[cfg(feature = "wandb")]
+            {
+                builder = builder.with_tracker(Box::new(
+                    exptrack::wandb_builder(&self.config)?
+                        .attach_to_run(&train.metadata.run_id)
+                        .build()?,
+                ));
+            }
+            #[cfg(not(feature = "wandb"))]
+            return Err(
+                "use_wandb needs the `wandb` feature (cargo run --features wandb ...)".into(),
             );
         }
         Ok((builder, train.dir))

@@ -89,6 +89,10 @@ pub struct WandbTrackerBuilder {
     pub(crate) tags: Vec<String>,
     pub(crate) flush_interval: Option<Duration>,
     pub(crate) http: Option<exptrack_http::RetryConfig>,
+    /// Write into this existing run as a companion (see [`attach_to_run`](Self::attach_to_run)).
+    pub(crate) attach: Option<String>,
+    pub(crate) label: Option<String>,
+    pub(crate) step_metric: Option<String>,
     env_error: Option<String>,
 }
 
@@ -179,6 +183,56 @@ impl WandbTrackerBuilder {
         self
     }
 
+    /// Writes into the existing W&B run `run_id` as a *companion* (e.g. an evaluator in another
+    /// process beside the training that owns the run), the way wandb's "shared" mode does for a
+    /// non-primary writer (`x_primary=False`, `x_update_finish_state=False`, `x_label`):
+    ///
+    /// - every metric row carries the [step metric](Self::step_metric) (the event's step) and no
+    ///   `_step` (a second writer cannot continue the owner's `_step`; W&B orders the rows), and
+    ///   each metric is defined against that step metric (`define_metric`), so its x-axis is the
+    ///   training step;
+    /// - the companion's summary holds only the keys it logs; the run's config, tags, group,
+    ///   notes, metadata files and exit status stay the owner's (params and tags events are not
+    ///   sent; closing the companion does not finish the run);
+    /// - **online**, it joins the run in W&B's shared mode (the `X-WANDB-USE-ASYNC-FILESTREAM`
+    ///   and client-id headers);
+    /// - **offline** (W&B has no offline shared mode), it writes its own offline run directory
+    ///   carrying `run_id` and the label, marked to resume the run; upload it *after* the
+    ///   owner's with the shared-mode sync that [`WandbTracker::sync_command`](crate::WandbTracker::sync_command)
+    ///   prints (`WANDB_MODE=shared WANDB__PRIMARY=false WANDB__UPDATE_FINISH_STATE=false
+    ///   WANDB__LABEL=<label> wandb sync --include-online <dir>`), which appends the rows to
+    ///   the run. The directory, `companion-offline-run-<stamp>-<run_id>`, is in the
+    ///   companion's own exptrack run directory unless [`dir`](Self::dir) says otherwise, and
+    ///   its name keeps a plain `wandb sync` (which would apply the companion's summary and exit
+    ///   status to the whole run) from picking it up.
+    ///
+    /// `run_id` is the owner's W&B run id, by default its exptrack run id (sanitized the same
+    /// way); it replaces [`run_id`](Self::run_id) and `WANDB_RUN_ID`. The companion keeps its
+    /// own local run and write-ahead log.
+    pub fn attach_to_run(mut self, run_id: impl Into<String>) -> Self {
+        self.attach = Some(run_id.into());
+        self
+    }
+
+    /// A companion's label (wandb's `x_label`; default: the companion's exptrack run id, e.g.
+    /// `async-eval`): its system metrics are logged as `<name>/l:<label>`, as wandb's shared
+    /// mode does, so the writers' system charts stay apart.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// A step metric: a history key that holds each row's step, against which every metric is
+    /// defined (`define_metric(key, step_metric=...)`), so W&B draws the metrics over it. A
+    /// companion always has one (default [`DEFAULT_STEP_METRIC`](crate::DEFAULT_STEP_METRIC),
+    /// `trainer/global_step`); the owner has none unless set here, and then its rows carry it
+    /// beside `_step` (as Lightning's W&B logger does), so its curves and a companion's share
+    /// that x-axis.
+    pub fn step_metric(mut self, key: impl Into<String>) -> Self {
+        self.step_metric = Some(key.into());
+        self
+    }
+
     /// Fills settings not set yet from `WANDB_PROJECT`, `WANDB_ENTITY`, `WANDB_DIR`, `WANDB_MODE`,
     /// `WANDB_RUN_ID`, `WANDB_API_KEY` (else the `~/.netrc` entry for the server, as written by
     /// `wandb login`), `WANDB_BASE_URL`, `WANDB_NAME`, `WANDB_RUN_GROUP`, `WANDB_JOB_TYPE`,
@@ -238,6 +292,18 @@ impl WandbTrackerBuilder {
         {
             return Err(Error::Config(format!(
                 "base URL {url:?} must start with http:// or https://"
+            )));
+        }
+        if self.attach.is_none() && self.label.is_some() {
+            return Err(Error::Config(
+                "a label is a setting of a companion: call .attach_to_run(id)".into(),
+            ));
+        }
+        if let Some(key) = &self.step_metric
+            && (key.is_empty() || crate::run::RESERVED.contains(&key.as_str()))
+        {
+            return Err(Error::Config(format!(
+                "step metric {key:?} must be a non-empty key other than _step, _runtime, _timestamp"
             )));
         }
         if self.mode == Some(Mode::Online) && self.api_key.is_none() {

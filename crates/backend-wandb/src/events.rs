@@ -101,7 +101,8 @@ impl Active {
                 timestamp_ms,
                 values,
             } if values.iter().any(|m| m.key.starts_with(system::PREFIX)) => {
-                let (sys, rest) = system::split(values);
+                let (mut sys, rest) = system::split(values);
+                self.label_system_metrics(&mut sys);
                 if !sys.is_empty() {
                     self.local
                         .append(RecordType::Stats(system::record(*timestamp_ms, &sys)))?;
@@ -196,6 +197,7 @@ impl Active {
         if rows.is_empty() {
             return Ok(());
         }
+        self.define_new_metrics()?;
         for row in &rows {
             self.local.append(RecordType::History(row.record()))?;
         }

@@ -14,6 +14,12 @@
 //! The W&B run id is the exptrack run id (sanitized), so resuming an experiment continues the same
 //! W&B run.
 //!
+//! A **companion** (`WandbTrackerBuilder::attach_to_run`, e.g. an evaluator in another process)
+//! writes into another process's run as wandb's shared mode does for a non-primary writer: its
+//! rows carry a step metric (`trainer/global_step`) defined as their x-axis, and the run's
+//! config, tags, metadata and exit status stay the owner's; offline it writes its own directory
+//! for a shared-mode `wandb sync` ([`WandbTracker::sync_command`]).
+//!
 //! ## How events map to W&B
 //! | exptrack | W&B |
 //! |---|---|
@@ -73,6 +79,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 mod builder;
+mod companion;
 mod error;
 mod events;
 mod json;
@@ -96,6 +103,7 @@ use chrono::{DateTime, Local, Utc};
 use exptrack_core::{Batch, EventKind, RunContext, RunStatus, Tracker, TrackerError};
 
 pub use builder::{DEFAULT_BASE_URL, Mode, WandbTrackerBuilder};
+pub use companion::DEFAULT_STEP_METRIC;
 pub use error::{Error, Result};
 pub use events::SUMMARY_CHECKPOINTS;
 pub use json::parse_lenient;
@@ -146,6 +154,10 @@ struct Active {
     start_ms: i64,
     /// The checkpoints reported so far (what the summary's `checkpoints` map lists).
     checkpoints: exptrack_core::CheckpointSet,
+    /// A companion writer of another process's run (`attach_to_run`).
+    companion: Option<companion::Companion>,
+    /// The step metric rows carry and the metrics defined against it (`step_metric`).
+    axis: Option<companion::StepAxis>,
 }
 
 impl WandbTracker {
@@ -187,10 +199,17 @@ impl WandbTracker {
         self.active.as_ref().map(|a| a.local.log_path.as_path())
     }
 
-    /// The command that uploads this run later (`wandb sync <run dir>`), once open.
+    /// The command that uploads this run later (`wandb sync <run dir>`; a companion's is the
+    /// shared-mode sync that appends to the owner's run), once open.
     pub fn sync_command(&self) -> Option<String> {
-        self.run_dir()
-            .map(|d| format!("wandb sync {}", shell_quote(&d.display().to_string())))
+        let a = self.active.as_ref()?;
+        Some(match &a.companion {
+            Some(c) => c.sync_command(&a.local.dir),
+            None => format!(
+                "wandb sync {}",
+                shell_quote(&a.local.dir.display().to_string())
+            ),
+        })
     }
 
     /// The run's URL on the server (online mode).
@@ -248,7 +267,11 @@ impl WandbTracker {
                 "online mode needs an API key (WANDB_API_KEY, `wandb login`, or .api_key())".into(),
             ));
         }
-        let run_id = sanitize_run_id(s.run_id.as_deref().unwrap_or(&ctx.metadata.run_id));
+        let companion = companion::Companion::from_settings(s, &ctx.metadata.run_id);
+        let run_id = match &companion {
+            Some(c) => c.run_id.clone(),
+            None => sanitize_run_id(s.run_id.as_deref().unwrap_or(&ctx.metadata.run_id)),
+        };
         let project = s
             .project
             .clone()
@@ -263,7 +286,11 @@ impl WandbTracker {
             .dir
             .clone()
             .or_else(|| tracking_str("wandb_dir").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("."));
+            // A companion's local run stays in its own run directory, away from the owner's.
+            .unwrap_or_else(|| match &companion {
+                Some(_) => ctx.run_dir.clone(),
+                None => PathBuf::from("."),
+            });
         let wandb_dir = base.join("wandb");
         let started: DateTime<Utc> = if ctx.resumed {
             Utc::now()
@@ -274,15 +301,22 @@ impl WandbTracker {
             .with_timezone(&Local)
             .format("%Y%m%d_%H%M%S")
             .to_string();
-        let prefix = if mode == Mode::Online {
-            "run"
-        } else {
-            "offline-run"
+        let prefix = match (mode == Mode::Online, companion.is_some()) {
+            (true, false) => "run",
+            (false, false) => "offline-run",
+            // Not `offline-*`: a plain `wandb sync` skips it (see `companion::DIR_PREFIX`).
+            (true, true) => "companion-run",
+            (false, true) => "companion-offline-run",
         };
         let local = LocalRun::create(&wandb_dir, prefix, &stamp, &run_id)?;
 
         let md = &ctx.metadata;
-        let mut state = RunState::new(md.start_time.timestamp_millis());
+        let axis = companion::StepAxis::from_settings(s);
+        let mut state = RunState::for_writer(
+            md.start_time.timestamp_millis(),
+            axis.as_ref().map(|a| a.step_metric.clone()),
+            companion.is_some(),
+        );
         for (k, v) in run::toml_config(&ctx.config) {
             state.set_config(&k, v);
         }
@@ -300,7 +334,7 @@ impl WandbTracker {
         } else {
             md.system.hostname.clone()
         };
-        let run_record = RunRecord {
+        let mut run_record = RunRecord {
             run_id: run_id.clone(),
             entity: entity.clone(),
             project: project.clone(),
@@ -321,7 +355,11 @@ impl WandbTracker {
             resumed: ctx.resumed,
             runtime: 0,
             git: git.clone(),
+            resume: false,
         };
+        if let Some(c) = &companion {
+            c.run_record(&mut run_record);
+        }
         let program = std::env::args().next().unwrap_or_default();
         let environment = EnvironmentRecord {
             os: md.system.os.clone(),
@@ -364,6 +402,8 @@ impl WandbTracker {
             closed_local: None,
             start_ms: md.start_time.timestamp_millis(),
             checkpoints: exptrack_core::store::resumed_checkpoints(ctx),
+            companion,
+            axis,
         };
         if !active.checkpoints.is_empty() {
             // A resumed run keeps showing the checkpoints of before.
@@ -385,6 +425,9 @@ impl WandbTracker {
             .local
             .write_file("wandb-metadata.json", active.metadata_json().as_bytes())?;
         active.write_files()?;
+        if let (Some(c), Some(axis)) = (&active.companion, &active.axis) {
+            c.write_marker(&active.local, &axis.step_metric)?;
+        }
         active.local.flush()?;
         self.active = Some(active);
         if let Some(active) = self.active.as_mut() {
@@ -403,7 +446,7 @@ impl Active {
             .api_key
             .as_ref()
             .ok_or_else(|| Error::Config("no API key".into()))?;
-        let fields = RunFields {
+        let fields = self.companion_fields(RunFields {
             run_id: self.run_id.clone(),
             project: self.project.clone(),
             entity: (!self.entity.is_empty()).then(|| self.entity.clone()),
@@ -414,7 +457,8 @@ impl Active {
             host: Some(self.run_record.host.clone()),
             program: Some(self.environment.program.clone()),
             job_type: Some(self.run_record.job_type.clone()),
-        };
+            shared_client_id: None,
+        });
         let online = OnlineRun::start(
             s.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
             key,
@@ -422,7 +466,7 @@ impl Active {
             s.flush_interval
                 .unwrap_or(std::time::Duration::from_secs(5)),
             fields,
-            &self.state.config_upsert_json(),
+            &companion::run_config_json(self.companion.as_ref(), self.axis.as_ref(), &self.state),
             self.state.tags(),
         )?;
         self.entity = online.entity().to_owned();
@@ -469,7 +513,12 @@ impl Active {
         }
         if self.run_update_pending {
             let tags = self.state.tags().to_vec();
-            online.update_run(Some(&self.state.config_upsert_json()), Some(&tags))?;
+            let config = companion::run_config_json(
+                self.companion.as_ref(),
+                self.axis.as_ref(),
+                &self.state,
+            );
+            online.update_run(Some(&config), Some(&tags))?;
             self.run_update_pending = false;
         }
         if !self.uploads.is_empty() {
@@ -540,7 +589,8 @@ impl Active {
                 };
                 let runtime = self.state.runtime_secs(exptrack_core::now_ms());
                 let exit_code = status.and_then(run::exit_code);
-                if exit_code.is_some() {
+                // A companion's summary holds only its own keys (the runtime is the owner's).
+                if exit_code.is_some() && self.companion.is_none() {
                     // As the Python client does: the run's wall time under `_wandb.runtime`.
                     self.state
                         .set_summary("_wandb", format!("{{\"runtime\":{}}}", runtime as i64));
@@ -558,7 +608,7 @@ impl Active {
                 }
                 self.local.close()?;
                 self.closed_local = Some(exit_code);
-                if self.online.is_some() {
+                if self.online.is_some() && self.companion.is_none() {
                     for n in ["wandb-summary.json", "config.yaml", "wandb-metadata.json"] {
                         self.uploads
                             .push((n.to_owned(), self.local.files_dir.join(n)));
@@ -567,8 +617,9 @@ impl Active {
                 exit_code
             }
         };
-        // Without an exit code (the run did not end) the stream stays open for a resume.
-        self.send_online(true, exit_code)
+        // Without an exit code (the run did not end) the stream stays open for a resume; a
+        // companion never sets the owner's final state.
+        self.send_online(true, exit_code.filter(|_| self.companion.is_none()))
     }
 }
 
@@ -631,6 +682,10 @@ impl Tracker for WandbTracker {
 
     fn supports(&self, kind: EventKind) -> bool {
         if self.settings.mode == Some(Mode::Disabled) {
+            return false;
+        }
+        // A companion leaves the run's config and tags to the owner.
+        if self.settings.attach.is_some() && matches!(kind, EventKind::Params | EventKind::Tags) {
             return false;
         }
         matches!(

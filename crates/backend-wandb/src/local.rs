@@ -21,7 +21,9 @@ pub(crate) struct LocalRun {
 }
 
 impl LocalRun {
-    /// Creates `<wandb_dir>/<prefix>-<stamp>-<run_id>/` with `files/` and the log (header written).
+    /// Creates `<wandb_dir>/<prefix>-<stamp>-<run_id>/` with `files/` and the log (header written),
+    /// and points `latest-run` at it (not for a companion's `companion-*` directory: `latest-run`
+    /// stays the owner's).
     pub(crate) fn create(
         wandb_dir: &Path,
         prefix: &str,
@@ -34,7 +36,9 @@ impl LocalRun {
             .map_err(|e| Error::io("creating the W&B run directory", &files_dir, e))?;
         let log_path = dir.join(format!("run-{run_id}.wandb"));
         let log = LogWriter::create(&log_path)?;
-        link_latest(wandb_dir, &dir);
+        if !prefix.starts_with(crate::companion::DIR_PREFIX) {
+            link_latest(wandb_dir, &dir);
+        }
         Ok(LocalRun {
             dir,
             files_dir,
@@ -81,10 +85,12 @@ impl LocalRun {
 
     /// Writes `files/<name>` atomically (temporary file, then rename).
     pub(crate) fn write_file(&self, name: &str, content: &[u8]) -> Result<()> {
-        let path = self.files_dir.join(name);
-        let tmp = self.files_dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, content).map_err(|e| Error::io("writing a W&B run file", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming a W&B run file", &path, e))
+        write_atomic(&self.files_dir, name, content)
+    }
+
+    /// Writes `<run dir>/<name>` (beside the log, not uploaded) atomically.
+    pub(crate) fn write_beside(&self, name: &str, content: &[u8]) -> Result<()> {
+        write_atomic(&self.dir, name, content)
     }
 
     /// Writes `files/<rel>` (a relative `/`-separated path; directories are created) atomically
@@ -137,6 +143,14 @@ impl LocalRun {
             .collect::<Vec<_>>()
             .join("/"))
     }
+}
+
+/// Writes `<dir>/<name>` through a temporary file and a rename.
+fn write_atomic(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content).map_err(|e| Error::io("writing a W&B run file", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming a W&B run file", &path, e))
 }
 
 /// `name` as a relative path without `..`, root or prefix components.

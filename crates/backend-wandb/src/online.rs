@@ -59,6 +59,27 @@ pub(crate) struct RunFields {
     pub(crate) host: Option<String>,
     pub(crate) program: Option<String>,
     pub(crate) job_type: Option<String>,
+    /// A companion's writer id: the run is joined in W&B's shared mode (a non-primary writer
+    /// that sends only its own rows, summary keys and metric definitions).
+    pub(crate) shared_client_id: Option<String>,
+}
+
+impl RunFields {
+    /// The fields of a companion of run `run_id`: only what names the run.
+    pub(crate) fn companion(
+        run_id: String,
+        project: String,
+        entity: Option<String>,
+        client_id: String,
+    ) -> Self {
+        RunFields {
+            run_id,
+            project,
+            entity,
+            shared_client_id: Some(client_id),
+            ..RunFields::default()
+        }
+    }
 }
 
 /// An online run: where it lives and what the server has acknowledged.
@@ -164,7 +185,8 @@ impl OnlineRun {
             "jobType": opt(&run.fields.job_type),
             "state": null,
             "sweep": null,
-            "tags": tags,
+            // A shared-mode writer leaves the owner's tags alone.
+            "tags": if run.fields.shared_client_id.is_some() { Value::Null } else { json!(tags) },
             "summaryMetrics": null,
         });
         let data = run.graphql("UpsertBucket", UPSERT_BUCKET, vars)?;
@@ -203,7 +225,8 @@ impl OnlineRun {
         self.history_offset
     }
 
-    /// Updates config and tags (a later `UpsertBucket` with only what changed).
+    /// Updates config and tags (a later `UpsertBucket` with only what changed; a companion's
+    /// config is only its metric definitions, and it sends no tags).
     pub(crate) fn update_run(
         &mut self,
         config_json: Option<&str>,
@@ -222,7 +245,7 @@ impl OnlineRun {
             "config": config_json,
             "host": null, "debug": null, "program": null, "repo": null, "jobType": null,
             "state": null, "sweep": null,
-            "tags": tags,
+            "tags": if self.fields.shared_client_id.is_some() { None } else { tags },
             "summaryMetrics": null,
         });
         self.graphql("UpsertBucket", UPSERT_BUCKET, vars)
@@ -320,10 +343,14 @@ impl OnlineRun {
                 body.insert("complete".into(), Value::Bool(true));
                 body.insert("exitcode".into(), json!(code));
             }
-            let resp: Value = self
-                .client
-                .post_json(&self.stream_url, &Value::Object(body))
-                .map_err(|e| http_err("file_stream", &self.fields.run_id, e))?;
+            let headers = self.shared_headers("X-WANDB-ASYNC-CLIENT-ID");
+            let resp: Value = post_json(
+                &self.client,
+                &self.stream_url,
+                &Value::Object(body),
+                &headers,
+            )
+            .map_err(|e| http_err("file_stream", &self.fields.run_id, e))?;
             self.last_send = Some(Instant::now());
             // The server sets the start (historyLineCount); a huge one must not wrap to 0.
             self.history_offset = self.history_offset.saturating_add(n as u64);
@@ -408,9 +435,8 @@ impl OnlineRun {
     fn graphql(&self, operation: &'static str, query: &str, variables: Value) -> Result<Value> {
         let url = format!("{}/graphql", self.base_url);
         let body = json!({"query": query, "variables": variables, "operationName": operation});
-        let resp: Value = self
-            .client
-            .post_json(&url, &body)
+        let headers = self.shared_headers("X-WANDB-CLIENT-ID");
+        let resp: Value = post_json(&self.client, &url, &body, &headers)
             .map_err(|e| http_err(operation, &self.fields.run_id, e))?;
         if let Some(errors) = resp
             .get("errors")
@@ -432,6 +458,48 @@ impl OnlineRun {
         }
         Ok(resp.get("data").cloned().unwrap_or(Value::Null))
     }
+}
+
+impl OnlineRun {
+    /// The headers of a shared-mode writer, as wandb-core sends them (`id_header` is
+    /// `X-WANDB-CLIENT-ID` on GraphQL, `X-WANDB-ASYNC-CLIENT-ID` on the file stream); none for
+    /// the run's owner.
+    fn shared_headers(&self, id_header: &'static str) -> Vec<(&'static str, String)> {
+        match &self.fields.shared_client_id {
+            Some(id) => vec![
+                ("X-WANDB-USE-ASYNC-FILESTREAM", "true".to_owned()),
+                (id_header, id.clone()),
+            ],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// `POST` JSON with extra headers and decodes the JSON response (the body is serialized once).
+fn post_json(
+    client: &HttpClient,
+    url: &str,
+    body: &Value,
+    headers: &[(&'static str, String)],
+) -> std::result::Result<Value, exptrack_http::Error> {
+    if headers.is_empty() {
+        return client.post_json(url, body);
+    }
+    let bytes = serde_json::to_vec(body).map_err(|e| exptrack_http::Error::Request {
+        what: format!("POST {}", exptrack_http::redact_str(url)),
+        message: e.to_string(),
+    })?;
+    let resp = client.send_with_retry(|c| {
+        let mut rb = c
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(bytes.clone());
+        for (k, v) in headers {
+            rb = rb.header(*k, v.as_str());
+        }
+        Ok(rb)
+    })?;
+    exptrack_http::decode(resp)
 }
 
 /// `["Key:Value", ...]` upload headers.

@@ -34,7 +34,10 @@ pub struct Record {
     #[prost(int64, tag = "1")]
     pub num: i64,
     /// What the record is.
-    #[prost(oneof = "RecordType", tags = "2, 3, 5, 6, 7, 17, 18, 20, 21, 22, 26")]
+    #[prost(
+        oneof = "RecordType",
+        tags = "2, 3, 5, 6, 7, 12, 17, 18, 20, 21, 22, 26"
+    )]
     pub record_type: Option<RecordType>,
     /// Optional record id.
     #[prost(string, tag = "19")]
@@ -59,6 +62,9 @@ pub enum RecordType {
     /// System metrics (what the W&B UI's system charts show).
     #[prost(message, tag = "7")]
     Stats(StatsRecord),
+    /// A metric definition (`run.define_metric`): its x-axis, visibility, summary.
+    #[prost(message, tag = "12")]
+    Metric(MetricRecord),
     /// The run's identity (the first one starts the run; later ones update it).
     #[prost(message, tag = "17")]
     Run(RunRecord),
@@ -88,6 +94,7 @@ impl RecordType {
             RecordType::Config(_) => "config",
             RecordType::Files(_) => "files",
             RecordType::Stats(_) => "stats",
+            RecordType::Metric(_) => "metric",
             RecordType::Run(_) => "run",
             RecordType::Exit(_) => "exit",
             RecordType::Final(_) => "final",
@@ -188,6 +195,42 @@ pub struct RunRecord {
     /// Git provenance.
     #[prost(message, optional, tag = "21")]
     pub git: Option<GitRepoRecord>,
+    /// The writer resumes an existing run (`wandb.init(resume=...)`): `wandb sync` then asks the
+    /// server for the run's state and appends (history after its last line, `_step` after its
+    /// last step, config merged) instead of starting it over.
+    #[prost(bool, tag = "24")]
+    pub resume: bool,
+}
+
+/// `MetricRecord`: a metric definition, as `run.define_metric(name, step_metric=...)` writes it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricRecord {
+    /// The metric's name (empty for a glob definition).
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// A glob such as `eval/*` (empty for a named metric).
+    #[prost(string, tag = "2")]
+    pub glob_name: String,
+    /// The metric used as this one's x-axis.
+    #[prost(string, tag = "4")]
+    pub step_metric: String,
+    /// Options.
+    #[prost(message, optional, tag = "6")]
+    pub options: Option<MetricOptions>,
+}
+
+/// `MetricOptions`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricOptions {
+    /// Log the step metric's last value with every row of this metric.
+    #[prost(bool, tag = "1")]
+    pub step_sync: bool,
+    /// Hidden from the automatic charts.
+    #[prost(bool, tag = "2")]
+    pub hidden: bool,
+    /// Defined by the user (not only expanded from a glob).
+    #[prost(bool, tag = "3")]
+    pub defined: bool,
 }
 
 /// `GitRepoRecord`.

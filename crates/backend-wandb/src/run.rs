@@ -15,7 +15,8 @@ pub(crate) const RESERVED: [&str; 3] = ["_step", "_runtime", "_timestamp"];
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Row {
     pub(crate) step: u64,
-    /// `(key, value_json)`, metrics first, then `_runtime`, `_timestamp`, `_step`.
+    /// `(key, value_json)`: metrics first, then the step metric (when set), `_runtime`,
+    /// `_timestamp`, and `_step` (not for a companion).
     pub(crate) items: Vec<(String, String)>,
 }
 
@@ -69,6 +70,15 @@ pub(crate) struct RunState {
     /// Rows dropped because their step went backwards.
     pub(crate) dropped_rows: u64,
     warned_reserved: bool,
+    /// The step metric rows carry (their step under this key; a companion's rows instead of
+    /// `_step`).
+    step_metric: Option<String>,
+    /// A companion writer: no `_step`, its summary only the keys it logs, no config, no tags.
+    companion: bool,
+    /// With a step metric: metric keys of completed rows not yet handed out by
+    /// [`take_new_metrics`](Self::take_new_metrics), in first-seen order.
+    new_metrics: Vec<String>,
+    seen_metrics: BTreeSet<String>,
 }
 
 impl RunState {
@@ -85,7 +95,35 @@ impl RunState {
             tags_dirty: false,
             dropped_rows: 0,
             warned_reserved: false,
+            step_metric: None,
+            companion: false,
+            new_metrics: Vec::new(),
+            seen_metrics: BTreeSet::new(),
         }
+    }
+
+    /// The state of a writer whose rows also carry their step as `step_metric`; a `companion`
+    /// sets no config and no tags, and its rows carry no `_step`.
+    pub(crate) fn for_writer(
+        start_ms: TimestampMs,
+        step_metric: Option<String>,
+        companion: bool,
+    ) -> Self {
+        RunState {
+            step_metric,
+            companion,
+            ..RunState::new(start_ms)
+        }
+    }
+
+    /// Whether this is a companion's state.
+    pub(crate) fn is_companion(&self) -> bool {
+        self.companion
+    }
+
+    /// With a step metric: the metric keys that appeared in rows completed since the last call.
+    pub(crate) fn take_new_metrics(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.new_metrics)
     }
 
     /// Seconds since the start at `now_ms` (never negative).
@@ -169,10 +207,16 @@ impl RunState {
         });
         pending.timestamp_ms = pending.timestamp_ms.max(timestamp_ms);
         for (key, value) in values {
-            if key.is_empty() || RESERVED.contains(&key.as_str()) {
+            if key.is_empty()
+                || RESERVED.contains(&key.as_str())
+                || self.step_metric.as_ref() == Some(&key)
+            {
                 if !self.warned_reserved {
                     self.warned_reserved = true;
-                    tracing::warn!(key = %key, "W&B: dropping a metric with an empty or reserved key");
+                    tracing::warn!(
+                        key = %key,
+                        "W&B: dropping a metric with an empty or reserved key (or a companion's step metric)"
+                    );
                 }
                 continue;
             }
@@ -198,6 +242,18 @@ impl RunState {
         let p = self.pending.take()?;
         self.last_step = Some(p.step);
         let mut items: Vec<(String, String)> = p.values;
+        if self.step_metric.is_some() {
+            for (k, _) in &items {
+                if self.seen_metrics.insert(k.clone()) {
+                    self.new_metrics.push(k.clone());
+                }
+            }
+        }
+        // A companion's summary holds only the keys it logs.
+        let own_keys = items.len();
+        if let Some(step_metric) = &self.step_metric {
+            items.push((step_metric.clone(), p.step.to_string()));
+        }
         items.push((
             "_runtime".to_owned(),
             json::f64_json(self.runtime_secs(p.timestamp_ms)),
@@ -206,8 +262,16 @@ impl RunState {
             "_timestamp".to_owned(),
             json::f64_json(p.timestamp_ms as f64 / 1000.0),
         ));
-        items.push(("_step".to_owned(), p.step.to_string()));
-        for (k, v) in &items {
+        // `_step` is the owner's; W&B orders a companion's rows itself.
+        if !self.companion {
+            items.push(("_step".to_owned(), p.step.to_string()));
+        }
+        let summary_keys = if self.companion {
+            own_keys
+        } else {
+            items.len()
+        };
+        for (k, v) in &items[..summary_keys] {
             self.set_summary(k, v.clone());
         }
         Some(Row {
@@ -244,8 +308,11 @@ impl RunState {
         &self.summary
     }
 
-    /// Sets a config key (JSON value).
+    /// Sets a config key (JSON value); a companion leaves the config to the owner.
     pub(crate) fn set_config(&mut self, key: &str, value_json: String) {
+        if self.is_companion() {
+            return;
+        }
         match self.config.iter_mut().find(|(k, _)| k == key) {
             Some(slot) if slot.1 == value_json => return,
             Some(slot) => slot.1 = value_json.clone(),
@@ -265,18 +332,27 @@ impl RunState {
         &self.config
     }
 
-    /// The config as W&B's `{"key": {"value": v}}` JSON.
-    pub(crate) fn config_upsert_json(&self) -> String {
+    /// The config as W&B's `{"key": {"value": v}}` JSON, with `_wandb` (wandb's own entry, e.g.
+    /// metric definitions) when given.
+    pub(crate) fn config_upsert_json(&self, wandb: Option<&str>) -> String {
         let wrapped: Vec<(String, String)> = self
             .config
             .iter()
             .map(|(k, v)| (k.clone(), format!("{{\"value\":{v}}}")))
             .collect();
-        json::object(wrapped.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        json::object(
+            wrapped
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(wandb.map(|w| ("_wandb", w))),
+        )
     }
 
-    /// Adds a tag (duplicates ignored).
+    /// Adds a tag (duplicates ignored); a companion leaves the tags to the owner.
     pub(crate) fn add_tag(&mut self, tag: String) {
+        if self.is_companion() {
+            return;
+        }
         let tag = tag.trim().to_owned();
         if !tag.is_empty() && !self.tags.contains(&tag) {
             self.tags.push(tag);

@@ -3,6 +3,12 @@
 Listens on 127.0.0.1 (an ephemeral port, printed as the first stdout line), answers the GraphQL
 operations the wandb client needs with plausible responses, answers file_stream with `{}`, accepts
 file uploads, and appends every request as one JSON line to the log file given as argv[1].
+
+With `--stateful` (argv[2]) it keeps, per run, the history lines the file stream sent, and answers
+like a server that holds them: `UpsertBucket` reports the run's `historyLineCount`, and
+`RunResumeStatus` (what `wandb sync` asks before continuing a run) reports the line count, the last
+history line, the last summary and the config (the keys of every `UpsertBucket` merged); `GET
+/_state` returns the state as JSON.
 """
 import json
 import re
@@ -11,6 +17,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOG = open(sys.argv[1], "a", buffering=1)
+STATEFUL = len(sys.argv) > 2 and sys.argv[2] == "--stateful"
+# Per run name: {"history": {offset: line}, "summary": last summary line, "config": merged keys}.
+RUNS = {}
 LOCK = threading.Lock()
 PORT = [0]
 # Fault injection: {"match": substring of the path, "left": requests to fail, "status": code}.
@@ -27,11 +36,51 @@ def take_fault(path):
     return None
 
 
+def run_state(name):
+    return RUNS.setdefault(name, {"history": {}, "summary": None, "config": {}})
+
+
+def resume_status(v):
+    project = v.get("project") or "uncategorized"
+    model = {"id": "UHJvamVjdDo=", "name": project, "entity": {"id": "RW50aXR5Og==", "name": "recorder-entity"}}
+    with LOCK:
+        st = RUNS.get(v.get("name"))
+        if not st:
+            model["bucket"] = None
+            return {"data": {"model": model}}
+        lines = [st["history"][k] for k in sorted(st["history"])]
+        model["bucket"] = {
+            "id": "UnVuOnYxOn" + v["name"],
+            "name": v["name"],
+            "summaryMetrics": st["summary"] or "{}",
+            "displayName": v["name"],
+            "logLineCount": 0,
+            "historyLineCount": len(lines),
+            "eventsLineCount": 0,
+            "historyTail": json.dumps(lines[-1:]),
+            "eventsTail": "[]",
+            "config": json.dumps(st["config"]),
+            "tags": [],
+            "notes": None,
+            "wandbConfig": json.dumps({"t": {}}),
+        }
+    return {"data": {"model": model}}
+
+
 def gql_response(op, query, variables):
     q = query or ""
     v = variables or {}
+    if STATEFUL and "RunResumeStatus" in q:
+        return resume_status(v)
     if "upsertBucket" in q:
         name = v.get("name") or v.get("id") or "run"
+        lines = 0
+        if STATEFUL:
+            with LOCK:
+                st = run_state(name)
+                if v.get("config"):
+                    st["config"].update(json.loads(v["config"]))
+                lines = len(st["history"])
         project = v.get("project") or "uncategorized"
         entity = v.get("entity") or "recorder-entity"
         return {
@@ -44,7 +93,7 @@ def gql_response(op, query, variables):
                         "description": v.get("description"),
                         "config": v.get("config") or "{}",
                         "sweepName": None,
-                        "historyLineCount": 0,
+                        "historyLineCount": lines,
                         "project": {
                             "id": "UHJvamVjdDo=",
                             "name": project,
@@ -126,6 +175,7 @@ class H(BaseHTTPRequestHandler):
             "path": self.path.split("?", 1)[0],
             "authorization": self.headers.get("Authorization"),
             "user_agent": self.headers.get("User-Agent"),
+            "wandb_headers": {k.upper(): v for k, v in self.headers.items() if k.upper().startswith("X-WANDB-")},
             "body": body,
         }
         if extra:
@@ -163,6 +213,17 @@ class H(BaseHTTPRequestHandler):
             body = body or {}
             self._send(gql_response(body.get("operationName"), body.get("query"), body.get("variables")))
         elif self.path.endswith("/file_stream"):
+            if STATEFUL:
+                files = (body or {}).get("files") or {}
+                with LOCK:
+                    st = run_state(self.path.split("/")[-2])
+                    h = files.get("wandb-history.jsonl")
+                    if h:
+                        for i, line in enumerate(h["content"]):
+                            st["history"][h["offset"] + i] = line
+                    summary = files.get("wandb-summary.json")
+                    if summary:
+                        st["summary"] = summary["content"][-1]
             self._send({})
         else:
             self._send({})
@@ -177,6 +238,10 @@ class H(BaseHTTPRequestHandler):
         self._send({})
 
     def do_GET(self):
+        if self.path == "/_state":
+            with LOCK:
+                self._send(RUNS)
+            return
         self._record(b"")
         self._send({})
 

@@ -29,8 +29,10 @@ pub(crate) struct EvalArgs {
     /// probabilities), logged under `ensemble/<NAME>/...`; needs --checkpoints.
     #[arg(long, value_name = "K", requires = "checkpoints")]
     ensemble: Option<usize>,
-    /// The checkpointer's directory (`[checkpointing].dir`) for --ensemble.
-    #[arg(long, value_name = "DIR")]
+    /// The checkpointer's directory (`[checkpointing].dir`) for --ensemble: a path, or
+    /// `s3://bucket/prefix` (also `gs://`, `az://`) with the cli's `s3`/`gcs`/`azure` feature
+    /// (credentials from the usual environment variables, e.g. `AWS_ACCESS_KEY_ID`).
+    #[arg(long, value_name = "DIR|URL")]
     checkpoints: Option<PathBuf>,
     /// The experiment id of the checkpoints (default: from the model, else the run's tags).
     #[arg(long, value_name = "ID")]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use exptrack_checkpoint::{CheckpointConfig, LoadedCheckpoint, ModelCheckpointer};
+use exptrack_checkpoint::{CheckpointConfig, LoadedCheckpoint, Location, ModelCheckpointer};
 use exptrack_core::ExperimentTracker;
 
 use crate::error::{BoxError, Error, Result};
@@ -68,6 +68,8 @@ pub struct EvalWatcherBuilder<'t> {
     tracker: Option<Sink<'t>>,
     state_file: Option<PathBuf>,
     abort_after_log: Option<u64>,
+    /// A URL that did not name an experiment ([`EvalWatcher::builder_url`]), reported by `build`.
+    url_error: Option<Error>,
 }
 
 impl<'t> EvalWatcherBuilder<'t> {
@@ -75,6 +77,7 @@ impl<'t> EvalWatcherBuilder<'t> {
         EvalWatcherBuilder {
             checkpoint_dir,
             experiment_id,
+            url_error: None,
             poll_interval: crate::DEFAULT_POLL_INTERVAL,
             flush_timeout: crate::DEFAULT_FLUSH_TIMEOUT,
             max_attempts: crate::DEFAULT_MAX_ATTEMPTS,
@@ -83,6 +86,23 @@ impl<'t> EvalWatcherBuilder<'t> {
             tracker: None,
             state_file: None,
             abort_after_log: None,
+        }
+    }
+
+    /// A builder for the experiment a URL or path names (its last segment is the experiment
+    /// id), split as [`ModelCheckpointer::open_url`] splits it; an invalid one is reported by
+    /// [`build`](Self::build).
+    pub(crate) fn from_url(url: &str) -> Self {
+        match Location::split_experiment(url) {
+            Ok((root, id)) => Self::new(root.into(), id),
+            Err(source) => {
+                let mut b = Self::new(PathBuf::new(), String::new());
+                b.url_error = Some(Error::Checkpoint {
+                    experiment_id: String::new(),
+                    source,
+                });
+                b
+            }
         }
     }
 }
@@ -163,8 +183,13 @@ impl<'t> EvalWatcherBuilder<'t> {
         self
     }
 
-    /// Where the state file lives (default `<checkpoint_dir>/<experiment_id>/eval-state.json`).
-    /// Give each watcher of the same experiment its own file.
+    /// Where the state file lives. The default is `<checkpoint_dir>/<experiment_id>/eval-state.json`
+    /// for a local checkpoint directory; for checkpoints in an object store (`s3://...`), which
+    /// are not a local directory, it is `<tracker run dir>/eval-state-<experiment_id>.json`, in
+    /// the run directory of the tracker the metrics go to (a watcher restarted with the same
+    /// run, e.g. `Resume::RunId("async-eval")`, continues from it; one logging to a new run
+    /// starts a new state and evaluates every checkpoint for that run). Give each watcher of the
+    /// same experiment its own file.
     pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.state_file = Some(path.into());
         self
@@ -203,6 +228,9 @@ impl<'t> EvalWatcherBuilder<'t> {
     /// Opens the checkpoint directory read-only, takes the state file's lock, loads the state and
     /// recovers steps that were logged but not recorded when a previous watcher died.
     pub fn build(self) -> Result<EvalWatcher<'t>> {
+        if let Some(e) = self.url_error {
+            return Err(e);
+        }
         let config_err = |message: String| Err(Error::Config { message });
         let Some(sink) = self.tracker else {
             return config_err(
@@ -250,9 +278,16 @@ impl<'t> EvalWatcherBuilder<'t> {
         };
         let checkpointer =
             ModelCheckpointer::open_read_only(&self.experiment_id, config).map_err(ckpt_err)?;
-        let state_path = self
-            .state_file
-            .unwrap_or_else(|| checkpointer.experiment_dir().join(STATE_FILE_NAME));
+        let tracker = sink.get();
+        let run_dir = tracker.run_dir().to_path_buf();
+        let state_path = match self.state_file {
+            Some(path) => path,
+            // An object store's location is a URL, not a directory to write into.
+            None if checkpointer.is_remote() => {
+                run_dir.join(format!("eval-state-{}.json", self.experiment_id))
+            }
+            None => checkpointer.experiment_dir().join(STATE_FILE_NAME),
+        };
         if let Some(parent) = state_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| Error::Io {
                 op: "create directory",
@@ -286,8 +321,6 @@ impl<'t> EvalWatcherBuilder<'t> {
         }
         state.datasets.extend(names);
 
-        let tracker = sink.get();
-        let run_dir = tracker.run_dir().to_path_buf();
         let run_id = tracker.metadata().run_id.clone();
         if !state.runs.contains(&run_dir) {
             state.runs.push(run_dir.clone());

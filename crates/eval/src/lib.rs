@@ -9,13 +9,19 @@
 //! Like tf-keras' `SidecarEvaluator` or Orbax's `checkpoints_iterator`, with what they lack:
 //! - a reader **lease** on the checkpoint under evaluation, so retention (keep-last-N ...) never
 //!   deletes it, across processes;
-//! - a **state file** (`<checkpoint_dir>/<experiment_id>/eval-state.json`, atomically replaced)
+//! - a **state file** (`<checkpoint_dir>/<experiment_id>/eval-state.json`, atomically replaced;
+//!   for checkpoints in object storage, `<tracker run dir>/eval-state-<experiment_id>.json`)
 //!   plus recovery from the run log, so a watcher that is killed and restarted evaluates no
 //!   checkpoint twice and misses none (see [`EvalWatcher`]'s guarantees for the exact window);
 //! - corrupt checkpoints (digest mismatch) and checkpoints pruned before the watcher got to them
 //!   are **reported and recorded**, not retried forever, and never stop the watcher;
 //! - it **stops by itself** when the training run is marked completed, after evaluating everything
 //!   committed before that.
+//!
+//! The checkpoints may live in object storage:
+//! `EvalWatcher::builder_url("s3://bucket/prefix/<experiment_id>")` (feature `s3`; `gs://`,
+//! `az://` with `gcs`, `azure`; also `file://` and plain paths) takes the URLs
+//! `ModelCheckpointer::open_url` takes, with leases as small objects in the bucket.
 //!
 //! The evaluator is yours: a closure (or an [`Evaluator`]) that receives the loaded, verified
 //! checkpoint — its files as bytes and its metadata (step, epoch, metrics at save time) — and
@@ -63,6 +69,9 @@
 //! - `burn`: model directories, classifiers, classification reports and ensembles (pulls in
 //!   burn through `exptrack-trainer`, and `exptrack-plot` for the images).
 //! - `mlflow`: `burn` plus evaluation of a model logged to an MLflow run (`exptrack-mlflow`).
+//! - `s3`, `gcs`, `azure`: watch checkpoints in S3 (and compatible servers), Google Cloud Storage
+//!   or Azure Blob Storage (forward to `exptrack-checkpoint`'s features of the same names;
+//!   credentials from the provider's environment variables).
 //! - `testing`: fault-injection hooks for this crate's own crash tests
 //!   (`EvalWatcherBuilder::abort_after_log`); never needed by users.
 //!

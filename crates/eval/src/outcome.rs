@@ -37,7 +37,7 @@ pub enum Outcome {
     },
 }
 
-/// One checkpoint step dealt with by [`EvalWatcher::poll_once`].
+/// One checkpoint step dealt with by [`EvalWatcher::poll_once`](crate::EvalWatcher::poll_once).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Evaluated {
@@ -49,7 +49,7 @@ pub struct Evaluated {
     pub outcome: Outcome,
 }
 
-/// Why [`EvalWatcher::run_until`] returned.
+/// Why [`EvalWatcher::run_until`](crate::EvalWatcher::run_until) returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StopReason {
@@ -60,7 +60,7 @@ pub enum StopReason {
     Stopped,
 }
 
-/// What [`EvalWatcher::run_until`] did.
+/// What [`EvalWatcher::run_until`](crate::EvalWatcher::run_until) did.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RunSummary {

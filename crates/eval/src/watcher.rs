@@ -167,6 +167,28 @@ impl<'t> EvalWatcher<'t> {
         EvalWatcherBuilder::new(checkpoint_dir.into(), experiment_id.into())
     }
 
+    /// Starts building a watcher for the experiment a URL or path names, the way
+    /// [`ModelCheckpointer::open_url`] takes it: `s3://bucket/prefix/<experiment_id>` (feature
+    /// `s3`; also `gs://`, `az://` with `gcs`, `azure`), `file:///data/ckpt/<experiment_id>` or
+    /// a plain path `checkpoints/<experiment_id>`. The last segment is the experiment id.
+    /// Credentials and endpoint come from the provider's environment variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...), never from the URL. A URL that names no
+    /// experiment, or whose scheme's feature is not enabled, is an error from
+    /// [`build`](EvalWatcherBuilder::build).
+    ///
+    /// The default state file of an object-store location is local, in the tracker's run
+    /// directory (see [`state_file`](EvalWatcherBuilder::state_file)).
+    ///
+    /// ```
+    /// use exptrack_eval::{EvalWatcher, Error};
+    /// // No experiment id after the bucket: refused (before anything is opened).
+    /// let refused = EvalWatcher::builder_url("s3://bucket").build();
+    /// assert!(matches!(refused, Err(Error::Checkpoint { .. })));
+    /// ```
+    pub fn builder_url(url: &str) -> EvalWatcherBuilder<'t> {
+        EvalWatcherBuilder::from_url(url)
+    }
+
     /// The tracker the metrics go to.
     pub fn tracker(&self) -> &ExperimentTracker {
         self.sink.get()

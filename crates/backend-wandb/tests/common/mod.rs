@@ -101,6 +101,20 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Runs a shell command line that calls `wandb` (as a user would paste it, e.g. a companion's
+/// shared-mode `wandb sync`) in the isolated environment, against the recorder, and asserts it
+/// succeeded.
+pub fn run_wandb_shell(py: &Path, home: &Path, rec: &Recorder, command: &str) {
+    let bin = wandb_exe(py).parent().expect("venv bin").to_owned();
+    let out = run(isolated(Path::new("/bin/sh"), home)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("WANDB_BASE_URL", rec.base_url())
+        .env("WANDB_API_KEY", FAKE_KEY)
+        .arg("-c")
+        .arg(command));
+    assert!(out.status.success(), "{command} failed");
+}
+
 /// `wandb leet inspect --json FILE`: success, one JSON value per record, and stderr.
 pub struct Inspect {
     pub ok: bool,
@@ -136,13 +150,31 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start(py: &Path, dir: &Path) -> Recorder {
+        Self::spawn(py, dir, false)
+    }
+
+    /// A recorder that keeps each run's history lines and answers `UpsertBucket` and
+    /// `RunResumeStatus` with them, like a server that holds the run (recorder.py `--stateful`).
+    pub fn start_stateful(py: &Path, dir: &Path) -> Recorder {
+        Self::spawn(py, dir, true)
+    }
+
+    fn spawn(py: &Path, dir: &Path, stateful: bool) -> Recorder {
         let log = dir.join(format!("requests-{}.jsonl", rand_suffix()));
-        // Via the crates directory, so the CLI's tests (which include this file) find it too.
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend-wandb/tests/recorder.py");
+        // Via the crates directory, so the CLI's tests (which include this file) find it too;
+        // the root package's tests (the facade) find it under crates/.
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = [
+            manifest.join("../backend-wandb/tests/recorder.py"),
+            manifest.join("crates/backend-wandb/tests/recorder.py"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("tests/recorder.py of exptrack-wandb");
         let mut child = Command::new(py)
             .arg(script)
             .arg(&log)
+            .args(stateful.then_some("--stateful"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -184,6 +216,21 @@ impl Recorder {
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+
+    /// The stateful recorder's runs: `{run: {"history": {offset: line}, "summary", "config"}}`.
+    pub fn state(&self) -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "GET /_state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (_, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+        serde_json::from_str(body).unwrap()
     }
 
     /// Every request recorded so far.
