@@ -86,11 +86,11 @@ mod trackers;
 pub use exptrack_core as core;
 pub use exptrack_core::*;
 
-#[cfg(feature = "wandb")]
-pub use trackers::wandb_builder;
 #[cfg(feature = "trainer")]
 pub use experiment::{Completed, Experiment, Run, Start};
 pub use facade_error::{FacadeError, Result};
+#[cfg(feature = "wandb")]
+pub use trackers::wandb_builder;
 pub use trackers::{tracker, trackers_from_config};
 
 /// The facade's error type.

@@ -72,7 +72,7 @@ pub fn trackers_from_config(config: &ExperimentConfig) -> Result<Vec<Box<dyn Tra
 
 /// The W&B tracker builder `config`'s `[tracking]` section describes (`wandb_project`,
 /// `wandb_entity`, `wandb_dir`, `wandb_mode`, then the `WANDB_*` environment), as
-/// [`backends_from_config`] builds it; e.g. to add
+/// [`trackers_from_config`] builds it; e.g. to add
 /// [`attach_to_run`](exptrack_wandb::WandbTrackerBuilder::attach_to_run) for an evaluator that
 /// logs into the training's run.
 #[cfg(feature = "wandb")]
