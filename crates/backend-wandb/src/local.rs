@@ -110,11 +110,7 @@ impl LocalRun {
         };
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::io("creating a W&B media directory", parent, e))?;
-        let tmp = parent.join(format!(".{}.tmp", name.to_string_lossy()));
-        std::fs::write(&tmp, content)
-            .map_err(|e| Error::io("writing a W&B media file", &tmp, e))?;
-        std::fs::rename(&tmp, &dest)
-            .map_err(|e| Error::io("renaming a W&B media file", &dest, e))?;
+        write_atomic(parent, &name.to_string_lossy(), content)?;
         Ok(dest)
     }
 
@@ -145,12 +141,12 @@ impl LocalRun {
     }
 }
 
-/// Writes `<dir>/<name>` through a temporary file and a rename.
+/// Writes `<dir>/<name>` atomically and durably (core's [`write_atomic`](exptrack_core::fsutil::write_atomic): a unique temporary
+/// file, fsync, rename, directory fsync), so a crash leaves the old file or the new one.
 fn write_atomic(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
     let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, content).map_err(|e| Error::io("writing a W&B run file", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming a W&B run file", &path, e))
+    exptrack_core::fsutil::write_atomic(&path, content)
+        .map_err(|e| Error::io("replacing a W&B run file", &path, e))
 }
 
 /// `name` as a relative path without `..`, root or prefix components.

@@ -279,10 +279,7 @@ pub fn evaluate_mlflow_run(
         artifacts.push(rel);
     }
     let step = spec.step.unwrap_or(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
+    let now = exptrack_core::fsutil::now_ms();
     let mut scalars = evaluation.scalars("eval");
     if let Some(e) = &ensemble {
         scalars.extend(e.scalars());
