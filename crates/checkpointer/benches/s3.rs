@@ -1,6 +1,7 @@
 //! Object-store checkpoint speed against a local S3 server (SeaweedFS `weed mini`, started here
 //! like the tests do): durable save vs a raw multipart put of the same bytes with object_store
-//! (16 MiB parts, 8 in flight, like the checkpointer), and verified load vs a raw get. Run with
+//! (16 MiB parts, 8 in flight, like the checkpointer; each to a new key, the previous one deleted,
+//! as the checkpointer's `max_checkpoints = 1` keeps one), and verified load vs a raw get. Run with
 //! `cargo bench -p exptrack-checkpoint --features s3 --bench s3`.
 //!
 //! `EXPTRACK_BENCH_SIZES=64M,512M` (default) picks payload sizes. Both sides run in this process,
@@ -87,7 +88,14 @@ fn main() {
         let len = parse_size(label);
         let data = payload(len);
         let bytes = Bytes::from(data.clone());
-        let key = ObjPath::from(format!("raw/{label}"));
+        // The baseline keeps one object like the checkpointer's `max_checkpoints = 1`: each raw
+        // put goes to a new key and the previous key is deleted after it, so both sides grow
+        // and shrink the store alike (an overwrite of one key would leave the deletion to the
+        // server's background work).
+        let mut raw_n = 0u64;
+        let raw_key = |n: u64| ObjPath::from(format!("raw/{label}/{n}"));
+        let mut key = raw_key(raw_n);
+        rt.block_on(raw_put(store.clone(), &key, bytes.clone()));
         let mut g = c.benchmark_group(format!("s3/{label}"));
         g.throughput(Throughput::Bytes(len as u64));
         g.sample_size(10);
@@ -103,9 +111,15 @@ fn main() {
                     record(label, "durable_save", d);
                     total += d;
                     // The raw put of the same bytes, right after (same server state, same load).
+                    raw_n += 1;
+                    let next = raw_key(raw_n);
                     let t = Instant::now();
-                    rt.block_on(raw_put(store.clone(), &key, bytes.clone()));
+                    rt.block_on(async {
+                        raw_put(store.clone(), &next, bytes.clone()).await;
+                        store.delete(&key).await.unwrap();
+                    });
                     record(label, "raw_put", t.elapsed());
+                    key = next;
                 }
                 total
             })
