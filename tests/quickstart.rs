@@ -4,7 +4,12 @@
 
 use exptrack::quickstart::{QuickstartArgs, run};
 
-const CONFIG: &str = r#"
+#[path = "quickstart_bin/small_run.rs"]
+mod small_run;
+
+fn config() -> String {
+    format!(
+        r#"
 [experiment]
 name = "quickstart-test"
 
@@ -12,28 +17,16 @@ name = "quickstart-test"
 max_checkpoints = 2
 async = true
 fsync = false
-
-[training]
-num_epochs = 2
-batch_size = 64
-learning_rate = 0.003
-log_frequency = 10
-checkpoint_save_frequency = 20
-seed = 7
-device = "cpu"
-progress = false
-
-[quickstart]
-train_items = 2000
-valid_items = 500
-hidden = 32
-"#;
+{}"#,
+        small_run::SMALL_RUN
+    )
+}
 
 #[test]
 fn quickstart_interrupts_resumes_completes_and_forces() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("quickstart.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, config()).unwrap();
     let args = |force: bool, stop: Option<u64>| QuickstartArgs {
         config: Some(cfg.clone()),
         force,

@@ -14,6 +14,9 @@ mod quickstart_bin;
 #[cfg(feature = "s3")]
 #[path = "../crates/checkpointer/tests/common/seaweed.rs"]
 mod seaweed;
+#[cfg(feature = "s3")]
+#[path = "quickstart_bin/small_run.rs"]
+mod small_run;
 
 use exptrack::Experiment;
 
@@ -32,22 +35,8 @@ use_tensorboard = false
 dir = "{dir}"
 max_checkpoints = 2
 async = true
-
-[training]
-num_epochs = 2
-batch_size = 64
-learning_rate = 0.003
-log_frequency = 10
-checkpoint_save_frequency = 20
-seed = 7
-device = "cpu"
-progress = false
-
-[quickstart]
-train_items = 2000
-valid_items = 500
-hidden = 32
-"#
+{}"#,
+        small_run::SMALL_RUN
     )
 }
 
