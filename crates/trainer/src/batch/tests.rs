@@ -1,3 +1,6 @@
+//! Unit tests of recipe batches. The parent declares this file as `#[cfg(test)] mod tests;`, so
+//! none of it is compiled into the library.
+
 use super::*;
 use exptrack_core::{ExperimentTracker, RunStatus};
 

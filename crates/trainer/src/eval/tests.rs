@@ -1,3 +1,6 @@
+//! Unit tests of the evaluation metrics. The parent declares this file as `#[cfg(test)] mod tests;`, so
+//! none of it is compiled into the library.
+
 use super::*;
 
 fn close(a: f64, b: f64) {
