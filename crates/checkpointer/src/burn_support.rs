@@ -139,6 +139,7 @@ pub fn export_safetensors<M: Module>(model: &M, path: impl AsRef<std::path::Path
         &bytes,
         &crate::io::WriteOpts {
             fsync: true,
+            drop_behind: false,
             budget: None,
         },
     )

@@ -471,6 +471,7 @@ impl ModelCheckpointer {
         let mut loaded = self.load(best.step)?;
         let opts = WriteOpts {
             fsync: self.shared.config.fsync,
+            drop_behind: !self.shared.config.keep_in_page_cache,
             budget: Some(self.shared.budget.clone()),
         };
         std::fs::create_dir_all(dest).ctx("create", dest)?;

@@ -33,6 +33,8 @@ use crate::error::{Error, Result};
 use crate::format::FileEntry;
 use crate::hash::{FileHash, HashAlgo, Hasher};
 
+#[cfg(test)]
+mod cache_tests;
 mod fs;
 mod read;
 mod split;
@@ -52,6 +54,11 @@ pub(crate) const CHUNK: usize = 8 << 20;
 
 /// Start writeback after this many new bytes.
 const KICK: u64 = 8 << 20;
+
+/// With drop-behind, how far behind the last started writeback the writer waits for the disk
+/// and drops pages from the page cache (a few writeback batches stay in flight), and how far
+/// behind a reader of a file that was not cached drops what it read ([`DropBehind`]).
+const DROP_LAG: u64 = 4 * KICK;
 
 /// Hash-then-write piece size (fits in L2, so the write copies from cache).
 const SUB: usize = 1 << 20;
@@ -91,6 +98,63 @@ fn advise_sequential(file: &File) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = file;
+}
+
+/// Drops a range (`len` 0: to the end) from the page cache. Only a hint: dirty pages are kept,
+/// so nothing that is not on the disk is lost.
+#[cfg(target_os = "linux")]
+fn drop_cached(file: &File, offset: u64, len: u64) {
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: valid fd; posix_fadvise only reads its arguments.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cached(_file: &File, _offset: u64, _len: u64) {}
+
+/// A reader of a file that drops what it has read from the page cache, [`DROP_LAG`] bytes
+/// behind it: a load of a file that was not cached then needs its output buffer and a few MiB
+/// of cache instead of twice the file's size, and leaves the cache to the training data. On a
+/// VM that returns free guest memory to its host, taking a fresh page for every byte read made
+/// a cold 2 GiB read swing between 1.1 and 4 s; dropping behind, it ran at 1.0-1.2 s.
+struct DropBehind<'a> {
+    file: &'a File,
+    pos: u64,
+    dropped: u64,
+}
+
+impl<'a> DropBehind<'a> {
+    fn new(file: &'a File) -> Self {
+        DropBehind {
+            file,
+            pos: 0,
+            dropped: 0,
+        }
+    }
+}
+
+impl Read for DropBehind<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (&mut &*self.file).read(buf)?;
+        if n == 0 && !buf.is_empty() && self.pos > self.dropped {
+            // The end: the last stretch too (readers read until a 0, see `ensure_eof`).
+            drop_cached(self.file, self.dropped, 0);
+            self.dropped = self.pos;
+            return Ok(0);
+        }
+        self.pos += n as u64;
+        // One fadvise per DROP_LAG bytes, for the range that is at least DROP_LAG behind.
+        if self.pos >= self.dropped + 2 * DROP_LAG {
+            let end = self.pos - DROP_LAG;
+            drop_cached(self.file, self.dropped, end - self.dropped);
+            self.dropped = end;
+        }
+        Ok(n)
+    }
 }
 
 /// Reads `reader` to the end in [`SUB`] pieces, hashing each and handing it to `each`. Returns the

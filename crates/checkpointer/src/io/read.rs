@@ -7,8 +7,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use super::{
-    PAR_MIN, PIPE, SUB, advise_sequential, check_digest, cores, hashed_pump, spare_core, split,
-    wide_hash,
+    DropBehind, PAR_MIN, PIPE, SUB, advise_sequential, check_digest, cores, hashed_pump,
+    spare_core, split, wide_hash,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::format::{Encoding, FileEntry};
@@ -21,7 +21,10 @@ use crate::hash::{FileHash, HashAlgo, Hasher};
 /// Nothing is allocated before the sizes recorded in `entry` agree with the file on disk: its
 /// length must be `stored_size`, raw content must be that long too, and a zstd frame must declare
 /// `size` as its content size (when it declares one). The buffer itself is allocated fallibly.
-pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
+///
+/// With `drop_behind`, a big file that was not in the page cache is dropped from it as it is
+/// read ([`DropBehind`]); a cached one stays.
+pub(crate) fn read_verified(path: &Path, entry: &FileEntry, drop_behind: bool) -> Result<Vec<u8>> {
     let file = File::open(path).ctx("open", path)?;
     let on_disk = check_stored_len(&file, path, entry)?;
     if entry.encoding == Encoding::Raw && entry.size != on_disk {
@@ -40,19 +43,20 @@ pub(crate) fn read_verified(path: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
         bytes: entry.size,
     })?;
     let algo = entry.hash.algo();
-    let split = if entry.encoding == Encoding::Raw
-        && algo == HashAlgo::Blake3
-        && out.len() >= PAR_MIN
-        && spare_core()
-        && split::looks_cached(&file, entry.size)
-    {
-        split::fill_split(path, &mut out, cores())
-    } else {
-        None
-    };
+    let big = out.len() >= PAR_MIN;
+    let cached = big && split::looks_cached(&file, entry.size);
+    let split =
+        if entry.encoding == Encoding::Raw && algo == HashAlgo::Blake3 && cached && spare_core() {
+            split::fill_split(path, &mut out, cores())
+        } else {
+            None
+        };
     let digest = match split {
         Some(digest) => digest?,
-        None => fill_stored(file, &mut out, path, entry)?,
+        None if drop_behind && big && !cached => {
+            fill_stored(DropBehind::new(&file), &mut out, path, entry)?
+        }
+        None => fill_stored(&file, &mut out, path, entry)?,
     };
     check_digest(path, entry, &digest)?;
     Ok(out)
@@ -138,11 +142,15 @@ pub(crate) fn check_zstd_frame(header: &[u8], path: &Path, entry: &FileEntry) ->
     }
 }
 
-/// Hashes a stored file without keeping it in memory.
-pub(crate) fn verify_file(path: &Path, entry: &FileEntry) -> Result<()> {
+/// Hashes a stored file without keeping it in memory (nor, with `drop_behind`, in the page
+/// cache when it was not there: see [`read_verified`]).
+pub(crate) fn verify_file(path: &Path, entry: &FileEntry, drop_behind: bool) -> Result<()> {
     let file = File::open(path).ctx("open", path)?;
-    check_stored_len(&file, path, entry)?;
+    let len = check_stored_len(&file, path, entry)?;
     advise_sequential(&file);
+    if drop_behind && len >= PAR_MIN as u64 && !split::looks_cached(&file, len) {
+        return verify_stored(DropBehind::new(&file), path, entry);
+    }
     verify_stored(file, path, entry)
 }
 

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
 use super::{
-    CHUNK, KICK, PAR_MIN, PIPE, SUB, advise_sequential, hashed_pump, spare_core, wide_hash,
+    CHUNK, DROP_LAG, KICK, PAR_MIN, PIPE, SUB, advise_sequential, drop_cached, hashed_pump,
+    spare_core, wide_hash,
 };
 use crate::config::Compression;
 use crate::error::{Error, IoContext, Result};
@@ -75,16 +76,23 @@ fn hash_beside<T>(
 pub(crate) struct WriteOpts {
     /// fsync files and directories.
     pub fsync: bool,
+    /// Drop checkpoint bytes from the page cache behind the writer (with `fsync`, once they are
+    /// on the disk) and behind a reader of a file that was not cached (see
+    /// [`CheckpointConfig::keep_in_page_cache`](crate::CheckpointConfig::keep_in_page_cache)).
+    pub drop_behind: bool,
     /// Fault injection: bytes that may still be written before writes fail with ENOSPC.
     pub budget: Option<Arc<AtomicU64>>,
 }
 
-/// A file writer that starts writeback early and can simulate a full disk.
+/// A file writer that starts writeback early, can drop what is on the disk from the page cache
+/// behind it, and can simulate a full disk.
 struct SyncingWriter<'a> {
     file: File,
     opts: &'a WriteOpts,
     written: u64,
     kicked: u64,
+    /// Bytes from the start already waited for and dropped from the page cache.
+    dropped: u64,
 }
 
 impl<'a> SyncingWriter<'a> {
@@ -94,6 +102,7 @@ impl<'a> SyncingWriter<'a> {
             opts,
             written: 0,
             kicked: 0,
+            dropped: 0,
         }
     }
 
@@ -102,6 +111,29 @@ impl<'a> SyncingWriter<'a> {
         if self.opts.fsync {
             self.file.sync_all()?;
             self.kicked = self.written;
+            if self.opts.drop_behind {
+                drop_cached(&self.file, 0, 0);
+                self.dropped = self.written;
+            }
+        }
+        Ok(())
+    }
+
+    /// With drop-behind: waits until the range that is [`DROP_LAG`] behind the last kick is on
+    /// the disk and drops it from the page cache. The writer thus reuses a few MiB of cache pages
+    /// instead of taking a fresh page for every byte of a big checkpoint (which would push the
+    /// trainer's data out of the cache, and costs a host fault per page on a VM that hands free
+    /// guest memory back). A write error found while waiting is returned: the kernel reports it
+    /// once, so a later fsync would not see it.
+    fn drop_behind(&mut self) -> io::Result<()> {
+        if !(self.opts.fsync && self.opts.drop_behind) || self.kicked < self.dropped + DROP_LAG {
+            return Ok(());
+        }
+        let end = self.kicked - DROP_LAG;
+        if end > self.dropped {
+            wait_written(&self.file, self.dropped, end - self.dropped)?;
+            drop_cached(&self.file, self.dropped, end - self.dropped);
+            self.dropped = end;
         }
         Ok(())
     }
@@ -131,6 +163,7 @@ impl Write for SyncingWriter<'_> {
         if self.opts.fsync && self.written - self.kicked >= KICK {
             start_writeback(&self.file, self.kicked, self.written - self.kicked);
             self.kicked = self.written;
+            self.drop_behind()?;
         }
         Ok(n)
     }
@@ -154,6 +187,30 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
+/// Writes a range back and waits until it is on the disk (not a durability barrier: the disk's
+/// cache and the metadata still need the final fsync). Returns the write error, if any.
+#[cfg(target_os = "linux")]
+fn wait_written(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Ok(());
+    };
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: the fd is valid for the lifetime of `file`; sync_file_range only reads its arguments.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn wait_written(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Ok(())
+}
 
 fn create_new(path: &Path) -> Result<File> {
     OpenOptions::new()
@@ -199,10 +256,16 @@ pub(crate) fn sync_files(files: Vec<Unsynced>, opts: &WriteOpts) -> Result<()> {
         return Ok(());
     };
     thread::scope(|s| {
-        let others: Vec<_> = files
-            .map(|(p, f)| s.spawn(move || f.sync_all().ctx("fsync", &p)))
-            .collect();
-        let mut result = first.sync_all().ctx("fsync", &first_path);
+        let drop_behind = opts.drop_behind;
+        let sync = move |p: &Path, f: &File| {
+            f.sync_all().ctx("fsync", p)?;
+            if drop_behind {
+                drop_cached(f, 0, 0);
+            }
+            Ok(())
+        };
+        let others: Vec<_> = files.map(|(p, f)| s.spawn(move || sync(&p, &f))).collect();
+        let mut result = sync(&first_path, &first);
         for h in others {
             let r = h
                 .join()

@@ -39,6 +39,7 @@ impl LocalStorage {
     ) -> Result<Self> {
         let opts = WriteOpts {
             fsync: config.fsync,
+            drop_behind: !config.keep_in_page_cache,
             budget: Some(budget),
         };
         let mut lock = None;
@@ -334,11 +335,11 @@ impl Storage for LocalStorage {
     }
 
     fn read_file(&self, info: &CheckpointInfo, file: &FileEntry) -> Result<Vec<u8>> {
-        io::read_verified(&info.dir.join(&file.name), file)
+        io::read_verified(&info.dir.join(&file.name), file, self.opts.drop_behind)
     }
 
     fn verify_file(&self, info: &CheckpointInfo, file: &FileEntry) -> Result<()> {
-        io::verify_file(&info.dir.join(&file.name), file)
+        io::verify_file(&info.dir.join(&file.name), file, self.opts.drop_behind)
     }
 
     fn write_results(&self, bytes: &[u8]) -> Result<()> {
