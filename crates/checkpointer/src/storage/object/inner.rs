@@ -107,6 +107,16 @@ impl Inner {
         bytes: Vec<u8>,
         mode: PutMode,
     ) -> std::result::Result<(), PutError> {
+        self.put_versioned(rel, bytes, mode).map(|_| ())
+    }
+
+    /// [`put`](Self::put), returning the version the store gave the new object.
+    pub(super) fn put_versioned(
+        &self,
+        rel: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> std::result::Result<UpdateVersion, PutError> {
         let key = self.key(rel);
         self.client
             .block(async {
@@ -117,7 +127,10 @@ impl Inner {
                     .await)
             })
             .map_err(PutError::Other)?
-            .map(|_| ())
+            .map(|r| UpdateVersion {
+                e_tag: r.e_tag,
+                version: r.version,
+            })
             .map_err(|e| {
                 if is_conflict(&e) {
                     PutError::Conflict

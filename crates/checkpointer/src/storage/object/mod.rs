@@ -41,6 +41,10 @@ use crate::format::{
     Registry,
 };
 use crate::lease::Lease;
+use crate::shared::lock;
+
+/// Steps hidden behind a tombstone: step, marker bytes, marker version, upload id.
+type Hidden = Vec<(u64, Bytes, object_store::UpdateVersion, Option<String>)>;
 
 mod client;
 mod inner;
@@ -79,7 +83,20 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The checkpoints of one experiment in an object store.
 pub(crate) struct ObjectStorage {
     inner: Arc<Inner>,
+    /// The registry this process last wrote, with the version the store gave it: the next
+    /// update tries a conditional put on it directly, without reading it first (one round trip
+    /// less per save); a conflict (another writer) falls back to reading it.
+    registry: std::sync::Mutex<Option<(Registry, object_store::UpdateVersion)>>,
+    /// Markers that [`lease`](Storage::lease) just read, for the [`info`](Storage::info) call
+    /// that follows on the same thread (a load then reads its marker once, not twice).
+    fresh: std::sync::Mutex<Vec<FreshMarker>>,
 }
+
+/// A marker read under a lease: step, reading thread, when, bytes.
+type FreshMarker = (u64, std::thread::ThreadId, std::time::Instant, Bytes);
+
+/// How long a marker read under a lease stands in for a new read.
+const FRESH_FOR: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for ObjectStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,6 +124,8 @@ impl ObjectStorage {
                 config: config.clone(),
                 host: host_id(),
             }),
+            registry: std::sync::Mutex::new(None),
+            fresh: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -131,6 +150,30 @@ impl ObjectStorage {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         )
+    }
+
+    /// Writes a tombstone (holding the marker) for each step that has a marker: what
+    /// [`retire`](Self::retire) may then delete, with the marker's bytes, version and upload.
+    fn hide(&self, steps: &[u64]) -> Result<Hidden> {
+        let inner = &*self.inner;
+        let mut hidden = Vec::new();
+        for &step in steps {
+            let Some((bytes, version)) = inner.get(&Inner::marker(step))? else {
+                continue;
+            };
+            let upload = inner.parse_info(step, &bytes).ok().and_then(|i| i.upload);
+            // The tombstone holds the marker, so an interrupted deletion can be undone.
+            match inner.put(&Inner::tombstone(step), bytes.to_vec(), PutMode::Overwrite) {
+                Ok(()) => {}
+                Err(PutError::Conflict) => continue,
+                Err(PutError::Other(e)) => {
+                    tracing::warn!(step, error = %e, "could not delete checkpoint");
+                    continue;
+                }
+            }
+            hidden.push((step, bytes, version, upload));
+        }
+        Ok(hidden)
     }
 }
 
@@ -242,29 +285,44 @@ impl Storage for ObjectStorage {
     fn update_registry(&self, full: &Registry, delta: &Delta, rebuild: Rebuild<'_>) -> Result<()> {
         let inner = &*self.inner;
         let path = PathBuf::from(inner.url(REGISTRY_JSON));
+        let mut remembered = lock(&self.registry).take();
         for attempt in 0..REGISTRY_TRIES {
-            let (current, mode) = match inner.get(REGISTRY_JSON)? {
-                Some((bytes, version)) => (
-                    serde_json::from_slice::<Registry>(&bytes)
-                        .ok()
-                        .filter(|r| r.check(&path).is_ok()),
-                    PutMode::Update(version),
-                ),
-                None => (None, PutMode::Create),
+            // What we wrote last, if the store gave it an e-tag: always put (a stale copy is
+            // found out by the condition, never by the comparison below).
+            let from_memory = remembered.take().filter(|(_, v)| v.e_tag.is_some());
+            let (current, mode, known) = match from_memory {
+                Some((r, version)) => (Some(r), PutMode::Update(version), false),
+                None => match inner.get(REGISTRY_JSON)? {
+                    Some((bytes, version)) => (
+                        serde_json::from_slice::<Registry>(&bytes)
+                            .ok()
+                            .filter(|r| r.check(&path).is_ok()),
+                        PutMode::Update(version),
+                        true,
+                    ),
+                    None => (None, PutMode::Create, true),
+                },
             };
             let next = match &current {
                 Some(r) => rebuild(delta.apply(&r.checkpoints)),
                 None => full.clone(),
             };
-            if current.as_ref() == Some(&next) {
+            if known && current.as_ref() == Some(&next) {
                 return Ok(());
             }
             let bytes = serde_json::to_vec_pretty(&next).map_err(|source| Error::Json {
                 path: path.clone(),
                 source,
             })?;
-            match inner.put(REGISTRY_JSON, bytes, mode) {
-                Ok(()) => return Ok(()),
+            match inner.put_versioned(REGISTRY_JSON, bytes, mode) {
+                Ok(version) => {
+                    *lock(&self.registry) = Some((next, version));
+                    return Ok(());
+                }
+                Err(PutError::Conflict) if !known => {
+                    // Another writer changed it since: read it (no wait needed).
+                    continue;
+                }
                 Err(PutError::Conflict) => {
                     // Another writer got there first: re-read and apply our change to theirs.
                     let jitter = (crate::now_ms() as u64 ^ std::process::id() as u64) % 20;
@@ -283,6 +341,18 @@ impl Storage for ObjectStorage {
     }
 
     fn info(&self, step: u64) -> Result<Option<CheckpointInfo>> {
+        let me = std::thread::current().id();
+        let fresh = {
+            let mut f = lock(&self.fresh);
+            f.iter()
+                .position(|(s, t, _, _)| *s == step && *t == me)
+                .map(|i| f.swap_remove(i))
+        };
+        if let Some((_, _, at, bytes)) = fresh
+            && at.elapsed() < FRESH_FOR
+        {
+            return self.inner.parse_info(step, &bytes).map(Some);
+        }
         Ok(self.inner.read_info(step)?.map(|(i, _)| i))
     }
 
@@ -393,28 +463,34 @@ impl Storage for ObjectStorage {
     }
 
     fn retire(&self, steps: &[u64]) -> Result<Vec<(u64, Doomed)>> {
-        let inner = &*self.inner;
-        let mut hidden = Vec::new();
-        for &step in steps {
-            let Some((bytes, version)) = inner.get(&Inner::marker(step))? else {
-                continue;
-            };
-            let upload = inner.parse_info(step, &bytes).ok().and_then(|i| i.upload);
-            // The tombstone holds the marker, so an interrupted deletion can be undone.
-            match inner.put(&Inner::tombstone(step), bytes.to_vec(), PutMode::Overwrite) {
-                Ok(()) => {}
-                Err(PutError::Conflict) => continue,
-                Err(PutError::Other(e)) => {
-                    tracing::warn!(step, error = %e, "could not delete checkpoint");
-                    continue;
-                }
-            }
-            hidden.push((step, bytes, version, upload));
+        if steps.is_empty() {
+            return Ok(Vec::new());
         }
+        let inner = &*self.inner;
+        // The first lease check only has to come before the markers are deleted, so its listing
+        // runs beside the tombstone writes (a save with `max_checkpoints` waits one round trip
+        // less).
+        let (hidden, leased) = std::thread::scope(|s| {
+            let listing = std::thread::Builder::new()
+                .name("exptrack-ckpt-leases".to_owned())
+                .spawn_scoped(s, || inner.leased_steps())
+                .ok();
+            let hidden = self.hide(steps);
+            let leased = match listing {
+                Some(h) => h.join().unwrap_or_else(|_| {
+                    Err(Error::Worker {
+                        message: "lease listing thread panicked".to_owned(),
+                    })
+                }),
+                None => inner.leased_steps(),
+            };
+            (hidden, leased)
+        });
+        let hidden = hidden?;
         if hidden.is_empty() {
             return Ok(Vec::new());
         }
-        let leased = inner.leased_steps()?;
+        let leased = leased?;
         let mut deleted = Vec::new();
         for (step, bytes, _version, upload) in hidden {
             if leased.contains(&step) {
@@ -486,8 +562,19 @@ impl Storage for ObjectStorage {
             })
         };
         let lease = Lease::remote(step, inner.location.join(format::dir_name(step)), release);
-        // Checked after the lease exists (see the module docs of `lease`).
-        let committed = || inner.get(&Inner::marker(step)).map(|m| m.is_some());
+        // Checked after the lease exists (see the module docs of `lease`). The marker read is
+        // kept for this thread's `info` call that follows.
+        let committed = || {
+            let marker = inner.get(&Inner::marker(step))?;
+            let found = marker.is_some();
+            if let Some((bytes, _)) = marker {
+                let me = std::thread::current().id();
+                let mut f = lock(&self.fresh);
+                f.retain(|(s, t, at, _)| !(*s == step && *t == me) && at.elapsed() < FRESH_FOR);
+                f.push((step, me, std::time::Instant::now(), bytes));
+            }
+            Ok::<bool, Error>(found)
+        };
         if committed()? {
             return Ok(lease);
         }

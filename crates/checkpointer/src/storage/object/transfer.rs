@@ -130,13 +130,11 @@ pub(crate) fn upload(
                 .map_err(|e| remote("abort multipart upload", &url, e))
         });
     }
-    let _ = client.block(async {
-        client
-            .store
-            .delete(journal)
-            .await
-            .map_err(|e| remote("delete", journal.as_ref(), e))
-    });
+    // The journal goes in the background: the caller does not wait for it. One left behind (the
+    // process ended first) is removed by a later open, whose abort of the finished upload is a
+    // no-op.
+    let (store, journal) = (client.store.clone(), journal.clone());
+    drop(client.spawn(async move { store.delete(&journal).await }));
     result
 }
 
