@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
@@ -46,12 +45,7 @@ pub(crate) fn exchange(_a: &Path, _b: &Path) -> Result<bool> {
 /// Evicts a file's clean pages from the page cache (used by benchmarks for cold reads).
 #[doc(hidden)]
 pub fn evict_from_page_cache(path: &Path) -> std::io::Result<()> {
-    let f = File::open(path)?;
-    #[cfg(target_os = "linux")]
-    // SAFETY: valid fd; posix_fadvise only reads its arguments.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
+    super::drop_cached(&File::open(path)?, 0, 0);
     Ok(())
 }
 
