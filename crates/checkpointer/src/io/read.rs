@@ -43,23 +43,47 @@ pub(crate) fn read_verified(path: &Path, entry: &FileEntry, drop_behind: bool) -
         bytes: entry.size,
     })?;
     let algo = entry.hash.algo();
-    let big = out.len() >= PAR_MIN;
-    let cached = big && split::looks_cached(&file, entry.size);
-    let split =
-        if entry.encoding == Encoding::Raw && algo == HashAlgo::Blake3 && cached && spare_core() {
-            split::fill_split(path, &mut out, cores())
-        } else {
-            None
-        };
+    // The stored length (a zstd file is shorter than its content).
+    let cache = Cache::of(&file, on_disk);
+    let split = if entry.encoding == Encoding::Raw
+        && algo == HashAlgo::Blake3
+        && cache == (Cache::Big { cached: true })
+        && spare_core()
+    {
+        split::fill_split(path, &mut out, cores())
+    } else {
+        None
+    };
     let digest = match split {
         Some(digest) => digest?,
-        None if drop_behind && big && !cached => {
+        None if drop_behind && cache == (Cache::Big { cached: false }) => {
             fill_stored(DropBehind::new(&file), &mut out, path, entry)?
         }
         None => fill_stored(&file, &mut out, path, entry)?,
     };
     check_digest(path, entry, &digest)?;
     Ok(out)
+}
+
+/// What the page cache holds of a file, for the read strategy: small files are not probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    /// Below [`PAR_MIN`]: read plainly, never split nor dropped.
+    Small,
+    /// At least [`PAR_MIN`] bytes; whether it looks resident ([`split::looks_cached`]).
+    Big { cached: bool },
+}
+
+impl Cache {
+    fn of(file: &File, len: u64) -> Self {
+        if len < PAR_MIN as u64 {
+            Cache::Small
+        } else {
+            Cache::Big {
+                cached: split::looks_cached(file, len),
+            }
+        }
+    }
 }
 
 /// Fills `out` (`entry.size` bytes) with the content of the stored bytes `stored` yields
@@ -148,7 +172,7 @@ pub(crate) fn verify_file(path: &Path, entry: &FileEntry, drop_behind: bool) -> 
     let file = File::open(path).ctx("open", path)?;
     let len = check_stored_len(&file, path, entry)?;
     advise_sequential(&file);
-    if drop_behind && len >= PAR_MIN as u64 && !split::looks_cached(&file, len) {
+    if drop_behind && Cache::of(&file, len) == (Cache::Big { cached: false }) {
         return verify_stored(DropBehind::new(&file), path, entry);
     }
     verify_stored(file, path, entry)
