@@ -19,8 +19,13 @@
 //! rayon's pool; below that a wider hash would only take cores from the read.
 //! docs/performance.md has the measurements behind these choices.
 //!
+//! A raw file that is not in the page cache, loaded or verified with drop-behind on (the
+//! default, `keep_in_page_cache = false`), is read with `O_DIRECT` instead ([`direct`]): several
+//! requests in flight into reused aligned buffers, nothing entering the page cache.
+//!
 //! [`write`] holds the hashed durable writes, [`read`] the verified reads, [`split`] the
-//! split BLAKE3 read, [`fs`] the directory helpers (fsync, rename-exchange, removal).
+//! split BLAKE3 read, [`direct`] the cold direct read, [`fs`] the directory helpers (fsync,
+//! rename-exchange, removal).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -35,6 +40,7 @@ use crate::hash::{FileHash, HashAlgo, Hasher};
 
 #[cfg(test)]
 mod cache_tests;
+mod direct;
 mod fs;
 mod read;
 mod split;

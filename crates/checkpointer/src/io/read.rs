@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use super::{
-    DropBehind, PAR_MIN, PIPE, SUB, advise_sequential, check_digest, cores, hashed_pump,
+    DropBehind, PAR_MIN, PIPE, SUB, advise_sequential, check_digest, cores, direct, hashed_pump,
     spare_core, split, wide_hash,
 };
 use crate::error::{Error, IoContext, Result};
@@ -22,8 +22,9 @@ use crate::hash::{FileHash, HashAlgo, Hasher};
 /// length must be `stored_size`, raw content must be that long too, and a zstd frame must declare
 /// `size` as its content size (when it declares one). The buffer itself is allocated fallibly.
 ///
-/// With `drop_behind`, a big file that was not in the page cache is dropped from it as it is
-/// read ([`DropBehind`]); a cached one stays.
+/// With `drop_behind`, a big file that was not in the page cache stays out of it: a raw one is
+/// read with `O_DIRECT` ([`direct`]), a compressed one (or where direct I/O is refused) is
+/// dropped from the cache as it is read ([`DropBehind`]); a cached file stays cached.
 pub(crate) fn read_verified(path: &Path, entry: &FileEntry, drop_behind: bool) -> Result<Vec<u8>> {
     let file = File::open(path).ctx("open", path)?;
     let on_disk = check_stored_len(&file, path, entry)?;
@@ -54,12 +55,16 @@ pub(crate) fn read_verified(path: &Path, entry: &FileEntry, drop_behind: bool) -
     } else {
         None
     };
-    let digest = match split {
-        Some(digest) => digest?,
-        None if drop_behind && cache == (Cache::Big { cached: false }) => {
-            fill_stored(DropBehind::new(&file), &mut out, path, entry)?
-        }
-        None => fill_stored(&file, &mut out, path, entry)?,
+    let cold = drop_behind && cache == (Cache::Big { cached: false });
+    let direct = if cold && entry.encoding == Encoding::Raw && split.is_none() {
+        direct::read_direct(&file, path, on_disk, algo, Some(&mut out))
+    } else {
+        None
+    };
+    let digest = match (split, direct) {
+        (Some(digest), _) | (None, Some(digest)) => digest?,
+        (None, None) if cold => fill_stored(DropBehind::new(&file), &mut out, path, entry)?,
+        (None, None) => fill_stored(&file, &mut out, path, entry)?,
     };
     check_digest(path, entry, &digest)?;
     Ok(out)
@@ -173,6 +178,12 @@ pub(crate) fn verify_file(path: &Path, entry: &FileEntry, drop_behind: bool) -> 
     let len = check_stored_len(&file, path, entry)?;
     advise_sequential(&file);
     if drop_behind && Cache::of(&file, len) == (Cache::Big { cached: false }) {
+        if entry.encoding == Encoding::Raw
+            && entry.size == len
+            && let Some(digest) = direct::read_direct(&file, path, len, entry.hash.algo(), None)
+        {
+            return check_digest(path, entry, &digest?);
+        }
         return verify_stored(DropBehind::new(&file), path, entry);
     }
     verify_stored(file, path, entry)
