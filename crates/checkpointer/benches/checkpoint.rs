@@ -9,7 +9,7 @@
 //! `EXPTRACK_BENCH_ZSTD=1` adds zstd-1 and `EXPTRACK_BENCH_SHA256=1` adds `hash = "sha256"` variants
 //! (for comparison; neither is a speed target). Cold-cache loads run outside criterion, the raw
 //! read and the load interleaved round by round in a rotating order (three times criterion's
-//! sample count);
+//! sample count), over three files per side written interleaved;
 //! `EXPTRACK_BENCH_COLD=0` skips them.
 
 use std::fs::File;
@@ -220,37 +220,78 @@ fn bench_size(c: &mut Criterion, env: &Env, label: &str, size: usize) {
         // it.
         if std::env::var("EXPTRACK_BENCH_COLD").map_or(true, |v| v != "0") {
             let evict = |path: &Path| exptrack_checkpoint::evict_from_page_cache(path).unwrap();
+            // Several placements per side, written interleaved (raw file, then a checkpoint of
+            // each variant, PLACEMENTS times), and round r reads placement r % PLACEMENTS on
+            // every side: how fast the disk returns one particular file (where it lies, what
+            // the host still caches of it) moved a cold 512 MiB ratio between 0.67 and 1.01 from
+            // run to run with one file per side, and the raw read of the checkpoint's own file
+            // moved with it (0.67 and 1.01 of the raw file).
+            const PLACEMENTS: usize = 3;
+            let mut raw_files = Vec::new();
+            let mut cold = Vec::new();
+            for (name, _, _) in &stores {
+                let variant = variants().into_iter().find(|v| v.suffix == *name).unwrap();
+                let config = CheckpointConfig {
+                    max_checkpoints: Some(PLACEMENTS),
+                    ..env.config(&format!("cold{name}"), variant)
+                };
+                cold.push((
+                    *name,
+                    ModelCheckpointer::open("bench", config).unwrap(),
+                    Vec::new(),
+                ));
+            }
+            for p in 0..PLACEMENTS {
+                let raw = env.root.join(format!("raw-cold-{p}.bin"));
+                raw_write_fsync(&raw, &data);
+                raw_files.push(raw);
+                for (_, ck, paths) in &mut cold {
+                    let step = p as u64 + 1;
+                    let info = ck
+                        .save(Checkpoint::new(step).file("model.bpk", data.clone()))
+                        .unwrap();
+                    paths.push((step, info.path_of("model.bpk")));
+                }
+            }
             let rounds = samples * 3;
-            eprintln!("checkpoint_load/{label}: {rounds} interleaved cold rounds, order rotating");
+            eprintln!(
+                "checkpoint_load/{label}: {rounds} interleaved cold rounds over {PLACEMENTS} \
+                 placements, order rotating"
+            );
             // Side 0: the raw file; side 1: the checkpoint's file read raw; then one load per
             // variant.
-            let sides = 2 + stores.len();
+            let sides = 2 + cold.len();
             for round in 0..rounds {
+                let p = round % PLACEMENTS;
                 for k in 0..sides {
                     let side = (k + round) % sides;
                     match side {
                         0 => {
-                            evict(&raw_path);
-                            let (d, v) = clock(|| std::fs::read(&raw_path).unwrap());
+                            evict(&raw_files[p]);
+                            let (d, v) = clock(|| std::fs::read(&raw_files[p]).unwrap());
                             assert_eq!(v.len(), size);
                             record(label, "raw_read_cold", d);
                         }
                         1 => {
-                            let path = &stores[0].2;
+                            let path = &cold[0].2[p].1;
                             evict(path);
                             let (d, v) = clock(|| std::fs::read(path).unwrap());
                             assert_eq!(v.len(), size);
                             record(label, "raw_read_cold_ckpt_file", d);
                         }
                         _ => {
-                            let (name, ck, path) = &stores[side - 2];
+                            let (name, ck, paths) = &cold[side - 2];
+                            let (step, path) = &paths[p];
                             evict(path);
-                            let (d, v) = clock(|| ck.load_file(1, "model.bpk").unwrap());
+                            let (d, v) = clock(|| ck.load_file(*step, "model.bpk").unwrap());
                             assert_eq!(v.len(), size);
                             record(label, &format!("load_verified{name}_cold"), d);
                         }
                     }
                 }
+            }
+            for raw in &raw_files {
+                let _ = std::fs::remove_file(raw);
             }
         }
         let _ = std::fs::remove_file(&raw_path);
