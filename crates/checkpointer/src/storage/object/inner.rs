@@ -25,6 +25,73 @@ pub(super) struct Inner {
     pub(super) host: String,
 }
 
+/// Lease deletions of this process still in flight (one count for every store of the process:
+/// a lease a reader dropped must not be counted by another checkpointer of the same process).
+/// A released lease is deleted on the runtime, off the reader's path (one round trip less per
+/// load); [`leased_steps`](Inner::leased_steps) waits for them first, so it never counts a
+/// lease that was already dropped, and dropping a storage waits for them, so none is cut off
+/// with its runtime.
+struct Releases {
+    pending: std::sync::Mutex<usize>,
+    done: std::sync::Condvar,
+}
+
+/// How long [`Releases::wait`] waits for lease deletions (each one retries on its own for up to
+/// three minutes; past this, a lease left behind only keeps a checkpoint a little longer).
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+static RELEASES: Releases = Releases {
+    pending: std::sync::Mutex::new(0),
+    done: std::sync::Condvar::new(),
+};
+
+impl Releases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(&self) {
+        *self.lock() += 1;
+    }
+
+    fn finish(&self) {
+        let mut n = self.lock();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.done.notify_all();
+        }
+    }
+
+    /// Waits until no release is in flight (at most [`RELEASE_WAIT`]).
+    fn wait(&self) {
+        let n = self.lock();
+        let (n, timeout) = self
+            .done
+            .wait_timeout_while(n, RELEASE_WAIT, |n| *n > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        if timeout.timed_out() {
+            tracing::debug!(pending = *n, "lease releases still in flight");
+        }
+    }
+}
+
+/// Counts one release as finished when dropped: when its task ends, or when the task is
+/// dropped unfinished with its runtime.
+struct Finish;
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        RELEASES.finish();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The runtime goes with `client`: let the lease deletions it runs finish first.
+        RELEASES.wait();
+    }
+}
+
 /// A short id of this host (for lease names): 8 hex digits of its name's hash.
 pub(super) fn host_id() -> String {
     let mut buf = [0u8; 256];
@@ -231,7 +298,27 @@ impl Inner {
         Some((step, live))
     }
 
+    /// Deletes the lease object `rel` in the background (see [`Releases`]).
+    pub(super) fn release(&self, rel: &str) {
+        // The task holds the store, never `Inner`: the runtime (in `Inner`)
+        // must not be dropped on one of its own threads.
+        let store = std::sync::Arc::clone(&self.client.store);
+        let key = self.key(rel);
+        RELEASES.start();
+        let finish = Finish;
+        drop(self.client.spawn(async move {
+            if let Err(e) = store.delete(&key).await
+                && !is_missing(&e)
+            {
+                tracing::debug!(error = %e, "lease not removed; it goes stale");
+            }
+            drop(finish);
+            Ok(())
+        }));
+    }
+
     pub(super) fn leased_steps(&self) -> Result<BTreeSet<u64>> {
+        RELEASES.wait();
         let mut steps = BTreeSet::new();
         for (path, meta) in self.list(crate::lease::LEASES_DIR)? {
             let Some(name) = path.rsplit('/').next() else {

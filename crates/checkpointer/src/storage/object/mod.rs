@@ -11,7 +11,9 @@
 //! - `registry.json`: the cache of the markers, replaced with `PutMode::Update` on its e-tag; on a
 //!   conflict it is re-read and the change applied again, so concurrent writers lose no update.
 //! - `leases/<step>-<pid>-<n>-<host>`: reader leases. A lease of a process on this host that is
-//!   gone is stale at once; one of another host after [`LEASE_TTL`].
+//!   gone is stale at once; one of another host after [`LEASE_TTL`]. A dropped lease is deleted
+//!   in the background (a load does not wait for it); this process waits for its own deletions
+//!   before it counts leases, and before the storage is dropped.
 //! - `.del-ckpt-<step>`: written before a marker is deleted (it holds the marker, so a deletion a
 //!   lease interrupts can be undone), removed after the data.
 //!
@@ -552,14 +554,11 @@ impl Storage for ObjectStorage {
             Ok(()) | Err(PutError::Conflict) => {}
             Err(PutError::Other(e)) => return Err(e),
         }
+        // Released in the background (`Inner::release`): a load does not wait for the delete.
         let release = {
             let inner = Arc::clone(inner);
             let rel = rel.clone();
-            Box::new(move || {
-                if let Err(e) = inner.delete(&rel) {
-                    tracing::debug!(error = %e, "lease not removed; it goes stale");
-                }
-            })
+            Box::new(move || inner.release(&rel))
         };
         let lease = Lease::remote(step, inner.location.join(format::dir_name(step)), release);
         // Checked after the lease exists (see the module docs of `lease`). The marker read is
