@@ -4,7 +4,9 @@
 //! as the checkpointer's `max_checkpoints = 1` keeps one), and verified load vs a raw get. Run with
 //! `cargo bench -p exptrack-checkpoint --features s3 --bench s3`.
 //!
-//! `EXPTRACK_BENCH_SIZES=64M,512M` (default) picks payload sizes. Both sides run in this process,
+//! `EXPTRACK_BENCH_SIZES=64M,512M` (default) picks payload sizes, `EXPTRACK_BENCH_SAMPLES`
+//! the samples per side (default 10; the server's own speed swings by ±20% from one 512 MiB put
+//! to the next, so more samples steady the medians). Both sides run in this process,
 //! against the same server, interleaved sample by sample. At the end the ratios of median times
 //! are printed (raw / ours: >= 0.90 is the target).
 
@@ -71,6 +73,10 @@ fn main() {
         .build()
         .unwrap();
     let sizes = common::size_labels("64M,512M");
+    let samples = std::env::var("EXPTRACK_BENCH_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(10, |n| n.max(10));
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(100))
@@ -98,7 +104,7 @@ fn main() {
         rt.block_on(raw_put(store.clone(), &key, bytes.clone()));
         let mut g = c.benchmark_group(format!("s3/{label}"));
         g.throughput(Throughput::Bytes(len as u64));
-        g.sample_size(10);
+        g.sample_size(samples);
         g.bench_function("durable_save", |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
