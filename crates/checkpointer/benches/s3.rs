@@ -78,7 +78,7 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
         .map_or(10, |n| n.max(10));
     let mut c = Criterion::default()
-        .sample_size(10)
+        .sample_size(samples)
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_secs(1))
         .configure_from_args();
@@ -104,7 +104,6 @@ fn main() {
         rt.block_on(raw_put(store.clone(), &key, bytes.clone()));
         let mut g = c.benchmark_group(format!("s3/{label}"));
         g.throughput(Throughput::Bytes(len as u64));
-        g.sample_size(samples);
         g.bench_function("durable_save", |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
