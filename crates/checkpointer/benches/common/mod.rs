@@ -27,6 +27,29 @@ pub fn median_of(size: &str, name: &str) -> Option<f64> {
         .map(|v| median(v))
 }
 
+/// The median of the per-iteration ratios `base[i] / ours[i]`, pairing the two benchmarks'
+/// iterations in the order they were recorded (for benches that run one of each in turn, so
+/// each pair saw the same server state). `None` if either did not run.
+#[allow(dead_code)]
+pub fn paired_ratio(size: &str, base: &str, ours: &str) -> Option<f64> {
+    let times = TIMES.lock().unwrap();
+    let b = times.get(&(size.to_owned(), base.to_owned()))?;
+    let o = times.get(&(size.to_owned(), ours.to_owned()))?;
+    let ratios: Vec<f64> = b.iter().zip(o).map(|(b, o)| b / o).collect();
+    (!ratios.is_empty()).then(|| median(&ratios))
+}
+
+/// Every recorded time of `name` at `size`, in recording order.
+#[allow(dead_code)]
+pub fn times_of(size: &str, name: &str) -> Vec<f64> {
+    TIMES
+        .lock()
+        .unwrap()
+        .get(&(size.to_owned(), name.to_owned()))
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
