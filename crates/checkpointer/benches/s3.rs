@@ -6,12 +6,12 @@
 //!
 //! `EXPTRACK_BENCH_SIZES=64M,512M` (default) picks payload sizes, `EXPTRACK_BENCH_SAMPLES`
 //! the samples per side (default 10; the server's own speed swings by ±20% from one 512 MiB put
-//! to the next, so more samples steady the medians). Both sides run in this process,
-//! against the same server, interleaved sample by sample (which side goes first alternates). At the end two estimates of raw / ours
-//! are printed (>= 0.90 is the target): the ratio of the median times, and the median of the
-//! per-sample ratios (each save paired with the raw put that ran right after it, so a slow spell
-//! of the server weighs on both halves of a pair alike). `EXPTRACK_BENCH_PAIRS=1` also prints
-//! every pair.
+//! to the next, so more samples steady the medians). Both sides run in this process, against
+//! the same server, interleaved sample by sample (which side goes first alternates). At the end
+//! two estimates of raw / ours are printed (>= 0.90 is the target): the ratio of the median
+//! times, and the median of the per-sample ratios (each save paired with the raw put that ran
+//! right beside it, so a slow spell of the server weighs on both halves of a pair alike).
+//! `EXPTRACK_BENCH_PAIRS=1` also prints every pair.
 
 mod common;
 #[path = "../tests/common/seaweed.rs"]
@@ -124,7 +124,7 @@ fn main() {
                             store.delete(&key).await.unwrap();
                         });
                         record(label, "raw_put", t.elapsed());
-                        key = next.clone();
+                        key = next;
                     };
                     if raw_first {
                         raw();
