@@ -32,9 +32,15 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
+# Every optional feature the suite covers (the GPU stacks are left to scripts/gpu_check.sh).
+features=exptrack/mlflow,exptrack/wandb,exptrack/checkpoint,exptrack/trainer,exptrack-checkpoint/burn-flex,exptrack-checkpoint/safetensors,exptrack-checkpoint/s3,exptrack-cli/s3,exptrack/s3,exptrack-trainer/burn-train,exptrack/burn-train,exptrack/nvml,exptrack-eval/mlflow,exptrack-eval/s3,exptrack-cli/eval
+
 echo "==> cargo test"
 if [ "$#" -gt 0 ]; then
   cargo test "$@"
 else
-  cargo test --workspace --no-fail-fast --features exptrack/mlflow,exptrack/wandb,exptrack/checkpoint,exptrack/trainer,exptrack-checkpoint/burn-flex,exptrack-checkpoint/safetensors,exptrack-checkpoint/s3,exptrack-cli/s3,exptrack/s3,exptrack-trainer/burn-train,exptrack/burn-train,exptrack/nvml,exptrack-eval/mlflow,exptrack-eval/s3,exptrack-cli/eval
+  cargo test --workspace --no-fail-fast --features "$features"
+  # The API docs build with every link resolved (warnings are errors here).
+  echo "==> cargo doc"
+  RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps --features "$features"
 fi

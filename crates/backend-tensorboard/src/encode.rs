@@ -82,7 +82,8 @@ pub(crate) fn encode_scalars_event(
     }
 }
 
-/// The reference (allocating) form of [`encode_scalars_event`].
+/// The reference (allocating) form of the writer's direct encoder (`encode_scalars_event`,
+/// private): the same event built as a prost message.
 pub fn scalars_event(wall_time: f64, step: i64, values: &[Metric]) -> proto::Event {
     summary_event(
         wall_time,
