@@ -16,8 +16,6 @@
 //!
 //! [`attach_to_run`]: crate::WandbTrackerBuilder::attach_to_run
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 
 use crate::error::Result;
@@ -62,7 +60,7 @@ impl Companion {
                 .label
                 .clone()
                 .unwrap_or_else(|| exptrack_run_id.to_owned()),
-            client_id: client_id(),
+            client_id: exptrack_core::metadata::new_hex_id(),
         })
     }
 
@@ -210,23 +208,6 @@ pub(crate) fn run_config_json(
         }
         (None, wandb) => state.config_upsert_json(wandb.as_deref()),
     }
-}
-
-/// A random writer id (32 hex characters), without a dependency on a random number crate: the
-/// process's randomly keyed hasher over the time and the process id.
-fn client_id() -> String {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut out = String::with_capacity(32);
-    for round in 0u8..2 {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(seed);
-        h.write_u32(std::process::id());
-        h.write_u8(round);
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
 }
 
 impl Active {

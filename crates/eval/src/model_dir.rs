@@ -187,7 +187,10 @@ pub fn mlmodel_text(spec: &ModelSpec, run_id: Option<&str>, weights: bool) -> St
     }
     out.push_str(&format!("    spec: {}\n", q(SPEC_FILE)));
     out.push_str(&format!("    output: {}\n", q("logits")));
-    out.push_str(&format!("model_uuid: {}\n", q(&pseudo_uuid())));
+    out.push_str(&format!(
+        "model_uuid: {}\n",
+        q(&exptrack_core::metadata::new_hex_id())
+    ));
     if let Some(r) = run_id {
         out.push_str(&format!("run_id: {}\n", q(r)));
     }
@@ -293,30 +296,6 @@ fn chrono_like_utc_now() -> String {
     )
 }
 
-/// 32 hex digits, unique enough for `model_uuid` (time, process id and a counter mixed).
-fn pseudo_uuid() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut x = nanos as u64
-        ^ (u64::from(std::process::id()) << 32)
-        ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut mix = || {
-        // splitmix64
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    format!("{:016x}{:016x}", mix(), mix())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +332,5 @@ mod tests {
         let t = chrono_like_utc_now();
         assert_eq!(t.len(), "2026-12-02 02:40:00.000000".len(), "{t}");
         assert!(t.starts_with("20"), "{t}");
-        assert_ne!(pseudo_uuid(), pseudo_uuid());
     }
 }

@@ -366,3 +366,27 @@ pub fn new_run_id() -> String {
     let suffix: u32 = rand::random::<u32>() & 0x00ff_ffff;
     format!("{}-{suffix:06x}", Utc::now().format("%Y%m%d-%H%M%S"))
 }
+
+/// 32 random lowercase hex characters (128 bits from an OS-seeded generator): for ids that must
+/// not collide across processes and machines, such as a W&B writer id or an MLflow
+/// `model_uuid`.
+///
+/// ```
+/// let id = exptrack_core::metadata::new_hex_id();
+/// assert_eq!(id.len(), 32);
+/// assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+/// ```
+pub fn new_hex_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod hex_id_tests {
+    #[test]
+    fn hex_ids_do_not_repeat() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| super::new_hex_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| id.len() == 32));
+    }
+}
