@@ -196,7 +196,9 @@ const FREE_LATER_MIN: usize = 64 << 20;
 
 /// Frees a big buffer on a short-lived thread: handing 512 MiB back to the kernel takes
 /// 30-45 ms (measured on the 2-core bench machine) that the save need not wait for. Small
-/// buffers, or a thread that cannot start, are freed here.
+/// buffers, or a thread that cannot start, are freed here. The memory comes back those
+/// milliseconds after the save returns, so for that moment `save_async` may hold one buffer
+/// more than `max_in_flight` counts.
 fn free_later(data: Bytes) {
     if data.len() < FREE_LATER_MIN {
         return;
