@@ -135,6 +135,24 @@ impl Client {
         ))
     }
 
+    /// A client over the given store and multipart interface (for test doubles).
+    #[cfg(test)]
+    pub(crate) fn from_parts(
+        store: Arc<dyn ObjectStore>,
+        multipart: Arc<dyn MultipartStore>,
+    ) -> Client {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a test runtime");
+        Client {
+            store,
+            multipart,
+            rt,
+        }
+    }
+
     /// Runs `f` to completion on the runtime, also when called from inside another runtime (then
     /// on a helper thread, since a runtime cannot block inside another).
     pub(crate) fn block<T: Send>(&self, f: impl Future<Output = Result<T>> + Send) -> Result<T> {
@@ -166,9 +184,19 @@ impl Client {
         handle: tokio::task::JoinHandle<object_store::Result<T>>,
         url: &str,
     ) -> Result<T> {
+        self.join_as(handle, "put part", url)
+    }
+
+    /// Waits for a task started by [`spawn`](Self::spawn); a failure is reported as `op` on `url`.
+    pub(crate) fn join_as<T: Send>(
+        &self,
+        handle: tokio::task::JoinHandle<object_store::Result<T>>,
+        op: &'static str,
+        url: &str,
+    ) -> Result<T> {
         self.block(async {
             match handle.await {
-                Ok(r) => r.map_err(|e| remote("put part", url, e)),
+                Ok(r) => r.map_err(|e| remote(op, url, e)),
                 Err(e) => Err(Error::Worker {
                     message: format!("upload task failed: {e}"),
                 }),

@@ -70,14 +70,20 @@ pub(crate) fn upload(
         path: journal.to_string().into(),
         source,
     })?;
-    let journaled = client.block(async {
-        client
-            .store
-            .put(journal, PutPayload::from(record))
-            .await
-            .map_err(|e| remote("put", journal.as_ref(), e))
+    // The journal goes up beside the first parts rather than before them: the upload is
+    // unrecorded from create-multipart until the journal lands either way (a crash in that
+    // window leaves an upload only the bucket's listing finds), so waiting for it first would
+    // add a round trip and narrow nothing. It is awaited before any part's acknowledgement, so a
+    // failed journal stops the upload after at most the first parts in flight.
+    let mut journal_put = Some({
+        let (store, path) = (client.store.clone(), journal.clone());
+        client.spawn(async move { store.put(&path, PutPayload::from(record)).await })
     });
-    let result = journaled.and_then(|_| {
+    let recorded = |pending: &mut Option<_>| match pending.take() {
+        Some(h) => client.join_as(h, "put", journal.as_ref()).map(drop),
+        None => Ok(()),
+    };
+    let result: Result<u64> = (|| {
         let mut in_flight = VecDeque::new();
         let mut ids = Vec::new();
         let mut total = 0u64;
@@ -103,9 +109,11 @@ pub(crate) fn upload(
                     if in_flight.len() >= CONCURRENCY
                         && let Some(h) = in_flight.pop_front()
                     {
+                        recorded(&mut journal_put)?;
                         ids.push(client.join(h, &url)?);
                     }
                 }
+                recorded(&mut journal_put)?;
                 while let Some(h) = in_flight.pop_front() {
                     ids.push(client.join(h, &url)?);
                 }
@@ -122,7 +130,9 @@ pub(crate) fn upload(
                 .map_err(|e| remote("complete multipart upload", &url, e))
         })?;
         Ok(total)
-    });
+    })();
+    // A journal put still running (the parts failed first) lands before its delete is sent.
+    let _ = recorded(&mut journal_put);
     if result.is_err() {
         let _ = client.block(async {
             mp.abort_multipart(key, &id)
@@ -542,6 +552,176 @@ mod tests {
     fn watched(len: usize) -> (Bytes, mpsc::Receiver<Option<String>>) {
         let (tx, rx) = mpsc::channel();
         (Bytes::from_owner(Watched(vec![0; len], tx)), rx)
+    }
+
+    use object_store::memory::InMemory;
+    use object_store::multipart::{MultipartStore, PartId};
+    use object_store::{MultipartId, PutResult};
+
+    /// What the upload asked of the multipart interface, in order.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Call {
+        Create,
+        Part(usize),
+        /// `complete`, with whether the journal was in the store at that moment.
+        Complete {
+            journaled: bool,
+        },
+        Abort,
+    }
+
+    /// The in-memory store's multipart interface, recording each call; the part numbered
+    /// `fail_part` (if any) fails.
+    struct Recording {
+        mem: Arc<InMemory>,
+        journal: ObjPath,
+        fail_part: Option<usize>,
+        calls: Mutex<Vec<Call>>,
+    }
+
+    impl Recording {
+        fn note(&self, c: Call) {
+            self.calls.lock().unwrap().push(c);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MultipartStore for Recording {
+        async fn create_multipart(&self, path: &ObjPath) -> object_store::Result<MultipartId> {
+            self.note(Call::Create);
+            self.mem.create_multipart(path).await
+        }
+
+        async fn put_part(
+            &self,
+            path: &ObjPath,
+            id: &MultipartId,
+            part_idx: usize,
+            data: PutPayload,
+        ) -> object_store::Result<PartId> {
+            self.note(Call::Part(part_idx));
+            if self.fail_part == Some(part_idx) {
+                return Err(object_store::Error::Generic {
+                    store: "test",
+                    source: "injected part failure".into(),
+                });
+            }
+            self.mem.put_part(path, id, part_idx, data).await
+        }
+
+        async fn complete_multipart(
+            &self,
+            path: &ObjPath,
+            id: &MultipartId,
+            parts: Vec<PartId>,
+        ) -> object_store::Result<PutResult> {
+            let journaled = self.mem.head(&self.journal).await.is_ok();
+            self.note(Call::Complete { journaled });
+            self.mem.complete_multipart(path, id, parts).await
+        }
+
+        async fn abort_multipart(
+            &self,
+            path: &ObjPath,
+            id: &MultipartId,
+        ) -> object_store::Result<()> {
+            self.note(Call::Abort);
+            self.mem.abort_multipart(path, id).await
+        }
+    }
+
+    /// Uploads `len` bytes through a recording client; returns the outcome, the calls and
+    /// whether the journal is gone afterwards (its delete runs in the background).
+    fn recorded_upload(len: usize, fail_part: Option<usize>) -> (Result<u64>, Vec<Call>, bool) {
+        let mem = Arc::new(InMemory::new());
+        let journal = ObjPath::from(".uploads/u-model.bin.json");
+        let rec = Arc::new(Recording {
+            mem: mem.clone(),
+            journal: journal.clone(),
+            fail_part,
+            calls: Mutex::new(Vec::new()),
+        });
+        let client = Client::from_parts(mem.clone(), rec.clone());
+        let key = ObjPath::from("ckpt/model.bin");
+        let body = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let mut offset = 0;
+        let data = body.clone();
+        let out = upload(
+            &client,
+            &key,
+            &journal,
+            Box::new(move || {
+                if offset >= data.len() {
+                    return Ok(None);
+                }
+                let end = (offset + PART).min(data.len());
+                let part = data.slice(offset..end);
+                offset = end;
+                Ok(Some(part))
+            }),
+        );
+        if out.is_ok() {
+            let got = client
+                .block(async { Ok(mem.get(&key).await.unwrap().bytes().await.unwrap()) })
+                .unwrap();
+            assert!(got == body, "the object holds what was uploaded");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let gone = loop {
+            let gone = client
+                .block(async { Ok(mem.head(&journal).await.is_err()) })
+                .unwrap();
+            if gone || std::time::Instant::now() > deadline {
+                break gone;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let calls = rec.calls.lock().unwrap().clone();
+        (out, calls, gone)
+    }
+
+    #[test]
+    fn a_multipart_upload_is_journaled_before_it_completes() {
+        let len = 2 * PART + 7;
+        let (out, calls, gone) = recorded_upload(len, None);
+        assert_eq!(out.unwrap(), len as u64);
+        assert_eq!(calls.first(), Some(&Call::Create));
+        let mut parts: Vec<usize> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Part(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        parts.sort_unstable();
+        assert_eq!(parts, [0, 1, 2]);
+        assert_eq!(
+            calls.last(),
+            Some(&Call::Complete { journaled: true }),
+            "complete comes last, with the journal already stored: {calls:?}"
+        );
+        assert!(gone, "the journal is deleted once the upload is done");
+    }
+
+    #[test]
+    fn a_failed_part_aborts_the_upload_and_drops_its_journal() {
+        let (out, calls, gone) = recorded_upload(3 * PART, Some(1));
+        let err = out.unwrap_err().to_string();
+        assert!(err.contains("ckpt/model.bin"), "names the object: {err}");
+        assert!(
+            !calls.iter().any(|c| matches!(c, Call::Complete { .. })),
+            "never completed: {calls:?}"
+        );
+        assert_eq!(calls.last(), Some(&Call::Abort), "{calls:?}");
+        assert!(gone, "the journal is deleted after the abort");
+    }
+
+    #[test]
+    fn a_one_part_file_is_a_single_put_with_no_journal() {
+        let (out, calls, gone) = recorded_upload(PART, None);
+        assert_eq!(out.unwrap(), PART as u64);
+        assert!(calls.is_empty(), "no multipart calls: {calls:?}");
+        assert!(gone);
     }
 
     #[test]
