@@ -208,6 +208,15 @@ fn main() {
                         r / o
                     );
                 }
+                for (o, r) in times_of(label, "verified_load")
+                    .iter()
+                    .zip(times_of(label, "raw_get"))
+                {
+                    println!(
+                        "{label:>6}  pair: load {o:.3}s  raw get {r:.3}s  -> {:.3}",
+                        r / o
+                    );
+                }
             }
         }
     }
