@@ -114,8 +114,21 @@ impl Weed {
             ports: names.iter().map(|n| (*n, free_port())).collect(),
             child: None,
         };
-        w.spawn();
-        w.wait_ready(Duration::from_secs(120));
+        // A port found free can be taken before weed binds it (by another test's server or an
+        // outgoing connection's ephemeral port): then weed exits with "address already in use",
+        // and it is started again on fresh ports.
+        for attempt in 1.. {
+            w.spawn();
+            match w.ready(Duration::from_secs(120)) {
+                Ok(()) => break,
+                Err(why) if attempt < 4 && why.contains("address already in use") => {
+                    w.kill();
+                    w.port = free_port();
+                    w.ports = names.iter().map(|n| (*n, free_port())).collect();
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
         Some(w)
     }
 
@@ -196,21 +209,29 @@ impl Weed {
 
     /// Polls an authenticated bucket listing until it answers 200.
     fn wait_ready(&mut self, limit: Duration) {
+        if let Err(why) = self.ready(limit) {
+            panic!("{why}");
+        }
+    }
+
+    /// Polls an authenticated bucket listing until it answers 200; why not, with the log's tail.
+    fn ready(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(c) = &mut self.child
                 && let Ok(Some(status)) = c.try_wait()
             {
-                panic!("weed exited early ({status}): {}", self.log_tail());
+                return Err(format!("weed exited early ({status}): {}", self.log_tail()));
             }
             if bucket_lists(self.port) {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "weed not ready after {limit:?}: {}",
-                self.log_tail()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "weed not ready after {limit:?}: {}",
+                    self.log_tail()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! - `ckpt-<step>/<upload>/<file>`: the files of one save (`<upload>` is unique per save), each
 //!   uploaded while it is hashed; big files as multipart uploads with parallel parts, recorded in
-//!   `.uploads/<upload>-<file>.json` while they run.
+//!   `.uploads/<upload>-<file>.json` while they run (that record is written beside the first
+//!   parts and awaited before any part's acknowledgement and before the upload completes).
 //! - `ckpt-<step>/checkpoint.json`: the commit marker, written last with `PutMode::Create` (a save
 //!   of an existing step replaces it with `PutMode::Update` on its e-tag, atomically). A checkpoint
 //!   without it does not exist for any reader; it names its `<upload>`.
