@@ -199,23 +199,16 @@ fn main() {
                 pr("raw_get", "verified_load")
             );
             if std::env::var_os("EXPTRACK_BENCH_PAIRS").is_some() {
-                for (o, r) in times_of(label, "durable_save")
-                    .iter()
-                    .zip(times_of(label, "raw_put"))
-                {
-                    println!(
-                        "{label:>6}  pair: save {o:.3}s  raw put {r:.3}s  -> {:.3}",
-                        r / o
-                    );
-                }
-                for (o, r) in times_of(label, "verified_load")
-                    .iter()
-                    .zip(times_of(label, "raw_get"))
-                {
-                    println!(
-                        "{label:>6}  pair: load {o:.3}s  raw get {r:.3}s  -> {:.3}",
-                        r / o
-                    );
+                for (what, ours, base, base_name) in [
+                    ("save", "durable_save", "raw_put", "raw put"),
+                    ("load", "verified_load", "raw_get", "raw get"),
+                ] {
+                    for (o, r) in times_of(label, ours).iter().zip(times_of(label, base)) {
+                        println!(
+                            "{label:>6}  pair: {what} {o:.3}s  {base_name} {r:.3}s  -> {:.3}",
+                            r / o
+                        );
+                    }
                 }
             }
         }
