@@ -531,6 +531,9 @@ pub(crate) fn verify_streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::memory::InMemory;
+    use object_store::multipart::{MultipartStore, PartId};
+    use object_store::{MultipartId, PutResult};
 
     /// A buffer that reports the name of the thread that drops it.
     struct Watched(Vec<u8>, mpsc::Sender<Option<String>>);
@@ -553,10 +556,6 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         (Bytes::from_owner(Watched(vec![0; len], tx)), rx)
     }
-
-    use object_store::memory::InMemory;
-    use object_store::multipart::{MultipartStore, PartId};
-    use object_store::{MultipartId, PutResult};
 
     /// What the upload asked of the multipart interface, in order.
     #[derive(Debug, Clone, PartialEq)]
