@@ -44,6 +44,15 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// The runtime that drives a client's requests: two workers, so parts upload in parallel.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("exptrack-ckpt-io")
+        .enable_all()
+        .build()
+}
+
 /// In-process stores named by `memory://<name>`, shared by every checkpointer of the process.
 fn memory_store(name: &str) -> Arc<object_store::memory::InMemory> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<object_store::memory::InMemory>>>> =
@@ -117,14 +126,9 @@ impl Client {
                 });
             }
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("exptrack-ckpt-io")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Worker {
-                message: format!("cannot start the object-store runtime: {e}"),
-            })?;
+        let rt = runtime().map_err(|e| Error::Worker {
+            message: format!("cannot start the object-store runtime: {e}"),
+        })?;
         Ok((
             Client {
                 store,
@@ -141,11 +145,7 @@ impl Client {
         store: Arc<dyn ObjectStore>,
         multipart: Arc<dyn MultipartStore>,
     ) -> Client {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a test runtime");
+        let rt = runtime().expect("a test runtime");
         Client {
             store,
             multipart,
